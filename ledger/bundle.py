@@ -1,0 +1,71 @@
+"""Building proof bundles from the store (the format is in docs/proof-format.md)."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from threading import Lock
+
+from ledger.canonical import stream_id
+from ledger.chain import Deployment
+from ledger.errors import NotAnchored
+from ledger.merkle import MerkleTree, build_tree
+from ledger.models import AnchorRef, BatchRef, ProofBundle, SignedEnvelope
+from ledger.store import ANCHORED, Store
+
+__all__ = ["BundleBuilder"]
+
+
+class BundleBuilder:
+    """Makes bundles; keeps the trees of the last few batches it proved from."""
+
+    def __init__(self, store: Store, deployment: Deployment, *, cached_trees: int = 16) -> None:
+        self.store = store
+        self.deployment = deployment
+        self._trees: OrderedDict[tuple[str, int, str], MerkleTree] = OrderedDict()
+        self._cached_trees = cached_trees
+        self._lock = Lock()
+
+    def _tree(self, stream: str, seq: int, root: str) -> MerkleTree:
+        key = (stream, seq, root)
+        with self._lock:
+            if key in self._trees:
+                self._trees.move_to_end(key)
+                return self._trees[key]
+        tree = build_tree(self.store.batch_leaves(stream, seq))
+        with self._lock:
+            self._trees[key] = tree
+            while len(self._trees) > self._cached_trees:
+                self._trees.popitem(last=False)
+        return tree
+
+    def bundle(self, event_id: str) -> ProofBundle:
+        """The proof bundle of an anchored event; NotAnchored until its batch is anchored."""
+        event = self.store.event(event_id)
+        if event.batch_seq is None or event.leaf_index is None:
+            raise NotAnchored(f"event {event_id!r} is not in a batch yet")
+        batch = self.store.batch(event.stream, event.batch_seq)
+        if batch.state != ANCHORED or batch.tx_hash is None or batch.block_number is None:
+            raise NotAnchored(f"batch {batch.seq} of {event.stream!r} is {batch.state}, not anchored")
+        tree = self._tree(batch.stream, batch.seq, batch.root)
+        return ProofBundle(
+            envelope=SignedEnvelope.model_validate(json.loads(event.envelope)),
+            leaf="0x" + event.leaf,
+            batch=BatchRef(
+                stream=batch.stream,
+                stream_id="0x" + stream_id(batch.stream).hex(),
+                seq=batch.seq,
+                leaf_index=event.leaf_index,
+                leaf_count=batch.leaf_count,
+                root="0x" + batch.root,
+                proof=tree.proof(event.leaf_index),
+                first_event_time=batch.first_event_time_ms,
+                last_event_time=batch.last_event_time_ms,
+            ),
+            anchor=AnchorRef(
+                chain_id=self.deployment.chain_id,
+                contract=self.deployment.anchor_registry,
+                tx_hash="0x" + batch.tx_hash,
+                block_number=batch.block_number,
+            ),
+        )

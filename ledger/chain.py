@@ -1,0 +1,356 @@
+"""The chain client: one place where fourflow talks to an EVM node through web3.
+
+``Chain.in_process()`` runs eth-tester + py-evm inside this process (the default for
+the demo and tests); ``Chain.connect(url)`` talks JSON-RPC to any node (anvil, Besu,
+geth). Transactions are signed locally with eth-account and sent raw, so the node never
+holds fourflow's keys. web3's exceptions are translated here into ledger.errors; a
+revert becomes ``ContractReverted`` carrying the custom error's name and values.
+
+``AnchorRegistry`` is the typed wrapper over the anchor registry contract.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from eth_abi import decode as abi_decode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_tester.exceptions import TransactionFailed
+from eth_utils import keccak, to_checksum_address
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import (
+    ContractCustomError,
+    ContractLogicError,
+    TimeExhausted,
+    TransactionNotFound,
+    Web3Exception,
+)
+
+from ledger.canonical import stream_id as stream_id_of
+from ledger.contracts import Artifact, load_artifact
+from ledger.errors import ChainError, ContractReverted, LedgerError
+
+__all__ = [
+    "ORACLE_ROLE",
+    "SUBMITTER_ROLE",
+    "AnchorRegistry",
+    "Chain",
+    "Deployment",
+    "OnChainBatch",
+    "StreamHead",
+    "TxReceipt",
+]
+
+ORACLE_ROLE = keccak(text="ORACLE_ROLE")
+SUBMITTER_ROLE = keccak(text="SUBMITTER_ROLE")
+_ADMIN_ROLE = b"\x00" * 32
+_FUND_WEI = 10**20  # 100 ether on a dev chain
+T = TypeVar("T")
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Re-raise web3 / transport failures as ChainError, keeping ours untouched."""
+    try:
+        yield
+    except LedgerError:
+        raise
+    except (Web3Exception, TransactionFailed, requests.RequestException, OSError, ValueError) as exc:
+        raise ChainError(f"{action}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class TxReceipt:
+    tx_hash: bytes
+    block_number: int
+    gas_used: int
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a deployment leaves behind: enough to find and trust the contracts again."""
+
+    chain_id: int
+    anchor_registry: str
+    block_number: int
+    artifact_sha256: str
+    deployer: str
+    rpc_url: str | None = None
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> Deployment:
+        try:
+            body = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**body)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ChainError(f"cannot read deployment manifest {path}: {exc}") from exc
+
+
+class Chain:
+    """A connection to one EVM chain, with local signing and nonce management."""
+
+    def __init__(self, w3: Web3, *, rpc_url: str | None) -> None:
+        self.w3 = w3
+        self.rpc_url = rpc_url
+        self._lock = threading.RLock()  # eth-tester is not thread-safe; nonces are per process
+        with _translated("connecting to the chain"):
+            self.chain_id: int = w3.eth.chain_id
+
+    @classmethod
+    def in_process(cls) -> Chain:
+        return cls(Web3(Web3.EthereumTesterProvider()), rpc_url=None)
+
+    @classmethod
+    def connect(cls, url: str, *, timeout: float = 10.0) -> Chain:
+        provider = Web3.HTTPProvider(url, request_kwargs={"timeout": timeout})
+        return cls(Web3(provider), rpc_url=url)
+
+    def call(self, action: str, fn: Callable[[], T]) -> T:
+        """Run one read against the node, translating its failures."""
+        with self._lock, _translated(action):
+            return fn()
+
+    @property
+    def head(self) -> int:
+        return self.call("reading the head block", lambda: int(self.w3.eth.block_number))
+
+    def fund(self, address: str, wei: int = _FUND_WEI) -> None:
+        """Send dev-chain ether from the node's first unlocked account (eth-tester, anvil)."""
+
+        def send() -> None:
+            accounts = self.w3.eth.accounts
+            if not accounts:
+                raise ChainError("the node has no unlocked account to fund from; fund keys yourself")
+            tx = self.w3.eth.send_transaction({"from": accounts[0], "to": address, "value": wei})
+            self.w3.eth.wait_for_transaction_receipt(tx, timeout=30)
+
+        self.call("funding a dev account", send)
+
+    def send(self, build: Callable[[dict[str, Any]], dict[str, Any]], account: LocalAccount) -> bytes:
+        """Sign and send a transaction; returns its hash without waiting for it."""
+        with self._lock, _translated("sending a transaction"):
+            params: dict[str, Any] = {
+                "from": account.address,
+                "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
+                "chainId": self.chain_id,
+            }
+            tx = build(params)
+            signed = account.sign_transaction(tx)
+            return bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
+
+    def wait(self, tx_hash: bytes, *, timeout: float = 60.0) -> TxReceipt:
+        """Wait for a transaction's receipt; raises ContractReverted if it failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            receipt = self.receipt(tx_hash)
+            if receipt is not None:
+                return receipt
+            if time.monotonic() > deadline:
+                raise ChainError(f"transaction 0x{tx_hash.hex()} not mined after {timeout:.0f}s")
+            time.sleep(0.05)
+
+    def receipt(self, tx_hash: bytes) -> TxReceipt | None:
+        """The receipt of a mined transaction, None if it is pending or unknown."""
+        with self._lock, _translated("reading a receipt"):
+            try:
+                raw = self.w3.eth.get_transaction_receipt(tx_hash)
+            except (TransactionNotFound, TimeExhausted):
+                return None
+        if raw["status"] != 1:
+            raise ContractReverted(
+                f"transaction 0x{tx_hash.hex()} reverted in block {raw['blockNumber']}",
+                error="Reverted",
+            )
+        return TxReceipt(
+            tx_hash=tx_hash, block_number=int(raw["blockNumber"]), gas_used=int(raw["gasUsed"])
+        )
+
+    def code_at(self, address: str) -> bytes:
+        return self.call("reading contract code", lambda: bytes(self.w3.eth.get_code(address)))
+
+
+def _error_selectors(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[str]]]:
+    selectors = {}
+    for item in abi:
+        if item.get("type") == "error":
+            types = [i["type"] for i in item["inputs"]]
+            selectors[keccak(text=f"{item['name']}({','.join(types)})")[:4]] = (item["name"], types)
+    return selectors
+
+
+def decode_revert(abi: list[dict[str, Any]], data: str | bytes) -> tuple[str, tuple[Any, ...]]:
+    """Name and values of a custom error from its revert data."""
+    raw = bytes.fromhex(data[2:]) if isinstance(data, str) else data
+    known = _error_selectors(abi)
+    if raw[:4] in known:
+        name, types = known[raw[:4]]
+        return name, tuple(abi_decode(types, raw[4:]))
+    return "Unknown", (raw.hex(),)
+
+
+def _revert_data(cause: BaseException | None) -> bytes | None:
+    """Revert data from web3 (anvil, geth: ContractCustomError) or eth-tester (bytes arg)."""
+    seen = 0
+    while cause is not None and seen < 8:
+        if isinstance(cause, ContractCustomError) and isinstance(cause.data, str):
+            return bytes.fromhex(cause.data.removeprefix("0x"))
+        if cause.args and isinstance(cause.args[0], bytes):
+            return cause.args[0]
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return None
+
+
+@dataclass(frozen=True)
+class OnChainBatch:
+    root: bytes
+    leaf_count: int
+    first_event_time: int
+    last_event_time: int
+    anchored_block: int
+
+
+@dataclass(frozen=True)
+class StreamHead:
+    next_seq: int
+    total_leaves: int
+    accumulator: bytes
+
+
+class AnchorRegistry:
+    """Typed calls into the anchor registry contract."""
+
+    NAME = "AnchorRegistry"
+
+    def __init__(self, chain: Chain, address: str) -> None:
+        self.chain = chain
+        self.address = to_checksum_address(address)
+        self.artifact: Artifact = load_artifact(self.NAME)
+        self._contract: Contract = chain.w3.eth.contract(address=self.address, abi=self.artifact.abi)
+
+    @classmethod
+    def deploy(cls, chain: Chain, *, admin: LocalAccount) -> tuple[AnchorRegistry, Deployment]:
+        artifact = load_artifact(cls.NAME)
+        factory = chain.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        tx_hash = chain.send(
+            lambda p: factory.constructor(admin.address).build_transaction(p), admin
+        )
+        receipt = chain.wait(tx_hash)
+        raw = chain.call("reading a deployment", lambda: chain.w3.eth.get_transaction_receipt(tx_hash))
+        address = to_checksum_address(raw["contractAddress"])
+        deployment = Deployment(
+            chain_id=chain.chain_id,
+            anchor_registry=address,
+            block_number=receipt.block_number,
+            artifact_sha256=artifact.sha256,
+            deployer=admin.address,
+            rpc_url=chain.rpc_url,
+        )
+        return cls(chain, address), deployment
+
+    @classmethod
+    def from_deployment(cls, chain: Chain, deployment: Deployment) -> AnchorRegistry:
+        if deployment.chain_id != chain.chain_id:
+            raise ChainError(
+                f"manifest is for chain {deployment.chain_id}, the node is chain {chain.chain_id}"
+            )
+        return cls(chain, deployment.anchor_registry)
+
+    def _transact(self, action: str, build: Callable[[dict[str, Any]], dict[str, Any]],
+                  account: LocalAccount) -> bytes:
+        try:
+            return self.chain.send(build, account)
+        except ChainError as exc:
+            raise self._revert(action, exc.__cause__) or exc from exc.__cause__
+
+    def _revert(self, action: str, cause: BaseException | None) -> ContractReverted | None:
+        data = _revert_data(cause)
+        if data is not None and len(data) >= 4:
+            name, values = decode_revert(self.artifact.abi, data)
+            return ContractReverted(f"{action} reverted with {name}{values}", error=name, args=values)
+        if isinstance(cause, ContractLogicError) or type(cause).__name__ == "TransactionFailed":
+            return ContractReverted(f"{action} reverted: {cause}", error="Reverted")
+        return None
+
+    # --- roles -----------------------------------------------------------------------
+
+    def grant(self, role: bytes, account: str, *, admin: LocalAccount) -> TxReceipt:
+        fn = self._contract.functions.grantRole(role, to_checksum_address(account))
+        return self.chain.wait(self._transact("grantRole", fn.build_transaction, admin))
+
+    def revoke(self, role: bytes, account: str, *, admin: LocalAccount) -> TxReceipt:
+        fn = self._contract.functions.revokeRole(role, to_checksum_address(account))
+        return self.chain.wait(self._transact("revokeRole", fn.build_transaction, admin))
+
+    def has_role(self, role: bytes, account: str, *, block: int | str = "latest") -> bool:
+        fn = self._contract.functions.hasRole(role, to_checksum_address(account))
+        return bool(self.chain.call("hasRole", lambda: fn.call(block_identifier=block)))
+
+    # --- anchoring ---------------------------------------------------------------------
+
+    def send_anchor(
+        self,
+        *,
+        stream: str,
+        seq: int,
+        root: bytes,
+        leaf_count: int,
+        first_event_time: int,
+        last_event_time: int,
+        oracle: LocalAccount,
+    ) -> bytes:
+        """Send an anchor transaction; returns its hash. Reverts surface as ContractReverted."""
+        fn = self._contract.functions.anchor(
+            stream, seq, root, leaf_count, first_event_time, last_event_time
+        )
+        return self._transact("anchor", fn.build_transaction, oracle)
+
+    def batch_of(self, *, stream: str, seq: int, block: int | str = "latest") -> OnChainBatch | None:
+        """The anchored batch, read from contract storage; None if it is not anchored."""
+        fn = self._contract.functions.batchOf(stream_id_of(stream), seq)
+        raw = self.chain.call("batchOf", lambda: fn.call(block_identifier=block))
+        root, leaf_count, first, last, anchored_block = raw
+        if leaf_count == 0:
+            return None
+        return OnChainBatch(bytes(root), leaf_count, first, last, anchored_block)
+
+    def head_of(self, stream: str, *, block: int | str = "latest") -> StreamHead:
+        fn = self._contract.functions.headOf(stream_id_of(stream))
+        next_seq, total, accumulator = self.chain.call("headOf", lambda: fn.call(block_identifier=block))
+        return StreamHead(next_seq, total, bytes(accumulator))
+
+    def includes(
+        self, *, stream: str, seq: int, leaf: bytes, index: int, siblings: list[bytes]
+    ) -> bool:
+        fn = self._contract.functions.includes(stream_id_of(stream), seq, leaf, index, siblings)
+        return bool(self.chain.call("includes", fn.call))
+
+    def anchored_events(self, *, from_block: int = 0, to_block: int | str = "latest") -> list[dict[str, Any]]:
+        """Decoded BatchAnchored logs, oldest first."""
+        event = self._contract.events.BatchAnchored
+
+        def read() -> list[dict[str, Any]]:
+            logs = event.get_logs(from_block=from_block, to_block=to_block)
+            return [dict(log["args"]) | {"tx_hash": bytes(log["transactionHash"]),
+                                          "block_number": log["blockNumber"]} for log in logs]
+
+        return self.chain.call("reading BatchAnchored logs", read)
+
+
+def new_account() -> LocalAccount:
+    account: LocalAccount = Account.create()
+    return account

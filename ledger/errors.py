@@ -1,0 +1,119 @@
+"""fourflow's errors. Every exception the ledger raises derives from LedgerError.
+
+    LedgerError
+    ├── InvalidInput           bad data from outside; maps to HTTP 4xx / CLI exit 2
+    │   ├── InvalidSignature   signature does not recover the declared submitter
+    │   ├── UnregisteredSigner signer lacks the on-chain role it needs
+    │   └── Conflict           same id, different content
+    ├── NotFound               no such event / batch
+    │   └── NotAnchored        the event exists but its batch is not anchored yet
+    ├── VerificationFailed     a proof bundle failed a numbered verification step
+    ├── ChainError             the chain node failed or refused (web3 errors are translated here)
+    │   └── ContractReverted   a transaction or call reverted; carries the custom error
+    ├── StoreError             the database failed (SQLAlchemy errors are translated here)
+    └── ArtifactError          compiled contract artifacts missing or stale
+
+web3 and SQLAlchemy exceptions never leave the ledger package: they are re-raised
+as one of these with the original as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ArtifactError",
+    "ChainError",
+    "Conflict",
+    "ContractReverted",
+    "InvalidInput",
+    "InvalidSignature",
+    "LedgerError",
+    "NotAnchored",
+    "NotFound",
+    "StoreError",
+    "UnregisteredSigner",
+    "VerificationFailed",
+]
+
+
+class LedgerError(Exception):
+    """Root of fourflow's errors. ``code`` is stable and machine-readable."""
+
+    code = "ledger_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+class InvalidInput(LedgerError):
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, field=field)
+        if code is not None:
+            self.code = code
+
+
+class InvalidSignature(InvalidInput):
+    code = "invalid_signature"
+
+
+class UnregisteredSigner(InvalidInput):
+    code = "unregistered_signer"
+
+
+class Conflict(InvalidInput):
+    code = "conflict"
+
+
+class NotFound(LedgerError):
+    code = "not_found"
+
+
+class NotAnchored(NotFound):
+    code = "not_anchored"
+
+
+class VerificationFailed(LedgerError):
+    """A bundle failed verification at ``step`` (1-based, see ledger.verify.STEPS)."""
+
+    code = "verification_failed"
+
+    def __init__(self, step: int, name: str, message: str) -> None:
+        super().__init__(f"step {step} ({name}) failed: {message}")
+        self.step = step
+        self.name = name
+        self.reason = message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "step": self.step, "step_name": self.name}
+
+
+class ChainError(LedgerError):
+    code = "chain_unavailable"
+
+
+class ContractReverted(ChainError):
+    code = "contract_reverted"
+
+    def __init__(self, message: str, *, error: str, args: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.error = error
+        self.error_args = args
+
+
+class StoreError(LedgerError):
+    code = "store_unavailable"
+
+
+class ArtifactError(LedgerError):
+    code = "artifact_error"

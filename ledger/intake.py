@@ -1,0 +1,48 @@
+"""Taking in signed submissions: check the signature and the signer's role, then store."""
+
+from __future__ import annotations
+
+import time
+from threading import Lock
+
+from ledger.chain import SUBMITTER_ROLE, AnchorRegistry
+from ledger.errors import UnregisteredSigner
+from ledger.models import Eip712Domain, SubmissionIn
+from ledger.signing import domain_for, envelopes_for
+from ledger.store import Receipt, Store
+
+__all__ = ["Intake"]
+
+
+class Intake:
+    """Accepts a submission only if its signer holds SUBMITTER_ROLE on the registry."""
+
+    def __init__(self, store: Store, registry: AnchorRegistry, *, role_ttl_s: float = 10.0) -> None:
+        self.store = store
+        self.registry = registry
+        self.domain: Eip712Domain = domain_for(
+            chain_id=registry.chain.chain_id, contract=registry.address
+        )
+        self._role_ttl_s = role_ttl_s
+        self._roles: dict[str, float] = {}  # signer -> time its role was last confirmed
+        self._lock = Lock()
+
+    def _verify_role(self, signer: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            confirmed = self._roles.get(signer)
+        if confirmed is not None and now - confirmed < self._role_ttl_s:
+            return
+        if not self.registry.has_role(SUBMITTER_ROLE, signer):
+            raise UnregisteredSigner(
+                f"{signer} does not hold SUBMITTER_ROLE on registry {self.registry.address}",
+                field="submitter",
+            )
+        with self._lock:
+            self._roles[signer] = now
+
+    def submit(self, submission: SubmissionIn) -> list[Receipt]:
+        """Verify and store ``submission`` durably; all events or none."""
+        sealed = envelopes_for(submission, domain=self.domain)
+        self._verify_role(sealed.submitter)
+        return self.store.accept(sealed.envelopes)

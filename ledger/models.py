@@ -1,0 +1,215 @@
+"""The shapes fourflow signs, stores, anchors and proves. Pure: pydantic only.
+
+    EventBody        what a submitter says happened (unsigned)
+    SubmissionIn     a batch of bodies plus one EIP-712 signature over all of them
+    SignedEnvelope   one body with the signature and its place in the submission;
+                     its canonical JSON is what a Merkle leaf commits to
+    ProofBundle      an envelope with everything needed to check it against the chain
+
+Every model validates itself on construction and forbids unknown fields, so a value of
+one of these types is well formed by the time any other code sees it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from ledger.canonical import canonical_json
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BUNDLE_VERSION",
+    "MAX_PAYLOAD_DEPTH",
+    "AnchorRef",
+    "BatchRef",
+    "Eip712Domain",
+    "EventBody",
+    "ProofBundle",
+    "SignedEnvelope",
+    "SubmissionIn",
+    "SubmissionRef",
+    "event_time_ms",
+]
+
+BUNDLE_FORMAT = "fourflow/proof-bundle"
+BUNDLE_VERSION = 1
+MAX_PAYLOAD_DEPTH = 16
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
+_CHECKSUM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+Hex32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-f]{64}$")]
+Signature = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-f]{130}$")]
+StreamName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._:-]{0,63}$")]
+Identifier = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,200}$")]
+Kind = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")]
+ProofSteps = list[dict[Literal["left", "right"], Annotated[str, StringConstraints(
+    pattern=r"^[0-9a-f]{64}$")]]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+def _checksum_address(value: str) -> str:
+    # EIP-55 without importing eth_utils into a pure module: keccak is needed, so the
+    # check itself lives in ledger.signing; here only the shape is checked.
+    if not _CHECKSUM_ADDRESS.match(value):
+        raise ValueError("expected a 0x-prefixed 20-byte hex address")
+    return value
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def event_time_ms(value: str) -> int:
+    """Unix milliseconds of an RFC 3339 time with an offset."""
+    return int(datetime.fromisoformat(value).timestamp() * 1000)
+
+
+class EventBody(_Strict):
+    """An unsigned event. Its RFC 8785 form is what the submitter signs (via the digest)."""
+
+    kind: Kind = Field(examples=["epcis.ObjectEvent"])
+    schema_version: int = Field(ge=1, le=1_000, examples=[1])
+    stream: StreamName = Field(examples=["acme-logistics.custody"])
+    event_id: Identifier = Field(examples=["6f1c7a2e-8a51-4f4e-9d8c-0f5b2c7e9a10"])
+    asset_ids: list[Identifier] = Field(min_length=1, max_length=1_000)
+    event_time: str = Field(examples=["2026-11-26T08:15:00.000+08:00"])
+    payload: dict[str, JsonValue]
+    submitter: str = Field(examples=["0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"])
+
+    @field_validator("event_time")
+    @classmethod
+    def _time_has_offset(cls, value: str) -> str:
+        if not _RFC3339.match(value):
+            raise ValueError("expected RFC 3339 with an offset, e.g. 2026-11-26T08:15:00.000Z")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"not a valid date-time: {exc}") from exc
+        if parsed.tzinfo is None or parsed.astimezone(UTC).year < 1970:
+            raise ValueError("expected a time-zone-aware time after 1970")
+        return value
+
+    @field_validator("submitter")
+    @classmethod
+    def _submitter_shape(cls, value: str) -> str:
+        return _checksum_address(value)
+
+    @field_validator("asset_ids")
+    @classmethod
+    def _assets_unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("asset_ids must not repeat")
+        return value
+
+    @field_validator("payload")
+    @classmethod
+    def _payload_canonical(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if _depth(value) > MAX_PAYLOAD_DEPTH:
+            raise ValueError(f"payload nests deeper than {MAX_PAYLOAD_DEPTH} levels")
+        canonical_json(value)  # raises on NaN, unsafe integers, lone surrogates
+        return value
+
+    @property
+    def event_time_ms(self) -> int:
+        return event_time_ms(self.event_time)
+
+
+class SubmissionIn(_Strict):
+    """A signed batch: events in order, and one EIP-712 signature over their digests."""
+
+    submitter: str
+    signature: Signature
+    events: list[EventBody] = Field(min_length=1)
+
+    @field_validator("submitter")
+    @classmethod
+    def _submitter_shape(cls, value: str) -> str:
+        return _checksum_address(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SubmissionIn:
+        seen: set[str] = set()
+        for position, event in enumerate(self.events):
+            if event.submitter != self.submitter:
+                raise ValueError(
+                    f"events[{position}].submitter is {event.submitter}, "
+                    f"expected the submission's {self.submitter}"
+                )
+            if event.event_id in seen:
+                raise ValueError(f"events[{position}].event_id {event.event_id!r} repeats")
+            seen.add(event.event_id)
+        return self
+
+
+class Eip712Domain(_Strict):
+    name: str
+    version: str
+    chainId: int  # noqa: N815 - the EIP-712 field name
+    verifyingContract: str  # noqa: N815 - the EIP-712 field name
+
+
+class SubmissionRef(_Strict):
+    """Where one event sits in the submission its signature covers."""
+
+    root: Hex32
+    count: int = Field(ge=1)
+    index: int = Field(ge=0)
+    proof: ProofSteps
+    signature: Signature
+
+
+class SignedEnvelope(_Strict):
+    event: EventBody
+    submission: SubmissionRef
+    domain: Eip712Domain
+
+
+class BatchRef(_Strict):
+    stream: StreamName
+    stream_id: Hex32
+    seq: int = Field(ge=0)
+    leaf_index: int = Field(ge=0)
+    leaf_count: int = Field(ge=1)
+    root: Hex32
+    proof: ProofSteps
+    first_event_time: int
+    last_event_time: int
+
+
+class AnchorRef(_Strict):
+    chain_id: int
+    contract: str
+    tx_hash: Hex32
+    block_number: int = Field(ge=0)
+
+
+class ProofBundle(_Strict):
+    format: Literal["fourflow/proof-bundle"] = BUNDLE_FORMAT
+    version: Literal[1] = BUNDLE_VERSION
+    envelope: SignedEnvelope
+    leaf: Hex32
+    batch: BatchRef
+    anchor: AnchorRef
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

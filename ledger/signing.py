@@ -1,0 +1,186 @@
+"""EIP-712 signatures over submissions.
+
+A submitter signs once for a whole batch of events. The signed struct is
+
+    Submission(address submitter, bytes32 eventsRoot, uint256 eventCount)
+
+where ``eventsRoot`` is the sha256 Merkle root (merkletools shape, see ledger.merkle)
+over the events' digests (ledger.canonical.event_digest), in submission order. Each
+stored envelope keeps the signature, the root and its own inclusion proof, so one
+event's authorship can be shown without the rest of its submission.
+
+The domain is {name: "fourflow", version: "1", chainId, verifyingContract: the anchor
+registry}, so a signature made for one deployment is worthless on another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_utils import is_checksum_address, to_checksum_address
+
+from ledger.canonical import event_digest
+from ledger.errors import InvalidInput, InvalidSignature
+from ledger.merkle import build_tree, verify_inclusion
+from ledger.models import Eip712Domain, EventBody, SignedEnvelope, SubmissionIn, SubmissionRef
+
+__all__ = [
+    "DOMAIN_NAME",
+    "DOMAIN_VERSION",
+    "SUBMISSION_TYPES",
+    "SealedSubmission",
+    "domain_for",
+    "envelopes_for",
+    "recover_envelope_signer",
+    "recover_submitter",
+    "sign_submission",
+    "submission_root",
+    "verify_checksum_address",
+]
+
+DOMAIN_NAME = "fourflow"
+DOMAIN_VERSION = "1"
+SUBMISSION_TYPES: dict[str, list[dict[str, str]]] = {
+    "EIP712Domain": [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+    ],
+    "Submission": [
+        {"name": "submitter", "type": "address"},
+        {"name": "eventsRoot", "type": "bytes32"},
+        {"name": "eventCount", "type": "uint256"},
+    ],
+}
+
+
+def domain_for(*, chain_id: int, contract: str) -> Eip712Domain:
+    return Eip712Domain(
+        name=DOMAIN_NAME,
+        version=DOMAIN_VERSION,
+        chainId=chain_id,
+        verifyingContract=to_checksum_address(contract),
+    )
+
+
+def verify_checksum_address(value: str, *, field: str) -> None:
+    if not is_checksum_address(value):
+        raise InvalidInput(
+            f"{field} must be an EIP-55 checksummed address, got {value}",
+            field=field,
+            code="invalid_address",
+        )
+
+
+def submission_root(events: Sequence[EventBody]) -> bytes:
+    return build_tree([event_digest(e.model_dump(mode="json")) for e in events]).root
+
+
+def _typed_message(
+    domain: Eip712Domain, *, submitter: str, root: bytes, count: int
+) -> dict[str, Any]:
+    return {
+        "types": SUBMISSION_TYPES,
+        "primaryType": "Submission",
+        "domain": domain.model_dump(),
+        "message": {"submitter": submitter, "eventsRoot": root, "eventCount": count},
+    }
+
+
+def sign_submission(
+    events: Sequence[EventBody], *, private_key: bytes | str, domain: Eip712Domain
+) -> SubmissionIn:
+    """Sign ``events`` (all with the key's address as submitter) as one submission."""
+    account = Account.from_key(private_key)
+    root = submission_root(events)
+    message = _typed_message(domain, submitter=account.address, root=root, count=len(events))
+    signed = account.sign_message(encode_typed_data(full_message=message))
+    return SubmissionIn(
+        submitter=account.address,
+        signature="0x" + bytes(signed.signature).hex(),
+        events=list(events),
+    )
+
+
+def _recover(domain: Eip712Domain, *, submitter: str, root: bytes, count: int, sig: str) -> str:
+    message = _typed_message(domain, submitter=submitter, root=root, count=count)
+    try:
+        recovered: str = Account.recover_message(
+            encode_typed_data(full_message=message), signature=bytes.fromhex(sig[2:])
+        )
+    except Exception as exc:  # eth_keys raises several types for malformed signatures
+        raise InvalidSignature(f"signature does not recover: {exc}", field="signature") from exc
+    return recovered
+
+
+@dataclass(frozen=True)
+class SealedSubmission:
+    """A submission whose signature checked out, split into per-event envelopes."""
+
+    submitter: str
+    root: bytes
+    envelopes: list[SignedEnvelope]
+
+
+def recover_submitter(submission: SubmissionIn, *, domain: Eip712Domain) -> str:
+    """The address that signed ``submission``; raises unless it is the declared submitter."""
+    verify_checksum_address(submission.submitter, field="submitter")
+    root = submission_root(submission.events)
+    signer = _recover(
+        domain,
+        submitter=submission.submitter,
+        root=root,
+        count=len(submission.events),
+        sig=submission.signature,
+    )
+    if signer != submission.submitter:
+        raise InvalidSignature(
+            f"signature recovers {signer}, expected the submitter {submission.submitter} "
+            f"(is the domain's chainId {domain.chainId} and verifyingContract "
+            f"{domain.verifyingContract} right?)",
+            field="signature",
+        )
+    return signer
+
+
+def envelopes_for(submission: SubmissionIn, *, domain: Eip712Domain) -> SealedSubmission:
+    """Check the signature, then give each event its envelope (signature + inclusion proof)."""
+    recover_submitter(submission, domain=domain)
+    digests = [event_digest(e.model_dump(mode="json")) for e in submission.events]
+    tree = build_tree(digests)
+    root_hex = "0x" + tree.root.hex()
+    envelopes = [
+        SignedEnvelope(
+            event=event,
+            submission=SubmissionRef(
+                root=root_hex,
+                count=len(digests),
+                index=index,
+                proof=tree.proof(index),
+                signature=submission.signature,
+            ),
+            domain=domain,
+        )
+        for index, event in enumerate(submission.events)
+    ]
+    return SealedSubmission(submitter=submission.submitter, root=tree.root, envelopes=envelopes)
+
+
+def recover_envelope_signer(envelope: SignedEnvelope) -> str:
+    """The signer of ``envelope``: checks its inclusion in the signed submission root first."""
+    ref = envelope.submission
+    digest = event_digest(envelope.event.model_dump(mode="json"))
+    root = bytes.fromhex(ref.root[2:])
+    verify_inclusion(leaf=digest, index=ref.index, leaf_count=ref.count, proof=ref.proof, root=root)
+    return _recover(
+        envelope.domain,
+        submitter=envelope.event.submitter,
+        root=root,
+        count=ref.count,
+        sig=ref.signature,
+    )

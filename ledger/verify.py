@@ -80,7 +80,7 @@ def verify_bundle(
     try:
         signer = recover_envelope_signer(bundle.envelope)
     except InvalidInput as exc:
-        raise _fail(3, exc.message) from exc
+        raise _fail(3, f"the event is not the one its submitter signed: {exc.message}") from exc
     if signer != submitter:
         raise _fail(3, f"signature recovers {signer}, expected the submitter {submitter}")
     passed(3, f"signed by {signer}")

@@ -1,0 +1,36 @@
+# fourflow — two commands matter: `make demo` and `make test`. Both set themselves up.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NODE_STAMP := contracts/node_modules/.installed
+
+.PHONY: demo test lint typecheck contracts contracts-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(NODE_STAMP): contracts/package.json contracts/package-lock.json
+	cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+contracts-deps: $(NODE_STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fourflow demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ledger api oracles tests
+	$(VENV)/bin/mypy ledger
+
+test: $(STAMP) $(NODE_STAMP) lint
+	$(VENV)/bin/pytest -q
+
+contracts: $(STAMP) $(NODE_STAMP)
+	$(VENV)/bin/fourflow contracts compile
+
+clean:
+	rm -rf $(VENV) contracts/node_modules .pytest_cache .mypy_cache .ruff_cache

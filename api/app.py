@@ -1,0 +1,50 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.limits import BodySizeLimit
+from api.routes import batches, events, health
+from api.settings import Settings, get_settings
+from ledger.anchoring import Anchorer
+from ledger.runtime import Runtime
+
+
+def create_app(runtime: Runtime, *, settings: Settings | None = None,
+               anchorer: Anchorer | None = None) -> FastAPI:
+    """An app serving ``runtime``; with ``anchorer``, it also anchors in a background thread."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        worker = None
+        if anchorer is not None:
+            worker = threading.Thread(target=anchorer.run_forever, args=(stop,),
+                                      name="fourflow-anchorer", daemon=True)
+            worker.start()
+        yield
+        stop.set()
+        if worker is not None:
+            worker.join(timeout=30)
+
+    app = FastAPI(
+        title="fourflow",
+        version="0.1.0",
+        summary="Signed supply-chain events, anchored on-chain, with proofs anyone can check.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(events.router)
+    app.include_router(batches.router)
+    app.include_router(health.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,343 @@
+"""The `fourflow` command.
+
+    fourflow demo                 the whole path on an in-process chain and SQLite
+    fourflow verify BUNDLE        check a proof bundle against a node, step by step
+    fourflow deploy               deploy the registry on a node and write a manifest
+    fourflow serve                the HTTP API (and, with an oracle key, the anchoring worker)
+    fourflow oracle run           the anchoring worker as a service
+    fourflow contracts compile    rebuild contracts/artifacts from the sources
+    fourflow contracts check      fail if an artifact is stale
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from ledger.chain import ORACLE_ROLE, SUBMITTER_ROLE, AnchorRegistry, Chain
+from ledger.errors import LedgerError, VerificationFailed
+from ledger.runtime import Runtime, load_key
+from ledger.verify import STEPS, verify_bundle
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+oracle_app = typer.Typer(no_args_is_help=True, help="Oracle services.")
+contracts_app = typer.Typer(no_args_is_help=True, help="Solidity sources and artifacts.")
+app.add_typer(oracle_app, name="oracle")
+app.add_typer(contracts_app, name="contracts")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+DbOpt = Annotated[str, typer.Option("--db", envvar="FOURFLOW_DB_URL", help="SQLAlchemy URL of the store.")]
+RpcOpt = Annotated[str, typer.Option("--rpc", envvar="FOURFLOW_RPC_URL", help="JSON-RPC URL of the node.")]
+ManifestOpt = Annotated[Path, typer.Option("--manifest", envvar="FOURFLOW_MANIFEST",
+                                           help="Deployment manifest (written by `fourflow deploy`).")]
+
+
+def _die(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+# --- verify ------------------------------------------------------------------------------
+
+
+def _verify_one(bundle: dict[str, Any], chain: Chain, confirmations: int) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+
+    def record(step: int, name: str, detail: str) -> None:
+        steps.append({"step": step, "name": name, "ok": True, "detail": detail})
+
+    try:
+        verify_bundle(bundle, chain=chain, confirmations=confirmations, on_step=record)
+    except VerificationFailed as exc:
+        steps.append({"step": exc.step, "name": exc.name, "ok": False, "detail": exc.reason})
+        return {"ok": False, "failed_step": exc.step, "failed_name": exc.name, "message": exc.reason,
+                "steps": steps}
+    return {"ok": True, "steps": steps}
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    for s in result["steps"]:
+        mark = "[green]✓[/green]" if s["ok"] else "[red]✗[/red]"
+        out.print(f"  {mark} {s['step']}. {s['name']:<17} {s['detail']}")
+    if result["ok"]:
+        out.print(f"  [bold green]VERIFIED[/bold green] in {len(STEPS)} steps")
+    else:
+        out.print(f"  [bold red]FAILED[/bold red] at step {result['failed_step']} ({result['failed_name']})")
+
+
+@app.command()
+def verify(
+    bundle_path: Annotated[str, typer.Argument(metavar="BUNDLE", help="Bundle JSON file, or - for stdin.")],
+    rpc: RpcOpt,
+    confirmations: Annotated[int, typer.Option(min=0, help="Read the anchor this many blocks below the head.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
+) -> None:
+    """Verify a proof bundle against a node: exit 0 if it holds, 1 if a step fails."""
+    try:
+        text = sys.stdin.read() if bundle_path == "-" else Path(bundle_path).read_text(encoding="utf-8")
+        bundle = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise _die(f"cannot read bundle {bundle_path}: {exc}") from exc
+    if not isinstance(bundle, dict):
+        raise _die(f"{bundle_path} is not a JSON object")
+    try:
+        chain = Chain.connect(rpc)
+    except LedgerError as exc:
+        raise _die(f"cannot reach the node at {rpc}: {exc.message}") from exc
+    result = _verify_one(bundle, chain, confirmations)
+    if as_json:
+        out.print_json(data=result)
+    else:
+        _print_result(result)
+    raise typer.Exit(0 if result["ok"] else 1)
+
+
+# --- demo --------------------------------------------------------------------------------
+
+
+def _tampered(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The bundle with one byte of one payload value changed."""
+    forged = copy.deepcopy(bundle)
+    payload = forged["envelope"]["event"]["payload"]
+    payload["bizStep"] = payload["bizStep"][:-1] + ("X" if payload["bizStep"][-1] != "X" else "Y")
+    return forged
+
+
+def _serve_in_thread(runtime: Runtime) -> tuple[str, Any, threading.Thread]:
+    import uvicorn
+
+    from api.app import create_app
+
+    config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=0, log_level="warning",
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="fourflow-demo-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise LedgerError("the demo API server did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return f"http://127.0.0.1:{port}", server, thread
+
+
+@app.command()
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="Print bundles and results as JSON.")] = False,
+    rpc: Annotated[str | None, typer.Option("--rpc", help="Run against this node (e.g. anvil) "
+                                            "instead of the in-process chain.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Write the bundles here.")] = None,
+    coils: Annotated[int, typer.Option(min=1, max=500, help="Steel coils on the demo pallet.")] = 8,
+) -> None:
+    """Deploy, register a logistics firm and an oracle, submit signed RFID custody events
+    over HTTP, anchor them, then verify a proof bundle and show a tampered one fail."""
+    import httpx
+
+    from ledger.signing import sign_submission
+    from oracles.custody import steel_coil_journey
+
+    say = (lambda *a: None) if as_json else out.print
+    with tempfile.TemporaryDirectory(prefix="fourflow-demo-") as tmp:
+        try:
+            chain = Chain.connect(rpc) if rpc else Chain.in_process()
+            runtime, keys = Runtime.dev(db_url=f"sqlite:///{tmp}/store.sqlite", chain=chain)
+        except LedgerError as exc:
+            raise _die(exc.message) from exc
+        dep = runtime.deployment
+        firm = keys.submitters[0]
+        where = rpc or "in-process chain (eth-tester + py-evm)"
+        say(f"[bold]fourflow demo[/bold] on {where}, chain id {dep.chain_id}, SQLite store in {tmp}")
+        say(f" 1. deployed AnchorRegistry at {dep.anchor_registry} (block {dep.block_number})")
+        say(f" 2. granted SUBMITTER_ROLE to the logistics firm {firm.address}")
+        say(f"    granted ORACLE_ROLE to the anchoring oracle  {keys.oracle.address}")
+
+        events = steel_coil_journey(submitter=firm.address, coils=coils)
+        submission = sign_submission(events, private_key=firm.key, domain=runtime.intake.domain)
+        base, server, thread = _serve_in_thread(runtime)
+        try:
+            with httpx.Client(base_url=base, timeout=30) as client:
+                answer = client.post("/v1/events", json=submission.model_dump(mode="json"))
+                if answer.status_code != 202:
+                    raise _die(f"submission refused: {answer.status_code} {answer.text}")
+                say(f" 3. POST {base}/v1/events: {len(events)} EPCIS custody events for a pallet of "
+                    f"{coils} steel coils, one EIP-712 signature → {answer.status_code}, "
+                    f"{answer.json()['accepted']} stored")
+                pending = client.get(f"/v1/events/{events[3].event_id}/proof")
+                say(f"    proof before anchoring → {pending.status_code} {pending.json()['error']['code']}")
+
+                summary = runtime.anchorer(keys.oracle).run_once(force=True)
+                stream, seq, gas = summary.anchored[0]
+                batch = client.get(f"/v1/batches/{stream}/{seq}").json()
+                say(f" 4. anchored {stream}/{seq}: {batch['leaf_count']} leaves, root {batch['root'][:18]}…, "
+                    f"block {batch['block_number']}, {gas:,} gas ({gas // batch['leaf_count']:,} gas/event)")
+
+                bundles = [client.get(f"/v1/events/{e.event_id}/proof").json() for e in events]
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+        receiving = bundles[3]
+        result = _verify_one(receiving, chain, 0)
+        say(f" 5. proof bundle of the warehouse's receiving event {receiving['envelope']['event']['event_id']}:")
+        if not as_json:
+            _print_result(result)
+        forged = _tampered(receiving)
+        forged_result = _verify_one(forged, chain, 0)
+        say(" 6. the same bundle with one byte of its payload changed (bizStep):")
+        if not as_json:
+            _print_result(forged_result)
+        all_ok = all(_verify_one(b, chain, 0)["ok"] for b in bundles)
+        say(f"    all {len(bundles)} bundles verify: {'yes' if all_ok else 'NO'}")
+
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for b in bundles:
+                name = f"{b['batch']['stream']}-{b['batch']['seq']}-{b['batch']['leaf_index']}.json"
+                (out_dir / name).write_text(json.dumps(b, indent=2) + "\n", encoding="utf-8")
+            (out_dir / "deployment.json").write_text(json.dumps(dep.__dict__, indent=2) + "\n",
+                                                     encoding="utf-8")
+            say(f"    wrote {len(bundles)} bundles to {out_dir}/"
+                + (f"; check one with: fourflow verify {out_dir}/<file> --rpc {rpc}" if rpc else ""))
+        if as_json:
+            out.print_json(data={
+                "deployment": dep.__dict__,
+                "bundles": bundles,
+                "verification": result,
+                "tampered": {"bundle": forged, "verification": forged_result},
+                "all_verified": all_ok,
+            })
+        runtime.close()
+        ok = result["ok"] and not forged_result["ok"] and all_ok
+        raise typer.Exit(0 if ok else 1)
+
+
+# --- deploy, serve, oracle ----------------------------------------------------------------
+
+
+@app.command()
+def deploy(rpc: RpcOpt, manifest: ManifestOpt = Path(".fourflow/deployment.json")) -> None:
+    """Deploy the anchor registry. The admin key comes from $FOURFLOW_ADMIN_KEY (or
+    _FILE + _PASSWORD); roles go to $FOURFLOW_ORACLE_ADDRESS and $FOURFLOW_SUBMITTERS
+    (comma-separated addresses)."""
+    try:
+        admin = load_key(env="FOURFLOW_ADMIN_KEY")
+        if admin is None:
+            raise _die("set FOURFLOW_ADMIN_KEY (hex) or FOURFLOW_ADMIN_KEY_FILE to a funded key")
+        chain = Chain.connect(rpc)
+        registry, deployment = AnchorRegistry.deploy(chain, admin=admin)
+        oracle = os.environ.get("FOURFLOW_ORACLE_ADDRESS")
+        if oracle:
+            registry.grant(ORACLE_ROLE, oracle, admin=admin)
+        for submitter in filter(None, os.environ.get("FOURFLOW_SUBMITTERS", "").split(",")):
+            registry.grant(SUBMITTER_ROLE, submitter.strip(), admin=admin)
+        deployment.write(manifest)
+    except LedgerError as exc:
+        raise _die(exc.message) from exc
+    out.print(f"deployed AnchorRegistry at {deployment.anchor_registry} on chain {deployment.chain_id}; "
+              f"manifest {manifest}")
+
+
+def _open_runtime(db: str, rpc: str, manifest: Path) -> Runtime:
+    try:
+        return Runtime.open(db_url=db, rpc_url=rpc, manifest=manifest)
+    except LedgerError as exc:
+        raise _die(exc.message) from exc
+
+
+@app.command()
+def serve(
+    db: DbOpt,
+    rpc: RpcOpt,
+    manifest: ManifestOpt,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the HTTP API. With $FOURFLOW_ORACLE_KEY set, anchor in the same process."""
+    import uvicorn
+
+    from api.app import create_app
+
+    runtime = _open_runtime(db, rpc, manifest)
+    oracle = load_key()
+    anchorer = runtime.anchorer(oracle) if oracle else None
+    uvicorn.run(create_app(runtime, anchorer=anchorer), host=host, port=port)
+
+
+@oracle_app.command("run")
+def oracle_run(
+    db: DbOpt,
+    rpc: RpcOpt,
+    manifest: ManifestOpt,
+    max_batch: Annotated[int, typer.Option(min=1, max=1_000_000, help="Seal at this many events.")] = 1000,
+    max_age: Annotated[float, typer.Option(min=0.0, help="Seal when the oldest pending event is this old (s).")] = 5.0,
+    poll: Annotated[float, typer.Option(min=0.01, help="Seconds between passes.")] = 0.5,
+    once: Annotated[bool, typer.Option("--once", help="Seal everything pending, anchor, exit.")] = False,
+) -> None:
+    """Run the anchoring worker: seal batches by size or age and anchor their roots.
+    The oracle key comes from $FOURFLOW_ORACLE_KEY (or _FILE + _PASSWORD)."""
+    from oracles.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    runtime = _open_runtime(db, rpc, manifest)
+    try:
+        oracle = load_key()
+    except LedgerError as exc:
+        raise _die(exc.message) from exc
+    if oracle is None:
+        raise _die("set FOURFLOW_ORACLE_KEY (hex) or FOURFLOW_ORACLE_KEY_FILE")
+    try:
+        anchored = run_worker(runtime.anchorer(oracle, max_batch=max_batch, max_age_s=max_age),
+                              poll_s=poll, once=once)
+    except LedgerError as exc:
+        raise _die(exc.message, code=1) from exc
+    if once:
+        out.print(f"anchored {anchored} batch(es)")
+
+
+# --- contracts ----------------------------------------------------------------------------
+
+
+@contracts_app.command("compile")
+def contracts_compile() -> None:
+    """Compile contracts/*.sol and rewrite contracts/artifacts."""
+    from ledger.contracts import compile_contracts, write_artifacts
+
+    try:
+        artifacts = compile_contracts()
+    except LedgerError as exc:
+        raise _die(exc.message) from exc
+    write_artifacts(artifacts)
+    for a in artifacts.values():
+        out.print(f"{a.name}: {len(a.deployed_bytecode):,} bytes runtime, compiler {a.compiler}")
+
+
+@contracts_app.command("check")
+def contracts_check() -> None:
+    """Exit 1 if a committed artifact was not built from the current sources."""
+    from ledger.contracts import stale_artifacts
+
+    try:
+        stale = stale_artifacts()
+    except LedgerError as exc:
+        raise _die(exc.message) from exc
+    if stale:
+        raise _die(f"stale artifacts: {', '.join(stale)}; run `fourflow contracts compile`", code=1)
+    out.print("artifacts match the sources")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,121 @@
+"""Submitting signed events, reading them back, and fetching their proof bundles."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, status
+
+from api.deps import RuntimeDep, SettingsDep
+from api.schemas import BatchLink, ErrorBody, EventPublic, ReceiptPublic, SubmissionAccepted
+from ledger.errors import InvalidInput
+from ledger.models import SubmissionIn
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+_EXAMPLE_SUBMISSION: dict[str, Any] = {
+    "submitter": "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4",
+    "signature": "0x" + "ab" * 65,
+    "events": [
+        {
+            "kind": "epcis.ObjectEvent",
+            "schema_version": 1,
+            "stream": "acme-logistics.custody",
+            "event_id": "6f1c7a2e-8a51-4f4e-9d8c-0f5b2c7e9a10",
+            "asset_ids": ["urn:epc:id:sgtin:0614141.107346.2018"],
+            "event_time": "2026-11-26T08:15:00.000+08:00",
+            "payload": {
+                "action": "OBSERVE",
+                "bizStep": "urn:epcglobal:cbv:bizstep:shipping",
+                "readPoint": "urn:epc:id:sgln:0614141.00777.0",
+            },
+            "submitter": "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4",
+        }
+    ],
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "signature does not recover the submitter"},
+    403: {"model": ErrorBody, "description": "signer lacks SUBMITTER_ROLE on-chain"},
+    409: {"model": ErrorBody, "description": "an event id is stored with other content"},
+    413: {"model": ErrorBody, "description": "body or event count over the limit"},
+    422: {"model": ErrorBody, "description": "malformed submission; nothing stored"},
+    503: {"model": ErrorBody, "description": "store or chain unavailable; retry later"},
+}
+
+EventId = Annotated[str, Path(description="the event's id", examples=["6f1c7a2e-8a51-4f4e-9d8c-0f5b2c7e9a10"])]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SubmissionAccepted,
+    responses=_ERRORS,
+    summary="Submit a signed batch of events",
+)
+def submit_events(
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    submission: Annotated[
+        SubmissionIn,
+        Body(openapi_examples={"custody": {"summary": "one RFID custody event", "value": _EXAMPLE_SUBMISSION}}),
+    ],
+) -> SubmissionAccepted:
+    """Verify the EIP-712 signature and the signer's on-chain role, then store every
+    event durably before answering. All or nothing: a bad batch stores nothing.
+    Idempotent on event id: the same event again is answered as a duplicate."""
+    if len(submission.events) > settings.max_events_per_submission:
+        raise InvalidInput(
+            f"{len(submission.events)} events in one submission; the limit is "
+            f"{settings.max_events_per_submission}",
+            field="events",
+            code="too_many_events",
+        )
+    receipts = runtime.intake.submit(submission)
+    public = [
+        ReceiptPublic(event_id=r.event_id, stream=r.stream, digest=r.digest, leaf=r.leaf,
+                      status="duplicate" if r.duplicate else "accepted")
+        for r in receipts
+    ]
+    duplicates = sum(r.duplicate for r in receipts)
+    return SubmissionAccepted(accepted=len(receipts) - duplicates, duplicates=duplicates, receipts=public)
+
+
+@router.get(
+    "/{event_id:path}/proof",
+    responses={404: {"model": ErrorBody, "description": "unknown, or not anchored yet (code not_anchored)"}},
+    summary="The proof bundle of an anchored event",
+)
+def event_proof(runtime: RuntimeDep, event_id: EventId) -> dict[str, Any]:
+    """A self-contained proof bundle (docs/proof-format.md); 404 `not_anchored` until
+    the event's batch is anchored."""
+    return runtime.bundles.bundle(event_id).to_json_dict()
+
+
+@router.get(
+    "/{event_id:path}",
+    response_model=EventPublic,
+    responses={404: {"model": ErrorBody}},
+    summary="One stored event and where it stands",
+)
+def get_event(runtime: RuntimeDep, event_id: EventId) -> EventPublic:
+    row = runtime.store.event(event_id)
+    batch_link = None
+    state = "pending"
+    if row.batch_seq is not None and row.leaf_index is not None:
+        batch = runtime.store.batch(row.stream, row.batch_seq)
+        state = batch.state
+        batch_link = BatchLink(stream=row.stream, seq=row.batch_seq, leaf_index=row.leaf_index,
+                               state=batch.state, href=f"/v1/batches/{row.stream}/{row.batch_seq}")
+    return EventPublic(
+        event_id=row.event_id,
+        stream=row.stream,
+        kind=row.kind,
+        submitter=row.submitter,
+        digest=row.digest,
+        leaf=row.leaf,
+        received_at_ms=row.received_at_ms,
+        status=state,  # type: ignore[arg-type]
+        batch=batch_link,
+        envelope=json.loads(row.envelope),
+    )

@@ -1,0 +1,130 @@
+"""Shared fixtures. Everything is real: eth-tester and anvil chains, SQLite files, the
+PostgreSQL server on 127.0.0.1:5432 (a fresh database per test session)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ledger.chain import Chain
+from ledger.models import EventBody
+from ledger.runtime import DevKeys, Runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+ANVIL = ROOT / "contracts" / "node_modules" / ".bin" / "anvil"
+PG_ADMIN_URL = os.environ.get("FOURFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_events(submitter: str, n: int, *, stream: str = "acme.custody", prefix: str | None = None,
+                asset: str = "urn:epc:id:sgtin:0614141.107346.2018") -> list[EventBody]:
+    prefix = prefix or uuid.uuid4().hex[:8]
+    return [
+        EventBody(
+            kind="epcis.ObjectEvent",
+            schema_version=1,
+            stream=stream,
+            event_id=f"{prefix}-{i}",
+            asset_ids=[asset],
+            event_time=f"2026-11-26T08:{i % 60:02d}:00.000+08:00",
+            payload={"bizStep": "urn:epcglobal:cbv:bizstep:shipping", "seq": i},
+            submitter=submitter,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/store.sqlite"
+
+
+@pytest.fixture
+def dev(db_url: str) -> Iterator[tuple[Runtime, DevKeys]]:
+    """A fresh registry on a fresh in-process chain, with one registered submitter."""
+    runtime, keys = Runtime.dev(db_url=db_url, submitters=2)
+    yield runtime, keys
+    runtime.close()
+
+
+class AnvilNode:
+    def __init__(self, state_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.state_dir = state_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [str(ANVIL), "--host", "127.0.0.1", "--port", str(self.port), "--chain-id", "31337",
+             "--silent", *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                Chain.connect(self.url, timeout=1).chain_id  # noqa: B018 - a liveness probe
+                return
+            except Exception:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"anvil did not start on {self.url}") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
+    """One anvil node (from contracts/node_modules) for the session; auto-mining."""
+    if not ANVIL.exists():
+        pytest.fail(f"{ANVIL} missing: run `make contracts-deps`")
+    node = AnvilNode(tmp_path_factory.mktemp("anvil"))
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server, dropped after the session."""
+    import psycopg2
+
+    name = f"fourflow_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = psycopg2.connect(PG_ADMIN_URL)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"postgresql+psycopg2://{base.split('://', 1)[1]}/{name}"
+    with admin.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.close()
+
+
+def fourflow_bin() -> str:
+    found = shutil.which("fourflow", path=str(ROOT / ".venv" / "bin")) or shutil.which("fourflow")
+    assert found, "the fourflow command is not installed"
+    return found

@@ -15,6 +15,7 @@ from ledger.errors import (
     LedgerError,
     NotFound,
     StoreError,
+    TooLarge,
     UnregisteredSigner,
 )
 
@@ -24,6 +25,7 @@ _STATUS: list[tuple[type[LedgerError], int]] = [
     (InvalidSignature, 401),
     (UnregisteredSigner, 403),
     (Conflict, 409),
+    (TooLarge, 413),
     (InvalidInput, 422),
     (NotFound, 404),
     (StoreError, 503),

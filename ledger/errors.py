@@ -4,7 +4,8 @@
     ├── InvalidInput           bad data from outside; maps to HTTP 4xx / CLI exit 2
     │   ├── InvalidSignature   signature does not recover the declared submitter
     │   ├── UnregisteredSigner signer lacks the on-chain role it needs
-    │   └── Conflict           same id, different content
+    │   ├── Conflict           same id, different content
+    │   └── TooLarge           over a size or count limit
     ├── NotFound               no such event / batch
     │   └── NotAnchored        the event exists but its batch is not anchored yet
     ├── VerificationFailed     a proof bundle failed a numbered verification step
@@ -32,6 +33,7 @@ __all__ = [
     "NotAnchored",
     "NotFound",
     "StoreError",
+    "TooLarge",
     "UnregisteredSigner",
     "VerificationFailed",
 ]
@@ -73,6 +75,10 @@ class UnregisteredSigner(InvalidInput):
 
 class Conflict(InvalidInput):
     code = "conflict"
+
+
+class TooLarge(InvalidInput):
+    code = "too_large"
 
 
 class NotFound(LedgerError):

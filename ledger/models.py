@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from ledger.canonical import canonical_json
+from ledger.errors import InvalidInput
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -126,7 +127,10 @@ class EventBody(_Strict):
     def _payload_canonical(cls, value: dict[str, Any]) -> dict[str, Any]:
         if _depth(value) > MAX_PAYLOAD_DEPTH:
             raise ValueError(f"payload nests deeper than {MAX_PAYLOAD_DEPTH} levels")
-        canonical_json(value)  # raises on NaN, unsafe integers, lone surrogates
+        try:
+            canonical_json(value)  # refuses NaN, unsafe integers, lone surrogates
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from exc
         return value
 
     @property

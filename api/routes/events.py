@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Path, status
 
 from api.deps import RuntimeDep, SettingsDep
 from api.schemas import BatchLink, ErrorBody, EventPublic, ReceiptPublic, SubmissionAccepted
-from ledger.errors import InvalidInput
+from ledger.errors import TooLarge
 from ledger.models import SubmissionIn
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -65,7 +65,7 @@ def submit_events(
     event durably before answering. All or nothing: a bad batch stores nothing.
     Idempotent on event id: the same event again is answered as a duplicate."""
     if len(submission.events) > settings.max_events_per_submission:
-        raise InvalidInput(
+        raise TooLarge(
             f"{len(submission.events)} events in one submission; the limit is "
             f"{settings.max_events_per_submission}",
             field="events",

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Index, event, func, text
+from sqlalchemy import BigInteger, Index, Integer, event, func, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
@@ -36,6 +36,9 @@ __all__ = [
 SEALED, SENT, ANCHORED = "sealed", "sent", "anchored"
 
 
+_BIG = BigInteger().with_variant(Integer, "sqlite")  # 64-bit; SQLite's INTEGER already is
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -47,16 +50,16 @@ class EventRow(SQLModel, table=True):
         Index("ix_events_batch", "stream", "batch_seq", "leaf_index"),
     )
 
-    position: int | None = Field(default=None, primary_key=True)  # arrival order
+    position: int | None = Field(default=None, primary_key=True, sa_type=_BIG)  # arrival order
     event_id: str = Field(unique=True, max_length=200)
     stream: str = Field(max_length=64)
     kind: str = Field(max_length=64)
     submitter: str = Field(max_length=42)
-    event_time_ms: int
+    event_time_ms: int = Field(sa_type=_BIG)
     digest: str = Field(max_length=64)  # hex of ledger.canonical.event_digest(body)
     leaf: str = Field(max_length=64)  # hex of ledger.canonical.leaf_hash(envelope)
     envelope: str  # RFC 8785 JSON of the signed envelope: the leaf's preimage body
-    received_at_ms: int
+    received_at_ms: int = Field(sa_type=_BIG)
     batch_seq: int | None = Field(default=None)
     leaf_index: int | None = Field(default=None)
 
@@ -75,14 +78,14 @@ class BatchRow(SQLModel, table=True):
     seq: int = Field(primary_key=True)
     root: str = Field(max_length=64)
     leaf_count: int
-    first_event_time_ms: int
-    last_event_time_ms: int
+    first_event_time_ms: int = Field(sa_type=_BIG)
+    last_event_time_ms: int = Field(sa_type=_BIG)
     state: str = Field(default=SEALED, max_length=16)
     tx_hash: str | None = Field(default=None, max_length=64)
-    block_number: int | None = None
-    gas_used: int | None = None
-    sealed_at_ms: int
-    anchored_at_ms: int | None = None
+    block_number: int | None = Field(default=None, sa_type=_BIG)
+    gas_used: int | None = Field(default=None, sa_type=_BIG)
+    sealed_at_ms: int = Field(sa_type=_BIG)
+    anchored_at_ms: int | None = Field(default=None, sa_type=_BIG)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,15 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/store.sqlite"
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store's URL on each supported database: a SQLite file, then PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.sqlite"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
 @pytest.fixture
 def dev(db_url: str) -> Iterator[tuple[Runtime, DevKeys]]:
     """A fresh registry on a fresh in-process chain, with one registered submitter."""
@@ -104,9 +113,9 @@ def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
     node.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database on the local server, dropped after the session."""
+    """A fresh PostgreSQL database on the local server for one test, dropped after it."""
     import psycopg2
 
     name = f"fourflow_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"

@@ -1,0 +1,119 @@
+"""The store on SQLite and on the PostgreSQL server: the same tests on both."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from eth_account import Account
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from ledger.errors import Conflict, NotFound, StoreError
+from ledger.merkle import build_tree
+from ledger.runtime import Runtime
+from ledger.signing import domain_for, envelopes_for, sign_submission
+from ledger.store import Store
+from ledger.verify import verify_bundle
+from tests.conftest import make_events
+
+FIRM = Account.from_key("0x" + "11" * 32)
+DOMAIN = domain_for(chain_id=31337, contract="0x" + "22" * 20)
+
+
+def envelopes(n: int, *, stream: str = "acme.custody", prefix: str | None = None) -> list[Any]:
+    sub = sign_submission(make_events(FIRM.address, n, stream=stream, prefix=prefix),
+                          private_key=FIRM.key, domain=DOMAIN)
+    return envelopes_for(sub, domain=DOMAIN).envelopes
+
+
+@pytest.fixture
+def store(any_db_url: str) -> Iterator[Store]:
+    s = Store.open(any_db_url)
+    yield s
+    s.close()
+
+
+def test_accept_is_all_or_nothing_and_idempotent(store: Store) -> None:
+    first = envelopes(3, prefix="a")
+    receipts = store.accept(first)
+    assert [r.duplicate for r in receipts] == [False] * 3
+    assert [r.duplicate for r in store.accept(first)] == [True] * 3
+    assert store.counts()["events"] == 3
+
+    changed = first[1].model_copy(update={"event": first[1].event.model_copy(
+        update={"payload": {"bizStep": "changed"}})})
+    with pytest.raises(Conflict) as conflict:
+        store.accept([*envelopes(2, prefix="b"), changed])
+    assert conflict.value.field == "events[2].event_id"
+    assert store.counts()["events"] == 3  # the two new events of that batch were not stored
+
+
+def test_seal_numbers_batches_gap_free_and_stamps_leaves(store: Store) -> None:
+    env = envelopes(10)
+    store.accept(env)
+    store.accept(envelopes(2, stream="other.stream"))
+    first = store.seal("acme.custody", max_events=4)
+    second = store.seal("acme.custody", max_events=4)
+    third = store.seal("acme.custody", max_events=4)
+    assert first and second and third
+    assert [b.seq for b in (first, second, third)] == [0, 1, 2]
+    assert [b.leaf_count for b in (first, second, third)] == [4, 4, 2]
+    assert store.seal("acme.custody", max_events=4) is None
+    leaves = store.batch_leaves("acme.custody", 1)
+    assert build_tree(leaves).root.hex() == second.root
+    assert store.batch_event_ids("acme.custody", 1) == [e.event.event_id for e in env[4:8]]
+    assert store.backlog() == {"other.stream": (2, store.backlog()["other.stream"][1])}
+    assert store.event(env[5].event.event_id).leaf_index == 1
+
+
+def test_batch_state_moves_forward(store: Store) -> None:
+    store.accept(envelopes(3))
+    batch = store.seal("acme.custody", max_events=100)
+    assert batch is not None
+    assert [b.seq for b in store.unfinished_batches()] == [0]
+    store.mark_sent("acme.custody", 0, tx_hash=b"\x01" * 32)
+    assert store.batch("acme.custody", 0).state == "sent"
+    store.mark_anchored("acme.custody", 0, tx_hash=b"\x01" * 32, block_number=7, gas_used=90_000)
+    row = store.batch("acme.custody", 0)
+    assert (row.state, row.block_number, row.tx_hash) == ("anchored", 7, "01" * 32)
+    assert store.unfinished_batches() == []
+    assert store.counts()["batches_anchored"] == 1
+
+
+def test_missing_things_raise_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        store.event("nope")
+    with pytest.raises(NotFound):
+        store.batch("acme.custody", 0)
+    with pytest.raises(NotFound):
+        store.mark_sent("acme.custody", 0, tx_hash=b"\x00" * 32)
+
+
+def test_envelopes_round_trip_through_the_store_byte_for_byte(store: Store) -> None:
+    from ledger.canonical import canonical_json, leaf_hash
+
+    env = envelopes(2)
+    store.accept(env)
+    row = store.event(env[0].event.event_id)
+    assert row.envelope.encode() == canonical_json(env[0].model_dump(mode="json"))
+    assert row.leaf == leaf_hash(env[0].model_dump(mode="json")).hex()
+
+
+def test_an_unreachable_database_is_a_store_error() -> None:
+    with pytest.raises(StoreError):
+        Store.open("postgresql+psycopg2://nobody@127.0.0.1:9/none")
+
+
+def test_the_whole_api_flow_on_each_database(any_db_url: str) -> None:
+    runtime, keys = Runtime.dev(db_url=any_db_url)
+    firm = keys.submitters[0]
+    events = make_events(firm.address, 6)
+    body = sign_submission(events, private_key=firm.key, domain=runtime.intake.domain)
+    with TestClient(create_app(runtime)) as client:
+        assert client.post("/v1/events", json=body.model_dump(mode="json")).status_code == 202
+        runtime.anchorer(keys.oracle, max_batch=4).run_once(force=True)
+        for event in events:
+            verify_bundle(client.get(f"/v1/events/{event.event_id}/proof").json(), chain=runtime.chain)
+    runtime.close()

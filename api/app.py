@@ -16,8 +16,9 @@ from ledger.anchoring import Anchorer
 from ledger.runtime import Runtime
 
 
-def create_app(runtime: Runtime, *, settings: Settings | None = None,
-               anchorer: Anchorer | None = None) -> FastAPI:
+def create_app(
+    runtime: Runtime, *, settings: Settings | None = None, anchorer: Anchorer | None = None
+) -> FastAPI:
     """An app serving ``runtime``; with ``anchorer``, it also anchors in a background thread."""
     settings = settings or get_settings()
 
@@ -26,8 +27,9 @@ def create_app(runtime: Runtime, *, settings: Settings | None = None,
         stop = threading.Event()
         worker = None
         if anchorer is not None:
-            worker = threading.Thread(target=anchorer.run_forever, args=(stop,),
-                                      name="fourflow-anchorer", daemon=True)
+            worker = threading.Thread(
+                target=anchorer.run_forever, args=(stop,), name="fourflow-anchorer", daemon=True
+            )
             worker.start()
         yield
         stop.set()

@@ -1,12 +1,12 @@
 """The `fourflow` command.
 
-    fourflow demo                 the whole path on an in-process chain and SQLite
-    fourflow verify BUNDLE        check a proof bundle against a node, step by step
-    fourflow deploy               deploy the registry on a node and write a manifest
-    fourflow serve                the HTTP API (and, with an oracle key, the anchoring worker)
-    fourflow oracle run           the anchoring worker as a service
-    fourflow contracts compile    rebuild contracts/artifacts from the sources
-    fourflow contracts check      fail if an artifact is stale
+fourflow demo                 the whole path on an in-process chain and SQLite
+fourflow verify BUNDLE        check a proof bundle against a node, step by step
+fourflow deploy               deploy the registry on a node and write a manifest
+fourflow serve                the HTTP API (and, with an oracle key, the anchoring worker)
+fourflow oracle run           the anchoring worker as a service
+fourflow contracts compile    rebuild contracts/artifacts from the sources
+fourflow contracts check      fail if an artifact is stale
 """
 
 from __future__ import annotations
@@ -39,10 +39,20 @@ app.add_typer(contracts_app, name="contracts")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-DbOpt = Annotated[str, typer.Option("--db", envvar="FOURFLOW_DB_URL", help="SQLAlchemy URL of the store.")]
-RpcOpt = Annotated[str, typer.Option("--rpc", envvar="FOURFLOW_RPC_URL", help="JSON-RPC URL of the node.")]
-ManifestOpt = Annotated[Path, typer.Option("--manifest", envvar="FOURFLOW_MANIFEST",
-                                           help="Deployment manifest (written by `fourflow deploy`).")]
+DbOpt = Annotated[
+    str, typer.Option("--db", envvar="FOURFLOW_DB_URL", help="SQLAlchemy URL of the store.")
+]
+RpcOpt = Annotated[
+    str, typer.Option("--rpc", envvar="FOURFLOW_RPC_URL", help="JSON-RPC URL of the node.")
+]
+ManifestOpt = Annotated[
+    Path,
+    typer.Option(
+        "--manifest",
+        envvar="FOURFLOW_MANIFEST",
+        help="Deployment manifest (written by `fourflow deploy`).",
+    ),
+]
 
 
 def _die(message: str, code: int = 2) -> typer.Exit:
@@ -63,8 +73,13 @@ def _verify_one(bundle: dict[str, Any], chain: Chain, confirmations: int) -> dic
         verify_bundle(bundle, chain=chain, confirmations=confirmations, on_step=record)
     except VerificationFailed as exc:
         steps.append({"step": exc.step, "name": exc.name, "ok": False, "detail": exc.reason})
-        return {"ok": False, "failed_step": exc.step, "failed_name": exc.name, "message": exc.reason,
-                "steps": steps}
+        return {
+            "ok": False,
+            "failed_step": exc.step,
+            "failed_name": exc.name,
+            "message": exc.reason,
+            "steps": steps,
+        }
     return {"ok": True, "steps": steps}
 
 
@@ -75,19 +90,29 @@ def _print_result(result: dict[str, Any]) -> None:
     if result["ok"]:
         out.print(f"  [bold green]VERIFIED[/bold green] in {len(STEPS)} steps")
     else:
-        out.print(f"  [bold red]FAILED[/bold red] at step {result['failed_step']} ({result['failed_name']})")
+        out.print(
+            f"  [bold red]FAILED[/bold red] at step {result['failed_step']} ({result['failed_name']})"
+        )
 
 
 @app.command()
 def verify(
-    bundle_path: Annotated[str, typer.Argument(metavar="BUNDLE", help="Bundle JSON file, or - for stdin.")],
+    bundle_path: Annotated[
+        str, typer.Argument(metavar="BUNDLE", help="Bundle JSON file, or - for stdin.")
+    ],
     rpc: RpcOpt,
-    confirmations: Annotated[int, typer.Option(min=0, help="Read the anchor this many blocks below the head.")] = 0,
+    confirmations: Annotated[
+        int, typer.Option(min=0, help="Read the anchor this many blocks below the head.")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
 ) -> None:
     """Verify a proof bundle against a node: exit 0 if it holds, 1 if a step fails."""
     try:
-        text = sys.stdin.read() if bundle_path == "-" else Path(bundle_path).read_text(encoding="utf-8")
+        text = (
+            sys.stdin.read()
+            if bundle_path == "-"
+            else Path(bundle_path).read_text(encoding="utf-8")
+        )
         bundle = json.loads(text)
     except (OSError, ValueError) as exc:
         raise _die(f"cannot read bundle {bundle_path}: {exc}") from exc
@@ -121,8 +146,9 @@ def _serve_in_thread(runtime: Runtime) -> tuple[str, Any, threading.Thread]:
 
     from api.app import create_app
 
-    config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=0, log_level="warning",
-                            lifespan="on")
+    config = uvicorn.Config(
+        create_app(runtime), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="fourflow-demo-api", daemon=True)
     thread.start()
@@ -137,9 +163,15 @@ def _serve_in_thread(runtime: Runtime) -> tuple[str, Any, threading.Thread]:
 
 @app.command()
 def demo(
-    as_json: Annotated[bool, typer.Option("--json", help="Print bundles and results as JSON.")] = False,
-    rpc: Annotated[str | None, typer.Option("--rpc", help="Run against this node (e.g. anvil) "
-                                            "instead of the in-process chain.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print bundles and results as JSON.")
+    ] = False,
+    rpc: Annotated[
+        str | None,
+        typer.Option(
+            "--rpc", help="Run against this node (e.g. anvil) instead of the in-process chain."
+        ),
+    ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write the bundles here.")] = None,
     coils: Annotated[int, typer.Option(min=1, max=500, help="Steel coils on the demo pallet.")] = 8,
 ) -> None:
@@ -160,7 +192,9 @@ def demo(
         dep = runtime.deployment
         firm = keys.submitters[0]
         where = rpc or "in-process chain (eth-tester + py-evm)"
-        say(f"[bold]fourflow demo[/bold] on {where}, chain id {dep.chain_id}, SQLite store in {tmp}")
+        say(
+            f"[bold]fourflow demo[/bold] on {where}, chain id {dep.chain_id}, SQLite store in {tmp}"
+        )
         say(f" 1. deployed AnchorRegistry at {dep.anchor_registry} (block {dep.block_number})")
         say(f" 2. granted SUBMITTER_ROLE to the logistics firm {firm.address}")
         say(f"    granted ORACLE_ROLE to the anchoring oracle  {keys.oracle.address}")
@@ -173,17 +207,23 @@ def demo(
                 answer = client.post("/v1/events", json=submission.model_dump(mode="json"))
                 if answer.status_code != 202:
                     raise _die(f"submission refused: {answer.status_code} {answer.text}")
-                say(f" 3. POST {base}/v1/events: {len(events)} EPCIS custody events for a pallet of "
+                say(
+                    f" 3. POST {base}/v1/events: {len(events)} EPCIS custody events for a pallet of "
                     f"{coils} steel coils, one EIP-712 signature → {answer.status_code}, "
-                    f"{answer.json()['accepted']} stored")
+                    f"{answer.json()['accepted']} stored"
+                )
                 pending = client.get(f"/v1/events/{events[3].event_id}/proof")
-                say(f"    proof before anchoring → {pending.status_code} {pending.json()['error']['code']}")
+                say(
+                    f"    proof before anchoring → {pending.status_code} {pending.json()['error']['code']}"
+                )
 
                 summary = runtime.anchorer(keys.oracle).run_once(force=True)
                 stream, seq, gas = summary.anchored[0]
                 batch = client.get(f"/v1/batches/{stream}/{seq}").json()
-                say(f" 4. anchored {stream}/{seq}: {batch['leaf_count']} leaves, root {batch['root'][:18]}…, "
-                    f"block {batch['block_number']}, {gas:,} gas ({gas // batch['leaf_count']:,} gas/event)")
+                say(
+                    f" 4. anchored {stream}/{seq}: {batch['leaf_count']} leaves, root {batch['root'][:18]}…, "
+                    f"block {batch['block_number']}, {gas:,} gas ({gas // batch['leaf_count']:,} gas/event)"
+                )
 
                 bundles = [client.get(f"/v1/events/{e.event_id}/proof").json() for e in events]
         finally:
@@ -192,7 +232,9 @@ def demo(
 
         receiving = bundles[3]
         result = _verify_one(receiving, chain, 0)
-        say(f" 5. proof bundle of the warehouse's receiving event {receiving['envelope']['event']['event_id']}:")
+        say(
+            f" 5. proof bundle of the warehouse's receiving event {receiving['envelope']['event']['event_id']}:"
+        )
         if not as_json:
             _print_result(result)
         forged = _tampered(receiving)
@@ -208,18 +250,23 @@ def demo(
             for b in bundles:
                 name = f"{b['batch']['stream']}-{b['batch']['seq']}-{b['batch']['leaf_index']}.json"
                 (out_dir / name).write_text(json.dumps(b, indent=2) + "\n", encoding="utf-8")
-            (out_dir / "deployment.json").write_text(json.dumps(dep.__dict__, indent=2) + "\n",
-                                                     encoding="utf-8")
-            say(f"    wrote {len(bundles)} bundles to {out_dir}/"
-                + (f"; check one with: fourflow verify {out_dir}/<file> --rpc {rpc}" if rpc else ""))
+            (out_dir / "deployment.json").write_text(
+                json.dumps(dep.__dict__, indent=2) + "\n", encoding="utf-8"
+            )
+            say(
+                f"    wrote {len(bundles)} bundles to {out_dir}/"
+                + (f"; check one with: fourflow verify {out_dir}/<file> --rpc {rpc}" if rpc else "")
+            )
         if as_json:
-            out.print_json(data={
-                "deployment": dep.__dict__,
-                "bundles": bundles,
-                "verification": result,
-                "tampered": {"bundle": forged, "verification": forged_result},
-                "all_verified": all_ok,
-            })
+            out.print_json(
+                data={
+                    "deployment": dep.__dict__,
+                    "bundles": bundles,
+                    "verification": result,
+                    "tampered": {"bundle": forged, "verification": forged_result},
+                    "all_verified": all_ok,
+                }
+            )
         runtime.close()
         ok = result["ok"] and not forged_result["ok"] and all_ok
         raise typer.Exit(0 if ok else 1)
@@ -247,8 +294,10 @@ def deploy(rpc: RpcOpt, manifest: ManifestOpt = Path(".fourflow/deployment.json"
         deployment.write(manifest)
     except LedgerError as exc:
         raise _die(exc.message) from exc
-    out.print(f"deployed AnchorRegistry at {deployment.anchor_registry} on chain {deployment.chain_id}; "
-              f"manifest {manifest}")
+    out.print(
+        f"deployed AnchorRegistry at {deployment.anchor_registry} on chain {deployment.chain_id}; "
+        f"manifest {manifest}"
+    )
 
 
 def _open_runtime(db: str, rpc: str, manifest: Path) -> Runtime:
@@ -282,10 +331,16 @@ def oracle_run(
     db: DbOpt,
     rpc: RpcOpt,
     manifest: ManifestOpt,
-    max_batch: Annotated[int, typer.Option(min=1, max=1_000_000, help="Seal at this many events.")] = 1000,
-    max_age: Annotated[float, typer.Option(min=0.0, help="Seal when the oldest pending event is this old (s).")] = 5.0,
+    max_batch: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="Seal at this many events.")
+    ] = 1000,
+    max_age: Annotated[
+        float, typer.Option(min=0.0, help="Seal when the oldest pending event is this old (s).")
+    ] = 5.0,
     poll: Annotated[float, typer.Option(min=0.01, help="Seconds between passes.")] = 0.5,
-    once: Annotated[bool, typer.Option("--once", help="Seal everything pending, anchor, exit.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Seal everything pending, anchor, exit.")
+    ] = False,
 ) -> None:
     """Run the anchoring worker: seal batches by size or age and anchor their roots.
     The oracle key comes from $FOURFLOW_ORACLE_KEY (or _FILE + _PASSWORD)."""
@@ -300,8 +355,9 @@ def oracle_run(
     if oracle is None:
         raise _die("set FOURFLOW_ORACLE_KEY (hex) or FOURFLOW_ORACLE_KEY_FILE")
     try:
-        anchored = run_worker(runtime.anchorer(oracle, max_batch=max_batch, max_age_s=max_age),
-                              poll_s=poll, once=once)
+        anchored = run_worker(
+            runtime.anchorer(oracle, max_batch=max_batch, max_age_s=max_age), poll_s=poll, once=once
+        )
     except LedgerError as exc:
         raise _die(exc.message, code=1) from exc
     if once:

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
 
 from ledger.chain import AnchorRegistry
 from ledger.errors import ChainError, LedgerError
@@ -74,7 +75,7 @@ class Anchorer:
                 crashpoint("after_seal")
                 sealed.append(batch)
                 count -= batch.leaf_count
-                due = force and count > 0 or count >= self.max_batch
+                due = (force and count > 0) or count >= self.max_batch
         return sealed
 
     def anchor_unfinished(self) -> list[tuple[BatchRow, int]]:
@@ -124,7 +125,9 @@ class Anchorer:
             tx_hash = bytes.fromhex(batch.tx_hash)
             if self.registry.chain.receipt(tx_hash) is not None or self._pending(tx_hash):
                 return self._await(batch, tx_hash)
-            log.warning("tx 0x%s of %s/%d is gone; sending again", batch.tx_hash, batch.stream, batch.seq)
+            log.warning(
+                "tx 0x%s of %s/%d is gone; sending again", batch.tx_hash, batch.stream, batch.seq
+            )
         tx_hash = self.registry.send_anchor(
             stream=batch.stream,
             seq=batch.seq,
@@ -142,7 +145,9 @@ class Anchorer:
     def _pending(self, tx_hash: bytes) -> bool:
         chain = self.registry.chain
         try:
-            chain.call("looking up a transaction", lambda: chain.w3.eth.get_transaction(tx_hash))
+            chain.call(
+                "looking up a transaction", lambda: chain.w3.eth.get_transaction(HexBytes(tx_hash))
+            )
         except ChainError:
             return False
         return True
@@ -150,7 +155,10 @@ class Anchorer:
     def _await(self, batch: BatchRow, tx_hash: bytes) -> int:
         receipt = self.registry.chain.wait(tx_hash, timeout=self.receipt_timeout_s)
         self.store.mark_anchored(
-            batch.stream, batch.seq, tx_hash=tx_hash, block_number=receipt.block_number,
+            batch.stream,
+            batch.seq,
+            tx_hash=tx_hash,
+            block_number=receipt.block_number,
             gas_used=receipt.gas_used,
         )
         return receipt.gas_used
@@ -167,11 +175,18 @@ class Anchorer:
         tx_hash = self._anchoring_tx(batch, on_chain.anchored_block)
         receipt = self.registry.chain.receipt(tx_hash)
         self.store.mark_anchored(
-            batch.stream, batch.seq, tx_hash=tx_hash, block_number=on_chain.anchored_block,
+            batch.stream,
+            batch.seq,
+            tx_hash=tx_hash,
+            block_number=on_chain.anchored_block,
             gas_used=receipt.gas_used if receipt else None,
         )
-        log.info("adopted %s/%d, already anchored in block %d", batch.stream, batch.seq,
-                 on_chain.anchored_block)
+        log.info(
+            "adopted %s/%d, already anchored in block %d",
+            batch.stream,
+            batch.seq,
+            on_chain.anchored_block,
+        )
         return True
 
     def _anchoring_tx(self, batch: BatchRow, block: int) -> bytes:

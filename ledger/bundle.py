@@ -46,7 +46,9 @@ class BundleBuilder:
             raise NotAnchored(f"event {event_id!r} is not in a batch yet")
         batch = self.store.batch(event.stream, event.batch_seq)
         if batch.state != ANCHORED or batch.tx_hash is None or batch.block_number is None:
-            raise NotAnchored(f"batch {batch.seq} of {event.stream!r} is {batch.state}, not anchored")
+            raise NotAnchored(
+                f"batch {batch.seq} of {event.stream!r} is {batch.state}, not anchored"
+            )
         tree = self._tree(batch.stream, batch.seq, batch.root)
         return ProofBundle(
             envelope=SignedEnvelope.model_validate(json.loads(event.envelope)),

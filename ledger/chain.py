@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
-from eth_abi import decode as abi_decode
+from eth_abi.abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import (
@@ -35,6 +37,7 @@ from web3.exceptions import (
     TransactionNotFound,
     Web3Exception,
 )
+from web3.types import BlockIdentifier, Wei
 
 from ledger.canonical import stream_id as stream_id_of
 from ledger.contracts import Artifact, load_artifact
@@ -65,7 +68,13 @@ def _translated(action: str) -> Iterator[None]:
         yield
     except LedgerError:
         raise
-    except (Web3Exception, TransactionFailed, requests.RequestException, OSError, ValueError) as exc:
+    except (
+        Web3Exception,
+        TransactionFailed,
+        requests.RequestException,
+        OSError,
+        ValueError,
+    ) as exc:
         raise ChainError(f"{action}: {exc}") from exc
 
 
@@ -134,13 +143,17 @@ class Chain:
         def send() -> None:
             accounts = self.w3.eth.accounts
             if not accounts:
-                raise ChainError("the node has no unlocked account to fund from; fund keys yourself")
-            tx = self.w3.eth.send_transaction({"from": accounts[0], "to": address, "value": wei})
+                raise ChainError(
+                    "the node has no unlocked account to fund from; fund keys yourself"
+                )
+            tx = self.w3.eth.send_transaction(
+                {"from": accounts[0], "to": address, "value": Wei(wei)}
+            )
             self.w3.eth.wait_for_transaction_receipt(tx, timeout=30)
 
         self.call("funding a dev account", send)
 
-    def send(self, build: Callable[[dict[str, Any]], dict[str, Any]], account: LocalAccount) -> bytes:
+    def send(self, build: Callable[[Any], Any], account: LocalAccount) -> bytes:
         """Sign and send a transaction; returns its hash without waiting for it."""
         with self._lock, _translated("sending a transaction"):
             params: dict[str, Any] = {
@@ -167,7 +180,7 @@ class Chain:
         """The receipt of a mined transaction, None if it is pending or unknown."""
         with self._lock, _translated("reading a receipt"):
             try:
-                raw = self.w3.eth.get_transaction_receipt(tx_hash)
+                raw = self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
             except (TransactionNotFound, TimeExhausted):
                 return None
         if raw["status"] != 1:
@@ -180,7 +193,10 @@ class Chain:
         )
 
     def code_at(self, address: str) -> bytes:
-        return self.call("reading contract code", lambda: bytes(self.w3.eth.get_code(address)))
+        return self.call(
+            "reading contract code",
+            lambda: bytes(self.w3.eth.get_code(to_checksum_address(address))),
+        )
 
 
 def _error_selectors(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[str]]]:
@@ -240,7 +256,9 @@ class AnchorRegistry:
         self.chain = chain
         self.address = to_checksum_address(address)
         self.artifact: Artifact = load_artifact(self.NAME)
-        self._contract: Contract = chain.w3.eth.contract(address=self.address, abi=self.artifact.abi)
+        self._contract: Contract = chain.w3.eth.contract(
+            address=self.address, abi=self.artifact.abi
+        )
 
     @classmethod
     def deploy(cls, chain: Chain, *, admin: LocalAccount) -> tuple[AnchorRegistry, Deployment]:
@@ -250,7 +268,11 @@ class AnchorRegistry:
             lambda p: factory.constructor(admin.address).build_transaction(p), admin
         )
         receipt = chain.wait(tx_hash)
-        raw = chain.call("reading a deployment", lambda: chain.w3.eth.get_transaction_receipt(tx_hash))
+        raw = chain.call(
+            "reading a deployment", lambda: chain.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+        )
+        if raw["contractAddress"] is None:
+            raise ChainError(f"deployment 0x{tx_hash.hex()} created no contract")
         address = to_checksum_address(raw["contractAddress"])
         deployment = Deployment(
             chain_id=chain.chain_id,
@@ -270,8 +292,7 @@ class AnchorRegistry:
             )
         return cls(chain, deployment.anchor_registry)
 
-    def _transact(self, action: str, build: Callable[[dict[str, Any]], dict[str, Any]],
-                  account: LocalAccount) -> bytes:
+    def _transact(self, action: str, build: Callable[[Any], Any], account: LocalAccount) -> bytes:
         try:
             return self.chain.send(build, account)
         except ChainError as exc:
@@ -281,7 +302,9 @@ class AnchorRegistry:
         data = _revert_data(cause)
         if data is not None and len(data) >= 4:
             name, values = decode_revert(self.artifact.abi, data)
-            return ContractReverted(f"{action} reverted with {name}{values}", error=name, args=values)
+            return ContractReverted(
+                f"{action} reverted with {name}{values}", error=name, args=values
+            )
         if isinstance(cause, ContractLogicError) or type(cause).__name__ == "TransactionFailed":
             return ContractReverted(f"{action} reverted: {cause}", error="Reverted")
         return None
@@ -296,7 +319,7 @@ class AnchorRegistry:
         fn = self._contract.functions.revokeRole(role, to_checksum_address(account))
         return self.chain.wait(self._transact("revokeRole", fn.build_transaction, admin))
 
-    def has_role(self, role: bytes, account: str, *, block: int | str = "latest") -> bool:
+    def has_role(self, role: bytes, account: str, *, block: BlockIdentifier = "latest") -> bool:
         fn = self._contract.functions.hasRole(role, to_checksum_address(account))
         return bool(self.chain.call("hasRole", lambda: fn.call(block_identifier=block)))
 
@@ -319,7 +342,9 @@ class AnchorRegistry:
         )
         return self._transact("anchor", fn.build_transaction, oracle)
 
-    def batch_of(self, *, stream: str, seq: int, block: int | str = "latest") -> OnChainBatch | None:
+    def batch_of(
+        self, *, stream: str, seq: int, block: BlockIdentifier = "latest"
+    ) -> OnChainBatch | None:
         """The anchored batch, read from contract storage; None if it is not anchored."""
         fn = self._contract.functions.batchOf(stream_id_of(stream), seq)
         raw = self.chain.call("batchOf", lambda: fn.call(block_identifier=block))
@@ -328,9 +353,11 @@ class AnchorRegistry:
             return None
         return OnChainBatch(bytes(root), leaf_count, first, last, anchored_block)
 
-    def head_of(self, stream: str, *, block: int | str = "latest") -> StreamHead:
+    def head_of(self, stream: str, *, block: BlockIdentifier = "latest") -> StreamHead:
         fn = self._contract.functions.headOf(stream_id_of(stream))
-        next_seq, total, accumulator = self.chain.call("headOf", lambda: fn.call(block_identifier=block))
+        next_seq, total, accumulator = self.chain.call(
+            "headOf", lambda: fn.call(block_identifier=block)
+        )
         return StreamHead(next_seq, total, bytes(accumulator))
 
     def includes(
@@ -339,14 +366,19 @@ class AnchorRegistry:
         fn = self._contract.functions.includes(stream_id_of(stream), seq, leaf, index, siblings)
         return bool(self.chain.call("includes", fn.call))
 
-    def anchored_events(self, *, from_block: int = 0, to_block: int | str = "latest") -> list[dict[str, Any]]:
+    def anchored_events(
+        self, *, from_block: int = 0, to_block: BlockIdentifier = "latest"
+    ) -> list[dict[str, Any]]:
         """Decoded BatchAnchored logs, oldest first."""
         event = self._contract.events.BatchAnchored
 
         def read() -> list[dict[str, Any]]:
             logs = event.get_logs(from_block=from_block, to_block=to_block)
-            return [dict(log["args"]) | {"tx_hash": bytes(log["transactionHash"]),
-                                          "block_number": log["blockNumber"]} for log in logs]
+            return [
+                dict(log["args"])
+                | {"tx_hash": bytes(log["transactionHash"]), "block_number": log["blockNumber"]}
+                for log in logs
+            ]
 
         return self.chain.call("reading BatchAnchored logs", read)
 

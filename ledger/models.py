@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -56,8 +57,19 @@ Signature = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-f]{130}$")]
 StreamName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._:-]{0,63}$")]
 Identifier = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,200}$")]
 Kind = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")]
-ProofSteps = list[dict[Literal["left", "right"], Annotated[str, StringConstraints(
-    pattern=r"^[0-9a-f]{64}$")]]]
+_SIBLING = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _proof_steps(value: list[dict[str, str]]) -> list[dict[str, str]]:
+    for position, step in enumerate(value):
+        if len(step) != 1 or next(iter(step)) not in ("left", "right"):
+            raise ValueError(f"proof step {position} must have the single key 'left' or 'right'")
+        if not _SIBLING.match(next(iter(step.values()))):
+            raise ValueError(f"proof step {position}: expected 64 lowercase hex digits")
+    return value
+
+
+ProofSteps = Annotated[list[dict[str, str]], AfterValidator(_proof_steps)]
 
 
 class _Strict(BaseModel):
@@ -168,8 +180,8 @@ class SubmissionIn(_Strict):
 class Eip712Domain(_Strict):
     name: str
     version: str
-    chainId: int  # noqa: N815 - the EIP-712 field name
-    verifyingContract: str  # noqa: N815 - the EIP-712 field name
+    chainId: int
+    verifyingContract: str
 
 
 class SubmissionRef(_Strict):
@@ -208,8 +220,8 @@ class AnchorRef(_Strict):
 
 
 class ProofBundle(_Strict):
-    format: Literal["fourflow/proof-bundle"] = BUNDLE_FORMAT
-    version: Literal[1] = BUNDLE_VERSION
+    format: Literal["fourflow/proof-bundle"] = "fourflow/proof-bundle"
+    version: Literal[1] = 1
     envelope: SignedEnvelope
     leaf: Hex32
     batch: BatchRef

@@ -32,11 +32,13 @@ def load_key(*, env: str = "FOURFLOW_ORACLE_KEY") -> LocalAccount | None:
     keyfile = os.environ.get(f"{env}_FILE")
     try:
         if raw:
-            return Account.from_key(raw)
+            account: LocalAccount = Account.from_key(raw)
+            return account
         if keyfile:
             password = os.environ.get(f"{env}_PASSWORD", "")
             data = Path(keyfile).read_text(encoding="utf-8")
-            return Account.from_key(Account.decrypt(data, password))
+            decrypted: LocalAccount = Account.from_key(Account.decrypt(data, password))
+            return decrypted
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"cannot load the key from ${env}: {exc}", code="bad_key") from exc
     return None
@@ -75,10 +77,14 @@ class Runtime:
     @classmethod
     def open(cls, *, db_url: str, rpc_url: str, manifest: Path) -> Runtime:
         chain = Chain.connect(rpc_url)
-        return cls.attach(store=Store.open(db_url), chain=chain, deployment=Deployment.read(manifest))
+        return cls.attach(
+            store=Store.open(db_url), chain=chain, deployment=Deployment.read(manifest)
+        )
 
     @classmethod
-    def dev(cls, *, db_url: str, chain: Chain | None = None, submitters: int = 1) -> tuple[Runtime, DevKeys]:
+    def dev(
+        cls, *, db_url: str, chain: Chain | None = None, submitters: int = 1
+    ) -> tuple[Runtime, DevKeys]:
         """Deploy a fresh registry with generated, funded keys and roles granted."""
         chain = chain or Chain.in_process()
         keys = DevKeys(
@@ -95,7 +101,9 @@ class Runtime:
         runtime = cls.attach(store=Store.open(db_url), chain=chain, deployment=deployment)
         return runtime, keys
 
-    def anchorer(self, oracle: LocalAccount, *, max_batch: int = 1000, max_age_s: float = 5.0) -> Anchorer:
+    def anchorer(
+        self, oracle: LocalAccount, *, max_batch: int = 1000, max_age_s: float = 5.0
+    ) -> Anchorer:
         return Anchorer(self.store, self.registry, oracle, max_batch=max_batch, max_age_s=max_age_s)
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
-from eth_utils import is_checksum_address, to_checksum_address
+from eth_utils.address import is_checksum_address, to_checksum_address
 
 from ledger.canonical import event_digest
 from ledger.errors import InvalidInput, InvalidSignature

@@ -119,7 +119,9 @@ class Store:
         """Open (and create the tables of) the database at an SQLAlchemy ``url``."""
         try:
             if url.startswith("sqlite"):
-                engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+                engine = create_engine(
+                    url, connect_args={"check_same_thread": False, "timeout": 10}
+                )
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
                 engine = create_engine(url, pool_pre_ping=True)
@@ -143,7 +145,7 @@ class Store:
 
     def ping(self) -> None:
         with self._session() as session:
-            session.exec(select(text("1")))  # type: ignore[call-overload]
+            session.exec(select(text("1")))
 
     # --- submissions ---------------------------------------------------------------
 
@@ -187,7 +189,9 @@ class Store:
                     )
                 duplicate = old is not None
                 stored = old if old is not None else row
-                receipts.append(Receipt(row.event_id, row.stream, stored.digest, stored.leaf, duplicate))
+                receipts.append(
+                    Receipt(row.event_id, row.stream, stored.digest, stored.leaf, duplicate)
+                )
                 if not duplicate:
                     session.add(row)
                     env = envelopes[position]
@@ -326,7 +330,10 @@ class Store:
         return {
             "events": int(events),
             "pending": int(pending),
-            **{f"batches_{state}": int(by_state.get(state, 0)) for state in (SEALED, SENT, ANCHORED)},
+            **{
+                f"batches_{state}": int(by_state.get(state, 0))
+                for state in (SEALED, SENT, ANCHORED)
+            },
         }
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from eth_utils.address import to_checksum_address
 from pydantic import ValidationError
-from eth_utils import to_checksum_address
 
 from ledger.canonical import leaf_hash, stream_id
 from ledger.chain import SUBMITTER_ROLE, AnchorRegistry, Chain, OnChainBatch
@@ -69,10 +69,15 @@ def verify_bundle(
         raise _fail(2, f"bad contract address: {exc}") from exc
     domain = bundle.envelope.domain
     if node_chain_id != bundle.anchor.chain_id:
-        raise _fail(2, f"expected chain {bundle.anchor.chain_id}, the node is chain {node_chain_id}")
+        raise _fail(
+            2, f"expected chain {bundle.anchor.chain_id}, the node is chain {node_chain_id}"
+        )
     if domain.chainId != bundle.anchor.chain_id or domain.verifyingContract != contract:
-        raise _fail(2, f"signature domain is chain {domain.chainId} / {domain.verifyingContract}, "
-                       f"expected chain {bundle.anchor.chain_id} / {contract}")
+        raise _fail(
+            2,
+            f"signature domain is chain {domain.chainId} / {domain.verifyingContract}, "
+            f"expected chain {bundle.anchor.chain_id} / {contract}",
+        )
     passed(2, f"chain {node_chain_id}, registry {contract}")
 
     # 3. the EIP-712 signature over the submission recovers the event's submitter
@@ -100,16 +105,24 @@ def verify_bundle(
         at_block = chain.head - confirmations
         if at_block < 0:
             raise _fail(5, f"the chain has fewer than {confirmations} blocks")
-        on_chain: OnChainBatch | None = registry.batch_of(stream=ref.stream, seq=ref.seq, block=at_block)
+        on_chain: OnChainBatch | None = registry.batch_of(
+            stream=ref.stream, seq=ref.seq, block=at_block
+        )
     except ChainError as exc:
         raise _fail(5, f"cannot read the anchor: {exc.message}") from exc
     if on_chain is None:
-        raise _fail(5, f"batch {ref.seq} of {ref.stream!r} is not anchored as of block {at_block} "
-                       f"({confirmations} confirmations)")
+        raise _fail(
+            5,
+            f"batch {ref.seq} of {ref.stream!r} is not anchored as of block {at_block} "
+            f"({confirmations} confirmations)",
+        )
     if on_chain.leaf_count != ref.leaf_count:
         raise _fail(5, f"the chain says {on_chain.leaf_count} leaves, the bundle {ref.leaf_count}")
-    passed(5, f"{ref.stream}/{ref.seq} anchored in block {on_chain.anchored_block}, "
-              f"{on_chain.leaf_count} leaves")
+    passed(
+        5,
+        f"{ref.stream}/{ref.seq} anchored in block {on_chain.anchored_block}, "
+        f"{on_chain.leaf_count} leaves",
+    )
 
     # 6. the path's length and sides are those fixed by (leaf index, on-chain leaf count)
     try:
@@ -123,8 +136,9 @@ def verify_bundle(
 
     # 7. the path leads from the leaf to the root held in contract storage
     try:
-        computed = root_from_proof(leaf=leaf, index=ref.leaf_index, leaf_count=on_chain.leaf_count,
-                                   proof=ref.proof)
+        computed = root_from_proof(
+            leaf=leaf, index=ref.leaf_index, leaf_count=on_chain.leaf_count, proof=ref.proof
+        )
     except InvalidInput as exc:
         raise _fail(7, exc.message) from exc
     if computed != on_chain.root:

@@ -42,7 +42,9 @@ def steel_coil_journey(
     sscc = pallet_sscc(seed)
     ns = uuid.UUID(int=seed)
 
-    def event(step: int, kind: str, hours: float, assets: list[str], payload: dict[str, Any]) -> EventBody:
+    def event(
+        step: int, kind: str, hours: float, assets: list[str], payload: dict[str, Any]
+    ) -> EventBody:
         when = start + timedelta(hours=hours)
         return EventBody(
             kind=kind,
@@ -56,35 +58,95 @@ def steel_coil_journey(
         )
 
     return [
-        event(0, "epcis.ObjectEvent", 0, epcs, {
-            "type": "ObjectEvent", "action": "ADD", "epcList": epcs,
-            "bizStep": f"{_CBV}:bizstep:commissioning", "disposition": f"{_CBV}:disp:active",
-            "readPoint": {"id": MILL}, "bizLocation": {"id": MILL},
-            "quantityList": [{"epcClass": "urn:epc:class:lgtin:0614141.107346.COIL2026", "quantity": 24.6,
-                              "uom": "TNE"}],
-        }),
-        event(1, "epcis.AggregationEvent", 2, [sscc, *epcs], {
-            "type": "AggregationEvent", "action": "ADD", "parentID": sscc, "childEPCs": epcs,
-            "bizStep": f"{_CBV}:bizstep:packing", "disposition": f"{_CBV}:disp:in_progress",
-            "readPoint": {"id": MILL},
-        }),
-        event(2, "epcis.ObjectEvent", 5, [sscc, *epcs], {
-            "type": "ObjectEvent", "action": "OBSERVE", "epcList": [sscc],
-            "bizStep": f"{_CBV}:bizstep:shipping", "disposition": f"{_CBV}:disp:in_transit",
-            "readPoint": {"id": MILL},
-            "sourceList": [{"type": f"{_CBV}:sdt:owning_party", "source": MILL_PARTY},
-                           {"type": f"{_CBV}:sdt:possessing_party", "source": MILL_PARTY}],
-            "destinationList": [{"type": f"{_CBV}:sdt:possessing_party", "destination": WAREHOUSE_PARTY}],
-        }),
-        event(3, "epcis.ObjectEvent", 31, [sscc, *epcs], {
-            "type": "ObjectEvent", "action": "OBSERVE", "epcList": [sscc],
-            "bizStep": f"{_CBV}:bizstep:receiving", "disposition": f"{_CBV}:disp:in_progress",
-            "readPoint": {"id": WAREHOUSE}, "bizLocation": {"id": WAREHOUSE},
-            "sensorElementList": [{"sensorReport": [{"type": "gs1:Temperature", "value": 6.5, "uom": "CEL"}]}],
-        }),
-        event(4, "epcis.ObjectEvent", 32, [sscc, *epcs], {
-            "type": "ObjectEvent", "action": "OBSERVE", "epcList": epcs,
-            "bizStep": f"{_CBV}:bizstep:storing", "disposition": f"{_CBV}:disp:in_progress",
-            "readPoint": {"id": WAREHOUSE}, "bizLocation": {"id": WAREHOUSE},
-        }),
+        event(
+            0,
+            "epcis.ObjectEvent",
+            0,
+            epcs,
+            {
+                "type": "ObjectEvent",
+                "action": "ADD",
+                "epcList": epcs,
+                "bizStep": f"{_CBV}:bizstep:commissioning",
+                "disposition": f"{_CBV}:disp:active",
+                "readPoint": {"id": MILL},
+                "bizLocation": {"id": MILL},
+                "quantityList": [
+                    {
+                        "epcClass": "urn:epc:class:lgtin:0614141.107346.COIL2026",
+                        "quantity": 24.6,
+                        "uom": "TNE",
+                    }
+                ],
+            },
+        ),
+        event(
+            1,
+            "epcis.AggregationEvent",
+            2,
+            [sscc, *epcs],
+            {
+                "type": "AggregationEvent",
+                "action": "ADD",
+                "parentID": sscc,
+                "childEPCs": epcs,
+                "bizStep": f"{_CBV}:bizstep:packing",
+                "disposition": f"{_CBV}:disp:in_progress",
+                "readPoint": {"id": MILL},
+            },
+        ),
+        event(
+            2,
+            "epcis.ObjectEvent",
+            5,
+            [sscc, *epcs],
+            {
+                "type": "ObjectEvent",
+                "action": "OBSERVE",
+                "epcList": [sscc],
+                "bizStep": f"{_CBV}:bizstep:shipping",
+                "disposition": f"{_CBV}:disp:in_transit",
+                "readPoint": {"id": MILL},
+                "sourceList": [
+                    {"type": f"{_CBV}:sdt:owning_party", "source": MILL_PARTY},
+                    {"type": f"{_CBV}:sdt:possessing_party", "source": MILL_PARTY},
+                ],
+                "destinationList": [
+                    {"type": f"{_CBV}:sdt:possessing_party", "destination": WAREHOUSE_PARTY}
+                ],
+            },
+        ),
+        event(
+            3,
+            "epcis.ObjectEvent",
+            31,
+            [sscc, *epcs],
+            {
+                "type": "ObjectEvent",
+                "action": "OBSERVE",
+                "epcList": [sscc],
+                "bizStep": f"{_CBV}:bizstep:receiving",
+                "disposition": f"{_CBV}:disp:in_progress",
+                "readPoint": {"id": WAREHOUSE},
+                "bizLocation": {"id": WAREHOUSE},
+                "sensorElementList": [
+                    {"sensorReport": [{"type": "gs1:Temperature", "value": 6.5, "uom": "CEL"}]}
+                ],
+            },
+        ),
+        event(
+            4,
+            "epcis.ObjectEvent",
+            32,
+            [sscc, *epcs],
+            {
+                "type": "ObjectEvent",
+                "action": "OBSERVE",
+                "epcList": epcs,
+                "bizStep": f"{_CBV}:bizstep:storing",
+                "disposition": f"{_CBV}:disp:in_progress",
+                "readPoint": {"id": WAREHOUSE},
+                "bizLocation": {"id": WAREHOUSE},
+            },
+        ),
     ]

@@ -29,7 +29,11 @@ def run_worker(anchorer: Anchorer, *, poll_s: float = 0.5, once: bool = False) -
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        log.info("anchoring to %s on chain %d", anchorer.registry.address, anchorer.registry.chain.chain_id)
+        log.info(
+            "anchoring to %s on chain %d",
+            anchorer.registry.address,
+            anchorer.registry.chain.chain_id,
+        )
         anchorer.run_forever(stop, poll_s=poll_s)
     finally:
         for sig, handler in previous.items():

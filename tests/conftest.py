@@ -29,8 +29,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_events(submitter: str, n: int, *, stream: str = "acme.custody", prefix: str | None = None,
-                asset: str = "urn:epc:id:sgtin:0614141.107346.2018") -> list[EventBody]:
+def make_events(
+    submitter: str,
+    n: int,
+    *,
+    stream: str = "acme.custody",
+    prefix: str | None = None,
+    asset: str = "urn:epc:id:sgtin:0614141.107346.2018",
+) -> list[EventBody]:
     prefix = prefix or uuid.uuid4().hex[:8]
     return [
         EventBody(
@@ -78,9 +84,19 @@ class AnvilNode:
 
     def start(self, *extra: str) -> None:
         self.proc = subprocess.Popen(
-            [str(ANVIL), "--host", "127.0.0.1", "--port", str(self.port), "--chain-id", "31337",
-             "--silent", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(ANVIL),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--chain-id",
+                "31337",
+                "--silent",
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
         while True:

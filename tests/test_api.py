@@ -30,8 +30,9 @@ def client(dev: tuple[Runtime, DevKeys]) -> Iterator[TestClient]:
 def signed(dev: tuple[Runtime, DevKeys], n: int = 3, **kw: Any) -> dict[str, Any]:
     runtime, keys = dev
     firm = keys.submitters[0]
-    sub = sign_submission(make_events(firm.address, n, **kw), private_key=firm.key,
-                          domain=runtime.intake.domain)
+    sub = sign_submission(
+        make_events(firm.address, n, **kw), private_key=firm.key, domain=runtime.intake.domain
+    )
     return sub.model_dump(mode="json")
 
 
@@ -77,13 +78,21 @@ def test_resubmission_is_idempotent(client: TestClient, dev: Any) -> None:
     assert stored(dev) == 4
 
 
-def test_same_id_other_content_is_a_conflict_and_stores_nothing(client: TestClient, dev: Any) -> None:
+def test_same_id_other_content_is_a_conflict_and_stores_nothing(
+    client: TestClient, dev: Any
+) -> None:
     runtime, keys = dev
     firm = keys.submitters[0]
     first = make_events(firm.address, 2, prefix="lot7")
-    client.post("/v1/events", json=sign_submission(first, private_key=firm.key,
-                                                   domain=runtime.intake.domain).model_dump(mode="json"))
-    changed = first[1].model_copy(update={"payload": {"bizStep": "urn:epcglobal:cbv:bizstep:receiving"}})
+    client.post(
+        "/v1/events",
+        json=sign_submission(first, private_key=firm.key, domain=runtime.intake.domain).model_dump(
+            mode="json"
+        ),
+    )
+    changed = first[1].model_copy(
+        update={"payload": {"bizStep": "urn:epcglobal:cbv:bizstep:receiving"}}
+    )
     fresh = make_events(firm.address, 1, prefix="fresh")[0]
     body = sign_submission([fresh, changed], private_key=firm.key, domain=runtime.intake.domain)
     answer = client.post("/v1/events", json=body.model_dump(mode="json"))
@@ -164,8 +173,9 @@ def test_unparseable_json_and_nan_are_422(client: TestClient, dev: Any) -> None:
 def test_a_signature_by_another_key_is_401(client: TestClient, dev: Any) -> None:
     runtime, keys = dev
     other = Account.create()
-    theirs = sign_submission(make_events(other.address, 2), private_key=other.key,
-                             domain=runtime.intake.domain)
+    theirs = sign_submission(
+        make_events(other.address, 2), private_key=other.key, domain=runtime.intake.domain
+    )
     body = signed(dev, 2) | {"signature": theirs.signature}
     answer = client.post("/v1/events", json=body)
     assert answer.status_code == 401
@@ -175,7 +185,9 @@ def test_a_signature_by_another_key_is_401(client: TestClient, dev: Any) -> None
 
 
 @pytest.mark.parametrize("wrong", ["chain", "contract"])
-def test_a_signature_for_another_deployment_is_401(client: TestClient, dev: Any, wrong: str) -> None:
+def test_a_signature_for_another_deployment_is_401(
+    client: TestClient, dev: Any, wrong: str
+) -> None:
     runtime, keys = dev
     firm = keys.submitters[0]
     domain = domain_for(
@@ -191,14 +203,15 @@ def test_a_signature_for_another_deployment_is_401(client: TestClient, dev: Any,
 def test_an_unregistered_signer_is_403(client: TestClient, dev: Any) -> None:
     runtime, _ = dev
     stranger = Account.create()
-    body = sign_submission(make_events(stranger.address, 2), private_key=stranger.key,
-                           domain=runtime.intake.domain)
+    body = sign_submission(
+        make_events(stranger.address, 2), private_key=stranger.key, domain=runtime.intake.domain
+    )
     answer = client.post("/v1/events", json=body.model_dump(mode="json"))
     assert answer.status_code == 403
     assert answer.json()["error"] == {
         "code": "unregistered_signer",
         "message": f"{stranger.address} does not hold SUBMITTER_ROLE on registry "
-                   f"{runtime.registry.address}",
+        f"{runtime.registry.address}",
         "field": "submitter",
     }
     assert stored(dev) == 0
@@ -241,7 +254,8 @@ def test_event_ids_with_slashes_round_trip(client: TestClient, dev: Any) -> None
     runtime, keys = dev
     firm = keys.submitters[0]
     event = make_events(firm.address, 1)[0].model_copy(
-        update={"event_id": "ni:///sha-256;0a1b2c?ver=CBV2.0"})
+        update={"event_id": "ni:///sha-256;0a1b2c?ver=CBV2.0"}
+    )
     body = sign_submission([event], private_key=firm.key, domain=runtime.intake.domain)
     assert client.post("/v1/events", json=body.model_dump(mode="json")).status_code == 202
     runtime.anchorer(keys.oracle).run_once(force=True)

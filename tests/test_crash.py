@@ -25,14 +25,17 @@ from tests.conftest import AnvilNode, fourflow_bin, free_port, make_events
 pytestmark = pytest.mark.anvil
 
 
-def _setup(anvil: AnvilNode, tmp_path: Path, events: int) -> tuple[Runtime, DevKeys, dict[str, str]]:
+def _setup(
+    anvil: AnvilNode, tmp_path: Path, events: int
+) -> tuple[Runtime, DevKeys, dict[str, str]]:
     db_url = f"sqlite:///{tmp_path}/store.sqlite"
     runtime, keys = Runtime.dev(db_url=db_url, chain=Chain.connect(anvil.url))
     manifest = tmp_path / "deployment.json"
     runtime.deployment.write(manifest)
     firm = keys.submitters[0]
-    body = sign_submission(make_events(firm.address, events), private_key=firm.key,
-                           domain=runtime.intake.domain)
+    body = sign_submission(
+        make_events(firm.address, events), private_key=firm.key, domain=runtime.intake.domain
+    )
     runtime.intake.submit(body)
     env = os.environ | {
         "FOURFLOW_DB_URL": db_url,
@@ -43,13 +46,21 @@ def _setup(anvil: AnvilNode, tmp_path: Path, events: int) -> tuple[Runtime, DevK
     return runtime, keys, env
 
 
-def _worker(env: dict[str, str], *, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+def _worker(
+    env: dict[str, str], *, crash_at: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = dict(env)
     env.pop("FOURFLOW_CRASH_AT", None)
     if crash_at:
         env["FOURFLOW_CRASH_AT"] = crash_at
-    return subprocess.run([fourflow_bin(), "oracle", "run", "--once", "--max-batch", "4"],
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [fourflow_bin(), "oracle", "run", "--once", "--max-batch", "4"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _assert_anchored_exactly_once(runtime: Runtime, events: int) -> None:
@@ -109,12 +120,18 @@ def test_repeated_crashes_at_every_point_still_converge(anvil: AnvilNode, tmp_pa
     runtime.close()
 
 
-def test_an_acknowledged_submission_survives_a_killed_server(anvil: AnvilNode, tmp_path: Path) -> None:
+def test_an_acknowledged_submission_survives_a_killed_server(
+    anvil: AnvilNode, tmp_path: Path
+) -> None:
     """Invariant 1: a 2xx means durable, even if the API process is SIGKILLed right after."""
     runtime, keys, env = _setup(anvil, tmp_path, events=1)
     port = free_port()
-    server = subprocess.Popen([fourflow_bin(), "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [fourflow_bin(), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60

@@ -18,8 +18,14 @@ from tests.conftest import AnvilNode, fourflow_bin, make_events
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([fourflow_bin(), *args], capture_output=True, text=True, input=stdin,
-                          timeout=180, check=False)
+    return subprocess.run(
+        [fourflow_bin(), *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=180,
+        check=False,
+    )
 
 
 def test_demo_verifies_its_bundles_and_catches_the_tampered_one() -> None:
@@ -37,8 +43,14 @@ def test_demo_verifies_its_bundles_and_catches_the_tampered_one() -> None:
 def test_demo_human_output_tells_the_story() -> None:
     result = run("demo")
     assert result.returncode == 0, result.stderr
-    for line in ("deployed AnchorRegistry", "→ 202", "not_anchored", "gas/event",
-                 "VERIFIED in 8 steps", "FAILED at step 3 (signature)"):
+    for line in (
+        "deployed AnchorRegistry",
+        "→ 202",
+        "not_anchored",
+        "gas/event",
+        "VERIFIED in 8 steps",
+        "FAILED at step 3 (signature)",
+    ):
         assert line in result.stdout
 
 
@@ -53,7 +65,9 @@ def _anchor_on(runtime: Runtime, oracle: Any, firm: Any, n: int) -> list[dict[st
 
 @pytest.mark.anvil
 def test_bundles_from_anvil_verify_with_the_cli(anvil: AnvilNode, tmp_path: Path) -> None:
-    runtime, keys = Runtime.dev(db_url=f"sqlite:///{tmp_path}/s.sqlite", chain=Chain.connect(anvil.url))
+    runtime, keys = Runtime.dev(
+        db_url=f"sqlite:///{tmp_path}/s.sqlite", chain=Chain.connect(anvil.url)
+    )
     bundles = _anchor_on(runtime, keys.oracle, keys.submitters[0], 9)
     assert sorted({b["batch"]["seq"] for b in bundles}) == [0, 1, 2]  # 4 + 4 + 1
     for i, bundle in enumerate(bundles):
@@ -70,8 +84,15 @@ def test_bundles_from_anvil_verify_with_the_cli(anvil: AnvilNode, tmp_path: Path
     assert "FAILED at step 7 (root)" in result.stdout
 
     head = Chain.connect(anvil.url).head
-    too_deep = run("verify", str(tmp_path / "b0.json"), "--rpc", anvil.url, "--json",
-                   "--confirmations", str(head + 1))
+    too_deep = run(
+        "verify",
+        str(tmp_path / "b0.json"),
+        "--rpc",
+        anvil.url,
+        "--json",
+        "--confirmations",
+        str(head + 1),
+    )
     assert too_deep.returncode == 1
     assert json.loads(too_deep.stdout)["failed_step"] == 5
     runtime.close()

@@ -23,8 +23,11 @@ DOMAIN = domain_for(chain_id=31337, contract="0x" + "22" * 20)
 
 
 def envelopes(n: int, *, stream: str = "acme.custody", prefix: str | None = None) -> list[Any]:
-    sub = sign_submission(make_events(FIRM.address, n, stream=stream, prefix=prefix),
-                          private_key=FIRM.key, domain=DOMAIN)
+    sub = sign_submission(
+        make_events(FIRM.address, n, stream=stream, prefix=prefix),
+        private_key=FIRM.key,
+        domain=DOMAIN,
+    )
     return envelopes_for(sub, domain=DOMAIN).envelopes
 
 
@@ -42,8 +45,9 @@ def test_accept_is_all_or_nothing_and_idempotent(store: Store) -> None:
     assert [r.duplicate for r in store.accept(first)] == [True] * 3
     assert store.counts()["events"] == 3
 
-    changed = first[1].model_copy(update={"event": first[1].event.model_copy(
-        update={"payload": {"bizStep": "changed"}})})
+    changed = first[1].model_copy(
+        update={"event": first[1].event.model_copy(update={"payload": {"bizStep": "changed"}})}
+    )
     with pytest.raises(Conflict) as conflict:
         store.accept([*envelopes(2, prefix="b"), changed])
     assert conflict.value.field == "events[2].event_id"
@@ -115,5 +119,7 @@ def test_the_whole_api_flow_on_each_database(any_db_url: str) -> None:
         assert client.post("/v1/events", json=body.model_dump(mode="json")).status_code == 202
         runtime.anchorer(keys.oracle, max_batch=4).run_once(force=True)
         for event in events:
-            verify_bundle(client.get(f"/v1/events/{event.event_id}/proof").json(), chain=runtime.chain)
+            verify_bundle(
+                client.get(f"/v1/events/{event.event_id}/proof").json(), chain=runtime.chain
+            )
     runtime.close()

@@ -13,11 +13,17 @@ from ledger.canonical import stream_id
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 
-@router.get("/{stream}/{seq}", response_model=BatchPublic, responses={404: {"model": ErrorBody}},
-            summary="One batch: its root, leaf count, anchor and events")
+@router.get(
+    "/{stream}/{seq}",
+    response_model=BatchPublic,
+    responses={404: {"model": ErrorBody}},
+    summary="One batch: its root, leaf count, anchor and events",
+)
 def get_batch(
     runtime: RuntimeDep,
-    stream: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9._:-]{0,63}$", examples=["acme-logistics.custody"])],
+    stream: Annotated[
+        str, Path(pattern=r"^[a-z0-9][a-z0-9._:-]{0,63}$", examples=["acme-logistics.custody"])
+    ],
     seq: Annotated[int, Path(ge=0, examples=[0])],
 ) -> BatchPublic:
     row = runtime.store.batch(stream, seq)

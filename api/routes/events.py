@@ -43,7 +43,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "store or chain unavailable; retry later"},
 }
 
-EventId = Annotated[str, Path(description="the event's id", examples=["6f1c7a2e-8a51-4f4e-9d8c-0f5b2c7e9a10"])]
+EventId = Annotated[
+    str, Path(description="the event's id", examples=["6f1c7a2e-8a51-4f4e-9d8c-0f5b2c7e9a10"])
+]
 
 
 @router.post(
@@ -58,7 +60,11 @@ def submit_events(
     settings: SettingsDep,
     submission: Annotated[
         SubmissionIn,
-        Body(openapi_examples={"custody": {"summary": "one RFID custody event", "value": _EXAMPLE_SUBMISSION}}),
+        Body(
+            openapi_examples={
+                "custody": {"summary": "one RFID custody event", "value": _EXAMPLE_SUBMISSION}
+            }
+        ),
     ],
 ) -> SubmissionAccepted:
     """Verify the EIP-712 signature and the signer's on-chain role, then store every
@@ -73,17 +79,26 @@ def submit_events(
         )
     receipts = runtime.intake.submit(submission)
     public = [
-        ReceiptPublic(event_id=r.event_id, stream=r.stream, digest=r.digest, leaf=r.leaf,
-                      status="duplicate" if r.duplicate else "accepted")
+        ReceiptPublic(
+            event_id=r.event_id,
+            stream=r.stream,
+            digest=r.digest,
+            leaf=r.leaf,
+            status="duplicate" if r.duplicate else "accepted",
+        )
         for r in receipts
     ]
     duplicates = sum(r.duplicate for r in receipts)
-    return SubmissionAccepted(accepted=len(receipts) - duplicates, duplicates=duplicates, receipts=public)
+    return SubmissionAccepted(
+        accepted=len(receipts) - duplicates, duplicates=duplicates, receipts=public
+    )
 
 
 @router.get(
     "/{event_id:path}/proof",
-    responses={404: {"model": ErrorBody, "description": "unknown, or not anchored yet (code not_anchored)"}},
+    responses={
+        404: {"model": ErrorBody, "description": "unknown, or not anchored yet (code not_anchored)"}
+    },
     summary="The proof bundle of an anchored event",
 )
 def event_proof(runtime: RuntimeDep, event_id: EventId) -> dict[str, Any]:
@@ -105,8 +120,13 @@ def get_event(runtime: RuntimeDep, event_id: EventId) -> EventPublic:
     if row.batch_seq is not None and row.leaf_index is not None:
         batch = runtime.store.batch(row.stream, row.batch_seq)
         state = batch.state
-        batch_link = BatchLink(stream=row.stream, seq=row.batch_seq, leaf_index=row.leaf_index,
-                               state=batch.state, href=f"/v1/batches/{row.stream}/{row.batch_seq}")
+        batch_link = BatchLink(
+            stream=row.stream,
+            seq=row.batch_seq,
+            leaf_index=row.leaf_index,
+            state=batch.state,
+            href=f"/v1/batches/{row.stream}/{row.batch_seq}",
+        )
     return EventPublic(
         event_id=row.event_id,
         stream=row.stream,

@@ -14,11 +14,17 @@ from ledger.errors import ChainError, StoreError
 router = APIRouter(prefix="/v1", tags=["health"])
 
 
-@router.get("/health", response_model=HealthPublic, responses={503: {"model": HealthPublic}},
-            summary="Store, chain and anchoring backlog")
+@router.get(
+    "/health",
+    response_model=HealthPublic,
+    responses={503: {"model": HealthPublic}},
+    summary="Store, chain and anchoring backlog",
+)
 def health(runtime: RuntimeDep) -> JSONResponse:
-    chain: dict[str, object] = {"chain_id": runtime.deployment.chain_id,
-                                "registry": runtime.deployment.anchor_registry}
+    chain: dict[str, object] = {
+        "chain_id": runtime.deployment.chain_id,
+        "registry": runtime.deployment.anchor_registry,
+    }
     store: dict[str, object] = {}
     backlog: dict[str, StreamBacklog] = {}
     ok = True
@@ -38,5 +44,7 @@ def health(runtime: RuntimeDep) -> JSONResponse:
     except StoreError as exc:
         store.update(ok=False, error=exc.message)
         ok = False
-    body = HealthPublic(status="ok" if ok else "degraded", chain=chain, store=store, backlog=backlog)
+    body = HealthPublic(
+        status="ok" if ok else "degraded", chain=chain, store=store, backlog=backlog
+    )
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

@@ -284,3 +284,18 @@ def test_openapi_documents_errors_and_examples(client: TestClient) -> None:
     examples = post["requestBody"]["content"]["application/json"]["examples"]
     assert examples["custody"]["value"]["events"][0]["kind"] == "epcis.ObjectEvent"
     assert "/v1/events/{event_id}/proof" in spec["paths"]
+
+
+def test_a_streamed_body_over_the_limit_is_413(client: TestClient, dev: Any) -> None:
+    """No Content-Length (chunked): the limit is enforced while the body streams in."""
+    chunk = b" " * 65_536
+
+    def body() -> Any:
+        yield b'{"events": ['
+        for _ in range(8):
+            yield chunk
+
+    answer = client.post("/v1/events", content=body(), headers={"content-type": "application/json"})
+    assert answer.status_code == 413
+    assert answer.json()["error"]["code"] == "payload_too_large"
+    assert stored(dev) == 0

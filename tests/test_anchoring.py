@@ -1,0 +1,171 @@
+"""The anchoring worker: sealing by size and age, conflicts, and the long-running service."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.anchoring import AnchorConflict
+from ledger.chain import Chain
+from ledger.runtime import Runtime
+from ledger.signing import sign_submission
+from ledger.store import Store
+from tests.conftest import AnvilNode, fourflow_bin, make_events
+
+
+def submit(runtime: Runtime, firm: Any, n: int, **kw: Any) -> list[str]:
+    events = make_events(firm.address, n, **kw)
+    runtime.intake.submit(
+        sign_submission(events, private_key=firm.key, domain=runtime.intake.domain)
+    )
+    return [e.event_id for e in events]
+
+
+def test_seals_by_size_and_leaves_a_young_remainder(dev: Any) -> None:
+    runtime, keys = dev
+    submit(runtime, keys.submitters[0], 7)
+    anchorer = runtime.anchorer(keys.oracle, max_batch=3, max_age_s=3600)
+    summary = anchorer.run_once()
+    assert summary.sealed == [("acme.custody", 0, 3), ("acme.custody", 1, 3)]
+    assert [(s, q) for s, q, _ in summary.anchored] == [("acme.custody", 0), ("acme.custody", 1)]
+    assert runtime.store.backlog()["acme.custody"][0] == 1  # one event waits for size or age
+    assert anchorer.run_once().sealed == []
+
+
+def test_seals_by_age(dev: Any) -> None:
+    runtime, keys = dev
+    submit(runtime, keys.submitters[0], 2)
+    anchorer = runtime.anchorer(keys.oracle, max_batch=1000, max_age_s=0.2)
+    assert anchorer.run_once().sealed == []
+    time.sleep(0.25)
+    assert anchorer.run_once().sealed == [("acme.custody", 0, 2)]
+    assert runtime.registry.head_of("acme.custody").next_seq == 1
+
+
+def test_streams_get_their_own_sequences(dev: Any) -> None:
+    runtime, keys = dev
+    submit(runtime, keys.submitters[0], 2, stream="mill.custody")
+    submit(runtime, keys.submitters[1], 3, stream="warehouse.custody")
+    runtime.anchorer(keys.oracle).run_once(force=True)
+    assert runtime.registry.head_of("mill.custody").total_leaves == 2
+    assert runtime.registry.head_of("warehouse.custody").total_leaves == 3
+    assert runtime.store.batch("warehouse.custody", 0).state == "anchored"
+
+
+def test_a_different_root_on_chain_is_a_conflict_never_overwritten(
+    dev: Any, tmp_path: Path
+) -> None:
+    runtime, keys = dev
+    submit(runtime, keys.submitters[0], 2)
+    runtime.anchorer(keys.oracle).run_once(force=True)
+
+    other = Runtime.attach(
+        store=Store.open(f"sqlite:///{tmp_path}/other.sqlite"),
+        chain=runtime.chain,
+        deployment=runtime.deployment,
+    )
+    submit(other, keys.submitters[0], 3)
+    with pytest.raises(AnchorConflict, match="acme.custody/0: chain holds root"):
+        other.anchorer(keys.oracle).run_once(force=True)
+    assert other.store.batch("acme.custody", 0).state == "sealed"
+    assert runtime.registry.head_of("acme.custody").next_seq == 1
+    other.close()
+
+
+def test_run_forever_anchors_until_stopped(dev: Any) -> None:
+    runtime, keys = dev
+    ids = submit(runtime, keys.submitters[0], 3)
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=runtime.anchorer(keys.oracle, max_age_s=0).run_forever,
+        args=(stop,),
+        kwargs={"poll_s": 0.05},
+    )
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while runtime.store.counts()["batches_anchored"] < 1:
+            assert time.monotonic() < deadline, "nothing anchored"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert runtime.bundles.bundle(ids[0]).batch.seq == 0
+
+
+@pytest.mark.anvil
+def test_the_oracle_service_anchors_and_stops_on_sigterm(anvil: AnvilNode, tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path}/store.sqlite"
+    runtime, keys = Runtime.dev(db_url=db_url, chain=Chain.connect(anvil.url))
+    manifest = tmp_path / "deployment.json"
+    runtime.deployment.write(manifest)
+    env = {"FOURFLOW_ORACLE_KEY": keys.oracle.key.hex(), "PATH": "/usr/bin:/bin"}
+    worker = subprocess.Popen(
+        [
+            fourflow_bin(),
+            "oracle",
+            "run",
+            "--db",
+            db_url,
+            "--rpc",
+            anvil.url,
+            "--manifest",
+            str(manifest),
+            "--max-age",
+            "0.1",
+            "--poll",
+            "0.1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        submit(runtime, keys.submitters[0], 4)
+        deadline = time.monotonic() + 60
+        while runtime.store.counts()["batches_anchored"] < 1:
+            assert worker.poll() is None, worker.stdout.read() if worker.stdout else ""
+            assert time.monotonic() < deadline, "the service anchored nothing"
+            time.sleep(0.1)
+        submit(runtime, keys.submitters[0], 2)
+        while runtime.store.counts()["batches_anchored"] < 2:
+            assert time.monotonic() < deadline, "the service anchored nothing more"
+            time.sleep(0.1)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 0, output
+    assert "anchored acme.custody/1" in output
+    assert runtime.registry.head_of("acme.custody").total_leaves == 6
+    runtime.close()
+
+
+def test_oracle_run_without_a_key_is_a_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            fourflow_bin(),
+            "oracle",
+            "run",
+            "--db",
+            f"sqlite:///{tmp_path}/s.sqlite",
+            "--rpc",
+            "http://127.0.0.1:9",
+            "--manifest",
+            str(tmp_path / "none.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "error:" in result.stderr

@@ -71,7 +71,7 @@ def test_a_different_root_on_chain_is_a_conflict_never_overwritten(
         deployment=runtime.deployment,
     )
     submit(other, keys.submitters[0], 3)
-    with pytest.raises(AnchorConflict, match="acme.custody/0: chain holds root"):
+    with pytest.raises(AnchorConflict, match=r"acme\.custody/0: chain holds root"):
         other.anchorer(keys.oracle).run_once(force=True)
     assert other.store.batch("acme.custody", 0).state == "sealed"
     assert runtime.registry.head_of("acme.custody").next_seq == 1

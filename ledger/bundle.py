@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from threading import Lock
 
-from ledger.canonical import stream_id
+from ledger.canonical import loads_canonical, stream_id
 from ledger.chain import Deployment
 from ledger.errors import NotAnchored
 from ledger.merkle import MerkleTree, build_tree
@@ -51,7 +50,7 @@ class BundleBuilder:
             )
         tree = self._tree(batch.stream, batch.seq, batch.root)
         return ProofBundle(
-            envelope=SignedEnvelope.model_validate(json.loads(event.envelope)),
+            envelope=SignedEnvelope.model_validate(loads_canonical(event.envelope)),
             leaf="0x" + event.leaf,
             batch=BatchRef(
                 stream=batch.stream,

@@ -16,6 +16,7 @@ never be re-split differently.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "canonical_json",
     "event_digest",
     "leaf_hash",
+    "loads_canonical",
     "stream_id",
 ]
 
@@ -61,3 +63,18 @@ def leaf_hash(envelope: Mapping[str, Any]) -> bytes:
 def stream_id(name: str) -> bytes:
     """The on-chain id of a stream: sha256 of its UTF-8 name."""
     return hashlib.sha256(name.encode("utf-8")).digest()
+
+
+def _parse_int(text: str) -> int | float:
+    value = int(text)
+    return value if -(2**53) < value < 2**53 else float(text)
+
+
+def loads_canonical(text: str | bytes) -> Any:
+    """Parse JSON written by ``canonical_json`` back into the same values.
+
+    JCS writes a whole float such as 1e20 as plain digits; read back as an int it would
+    be outside JSON's safe integer range. Such digits are floats again here, so
+    ``canonical_json(loads_canonical(b)) == b``.
+    """
+    return json.loads(text, parse_int=_parse_int)

@@ -208,10 +208,16 @@ def _error_selectors(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[s
     return selectors
 
 
+_STANDARD_ERRORS = {
+    keccak(text="Error(string)")[:4]: ("Error", ["string"]),
+    keccak(text="Panic(uint256)")[:4]: ("Panic", ["uint256"]),
+}
+
+
 def decode_revert(abi: list[dict[str, Any]], data: str | bytes) -> tuple[str, tuple[Any, ...]]:
     """Name and values of a custom error from its revert data."""
     raw = bytes.fromhex(data[2:]) if isinstance(data, str) else data
-    known = _error_selectors(abi)
+    known = _error_selectors(abi) | _STANDARD_ERRORS
     if raw[:4] in known:
         name, types = known[raw[:4]]
         return name, tuple(abi_decode(types, raw[4:]))

@@ -12,6 +12,7 @@ from the leaf's level up; ``"left"`` means the sibling is hashed on the left.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ __all__ = [
 
 ProofStep = dict[str, str]  # {"left": hex} or {"right": hex}
 _HASH_BYTES = 32
+_SIBLING_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -89,15 +91,12 @@ def _sibling(step: ProofStep, expected_side: str, position: int) -> bytes:
             f"proof step {position}: expected a {expected_side!r} sibling, got {step!r}"
         )
     value = step[expected_side]
-    try:
-        sibling = bytes.fromhex(value.removeprefix("0x"))
-    except (ValueError, AttributeError) as exc:
-        raise InvalidInput(f"proof step {position}: sibling is not hex") from exc
-    if len(sibling) != _HASH_BYTES:
+    if not isinstance(value, str) or not _SIBLING_HEX.fullmatch(value):
         raise InvalidInput(
-            f"proof step {position}: expected a {_HASH_BYTES}-byte sibling, got {len(sibling)}"
+            f"proof step {position}: expected a {_HASH_BYTES}-byte sibling as "
+            f"{2 * _HASH_BYTES} lowercase hex digits, got {value!r}"
         )
-    return sibling
+    return bytes.fromhex(value)
 
 
 def root_from_proof(

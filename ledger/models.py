@@ -64,7 +64,7 @@ def _proof_steps(value: list[dict[str, str]]) -> list[dict[str, str]]:
     for position, step in enumerate(value):
         if len(step) != 1 or next(iter(step)) not in ("left", "right"):
             raise ValueError(f"proof step {position} must have the single key 'left' or 'right'")
-        if not _SIBLING.match(next(iter(step.values()))):
+        if not _SIBLING.fullmatch(next(iter(step.values()))):
             raise ValueError(f"proof step {position}: expected 64 lowercase hex digits")
     return value
 
@@ -79,7 +79,7 @@ class _Strict(BaseModel):
 def _checksum_address(value: str) -> str:
     # EIP-55 without importing eth_utils into a pure module: keccak is needed, so the
     # check itself lives in ledger.signing; here only the shape is checked.
-    if not _CHECKSUM_ADDRESS.match(value):
+    if not _CHECKSUM_ADDRESS.fullmatch(value):
         raise ValueError("expected a 0x-prefixed 20-byte hex address")
     return value
 
@@ -112,13 +112,14 @@ class EventBody(_Strict):
     @field_validator("event_time")
     @classmethod
     def _time_has_offset(cls, value: str) -> str:
-        if not _RFC3339.match(value):
+        if not _RFC3339.fullmatch(value):
             raise ValueError("expected RFC 3339 with an offset, e.g. 2026-11-26T08:15:00.000Z")
         try:
             parsed = datetime.fromisoformat(value)
-        except ValueError as exc:
+            utc_year = parsed.astimezone(UTC).year
+        except (ValueError, OverflowError) as exc:
             raise ValueError(f"not a valid date-time: {exc}") from exc
-        if parsed.tzinfo is None or parsed.astimezone(UTC).year < 1970:
+        if parsed.tzinfo is None or utc_year < 1970:
             raise ValueError("expected a time-zone-aware time after 1970")
         return value
 

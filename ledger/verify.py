@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from eth_utils.address import to_checksum_address
+from eth_utils.address import is_checksum_address, to_checksum_address
 from pydantic import ValidationError
 
 from ledger.canonical import leaf_hash, stream_id
@@ -53,20 +53,27 @@ def verify_bundle(
             on_step(step, STEPS[step - 1], detail)
 
     # 1. the bundle parses as format version 1, every field well formed
+    if isinstance(raw.get("version"), bool):
+        raise _fail(1, "version: expected the integer 1, got a boolean")
     try:
         bundle = ProofBundle.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise _fail(1, f"{where}: {first['msg']} ({exc.error_count()} error(s))") from exc
+    addresses = {
+        "envelope.event.submitter": bundle.envelope.event.submitter,
+        "envelope.domain.verifyingContract": bundle.envelope.domain.verifyingContract,
+        "anchor.contract": bundle.anchor.contract,
+    }
+    for where, address in addresses.items():
+        if not is_checksum_address(address):
+            raise _fail(1, f"{where}: expected an EIP-55 checksummed address, got {address}")
     passed(1, f"{bundle.format} v{bundle.version}")
 
     # 2. the node is the bundle's chain; the signature domain names this chain and contract
-    try:
-        node_chain_id = chain.chain_id
-        contract = to_checksum_address(bundle.anchor.contract)
-    except ValueError as exc:
-        raise _fail(2, f"bad contract address: {exc}") from exc
+    node_chain_id = chain.chain_id
+    contract = to_checksum_address(bundle.anchor.contract)
     domain = bundle.envelope.domain
     if node_chain_id != bundle.anchor.chain_id:
         raise _fail(

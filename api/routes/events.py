@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, status
 
 from api.deps import RuntimeDep, SettingsDep
 from api.schemas import BatchLink, ErrorBody, EventPublic, ReceiptPublic, SubmissionAccepted
+from ledger.canonical import loads_canonical
 from ledger.errors import TooLarge
 from ledger.models import SubmissionIn
 
@@ -137,5 +137,5 @@ def get_event(runtime: RuntimeDep, event_id: EventId) -> EventPublic:
         received_at_ms=row.received_at_ms,
         status=state,  # type: ignore[arg-type]
         batch=batch_link,
-        envelope=json.loads(row.envelope),
+        envelope=loads_canonical(row.envelope),
     )

@@ -311,7 +311,7 @@ class AnchorRegistry:
             return ContractReverted(
                 f"{action} reverted with {name}{values}", error=name, args=values
             )
-        if isinstance(cause, ContractLogicError) or type(cause).__name__ == "TransactionFailed":
+        if isinstance(cause, ContractLogicError | TransactionFailed):
             return ContractReverted(f"{action} reverted: {cause}", error="Reverted")
         return None
 

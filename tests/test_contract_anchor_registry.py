@@ -49,7 +49,6 @@ T0 = 1_795_000_000_000  # unix milliseconds
 ROOT_A = hashlib.sha256(b"batch a").digest()
 ROOT_B = hashlib.sha256(b"batch b").digest()
 U64_MAX = 2**64 - 1
-PANIC_OVERFLOW = keccak(text="Panic(uint256)")[:4] + (0x11).to_bytes(32, "big")
 
 
 # --- fixtures: chain → accounts → deployed contract ------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -45,8 +45,8 @@ __all__ = [
     "event_time_ms",
 ]
 
-BUNDLE_FORMAT = "fourflow/proof-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_FORMAT: Final = "fourflow/proof-bundle"
+BUNDLE_VERSION: Final = 1
 MAX_PAYLOAD_DEPTH = 16
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
@@ -221,8 +221,8 @@ class AnchorRef(_Strict):
 
 
 class ProofBundle(_Strict):
-    format: Literal["fourflow/proof-bundle"] = "fourflow/proof-bundle"
-    version: Literal[1] = 1
+    format: Literal["fourflow/proof-bundle"] = BUNDLE_FORMAT
+    version: Literal[1] = BUNDLE_VERSION
     envelope: SignedEnvelope
     leaf: Hex32
     batch: BatchRef

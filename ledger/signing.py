@@ -129,8 +129,11 @@ class SealedSubmission:
 
 def recover_submitter(submission: SubmissionIn, *, domain: Eip712Domain) -> str:
     """The address that signed ``submission``; raises unless it is the declared submitter."""
+    return _verified_signer(submission, domain=domain, root=submission_root(submission.events))
+
+
+def _verified_signer(submission: SubmissionIn, *, domain: Eip712Domain, root: bytes) -> str:
     verify_checksum_address(submission.submitter, field="submitter")
-    root = submission_root(submission.events)
     signer = _recover(
         domain,
         submitter=submission.submitter,
@@ -150,9 +153,9 @@ def recover_submitter(submission: SubmissionIn, *, domain: Eip712Domain) -> str:
 
 def envelopes_for(submission: SubmissionIn, *, domain: Eip712Domain) -> SealedSubmission:
     """Check the signature, then give each event its envelope (signature + inclusion proof)."""
-    recover_submitter(submission, domain=domain)
     digests = [event_digest(e.model_dump(mode="json")) for e in submission.events]
     tree = build_tree(digests)
+    _verified_signer(submission, domain=domain, root=tree.root)
     root_hex = "0x" + tree.root.hex()
     envelopes = [
         SignedEnvelope(

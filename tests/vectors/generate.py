@@ -32,7 +32,13 @@ from eth_account.messages import _hash_eip191_message, encode_typed_data
 from ledger.canonical import canonical_json, event_digest, leaf_hash, stream_id
 from ledger.merkle import build_tree
 from ledger.models import EventBody
-from ledger.signing import domain_for, envelopes_for, sign_submission, submission_root
+from ledger.signing import (
+    SUBMISSION_TYPES,
+    domain_for,
+    envelopes_for,
+    sign_submission,
+    submission_root,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -187,19 +193,7 @@ def build_signing() -> tuple[dict[str, Any], dict[str, Any]]:
     submission = sign_submission(events, private_key=PRIVATE_KEY, domain=domain)
     sealed = envelopes_for(submission, domain=domain)
     typed = {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "Submission": [
-                {"name": "submitter", "type": "address"},
-                {"name": "eventsRoot", "type": "bytes32"},
-                {"name": "eventCount", "type": "uint256"},
-            ],
-        },
+        "types": SUBMISSION_TYPES,
         "primaryType": "Submission",
         "domain": domain.model_dump(),
         "message": {"submitter": ADDRESS, "eventsRoot": root, "eventCount": len(events)},

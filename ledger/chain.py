@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import requests
 from eth_abi.abi import decode as abi_decode
@@ -37,6 +37,7 @@ from web3.exceptions import (
     TransactionNotFound,
     Web3Exception,
 )
+from web3.logs import DISCARD
 from web3.types import BlockIdentifier, Wei
 
 from ledger.canonical import stream_id as stream_id_of
@@ -48,6 +49,7 @@ __all__ = [
     "SUBMITTER_ROLE",
     "AnchorRegistry",
     "Chain",
+    "ContractClient",
     "Deployment",
     "OnChainBatch",
     "StreamHead",
@@ -95,6 +97,15 @@ class Deployment:
     artifact_sha256: str
     deployer: str
     rpc_url: str | None = None
+    receipt_registry: str | None = None
+    price_feed: str | None = None
+    pledge_registry: str | None = None
+
+    def check_chain(self, chain: Chain) -> None:
+        if self.chain_id != chain.chain_id:
+            raise ChainError(
+                f"manifest is for chain {self.chain_id}, the node is chain {chain.chain_id}"
+            )
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,10 +264,10 @@ class StreamHead:
     accumulator: bytes
 
 
-class AnchorRegistry:
-    """Typed calls into the anchor registry contract."""
+class ContractClient:
+    """Typed calls into one deployed contract: reverts decoded, roles, logs."""
 
-    NAME = "AnchorRegistry"
+    NAME: ClassVar[str]
 
     def __init__(self, chain: Chain, address: str) -> None:
         self.chain = chain
@@ -267,40 +278,31 @@ class AnchorRegistry:
         )
 
     @classmethod
-    def deploy(cls, chain: Chain, *, admin: LocalAccount) -> tuple[AnchorRegistry, Deployment]:
+    def _deploy(cls, chain: Chain, *args: Any, deployer: LocalAccount) -> tuple[str, TxReceipt]:
         artifact = load_artifact(cls.NAME)
         factory = chain.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-        tx_hash = chain.send(
-            lambda p: factory.constructor(admin.address).build_transaction(p), admin
-        )
+        tx_hash = chain.send(lambda p: factory.constructor(*args).build_transaction(p), deployer)
         receipt = chain.wait(tx_hash)
         raw = chain.call(
             "reading a deployment", lambda: chain.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
         )
         if raw["contractAddress"] is None:
-            raise ChainError(f"deployment 0x{tx_hash.hex()} created no contract")
-        address = to_checksum_address(raw["contractAddress"])
-        deployment = Deployment(
-            chain_id=chain.chain_id,
-            anchor_registry=address,
-            block_number=receipt.block_number,
-            artifact_sha256=artifact.sha256,
-            deployer=admin.address,
-            rpc_url=chain.rpc_url,
-        )
-        return cls(chain, address), deployment
-
-    @classmethod
-    def from_deployment(cls, chain: Chain, deployment: Deployment) -> AnchorRegistry:
-        if deployment.chain_id != chain.chain_id:
-            raise ChainError(
-                f"manifest is for chain {deployment.chain_id}, the node is chain {chain.chain_id}"
-            )
-        return cls(chain, deployment.anchor_registry)
+            raise ChainError(f"deployment of {cls.NAME} 0x{tx_hash.hex()} created no contract")
+        return to_checksum_address(raw["contractAddress"]), receipt
 
     def _transact(self, action: str, build: Callable[[Any], Any], account: LocalAccount) -> bytes:
         try:
             return self.chain.send(build, account)
+        except ChainError as exc:
+            raise self._revert(action, exc.__cause__) or exc from exc.__cause__
+
+    def _execute(self, action: str, fn: Any, account: LocalAccount) -> TxReceipt:
+        """Send ``fn`` (a bound contract function) from ``account`` and wait for it."""
+        return self.chain.wait(self._transact(action, fn.build_transaction, account))
+
+    def _read(self, action: str, fn: Any, block: BlockIdentifier = "latest") -> Any:
+        try:
+            return self.chain.call(action, lambda: fn.call(block_identifier=block))
         except ChainError as exc:
             raise self._revert(action, exc.__cause__) or exc from exc.__cause__
 
@@ -315,19 +317,54 @@ class AnchorRegistry:
             return ContractReverted(f"{action} reverted: {cause}", error="Reverted")
         return None
 
+    def events(self, tx_hash: bytes, name: str) -> list[dict[str, Any]]:
+        """The ``name`` events this contract emitted in transaction ``tx_hash``, decoded."""
+        event = getattr(self._contract.events, name)
+
+        def read() -> list[dict[str, Any]]:
+            raw = self.chain.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+            decoded = event().process_receipt(raw, errors=DISCARD)
+            return [dict(log["args"]) for log in decoded if log["address"] == self.address]
+
+        return self.chain.call(f"reading {name} logs", read)
+
     # --- roles -----------------------------------------------------------------------
 
     def grant(self, role: bytes, account: str, *, admin: LocalAccount) -> TxReceipt:
         fn = self._contract.functions.grantRole(role, to_checksum_address(account))
-        return self.chain.wait(self._transact("grantRole", fn.build_transaction, admin))
+        return self._execute("grantRole", fn, admin)
 
     def revoke(self, role: bytes, account: str, *, admin: LocalAccount) -> TxReceipt:
         fn = self._contract.functions.revokeRole(role, to_checksum_address(account))
-        return self.chain.wait(self._transact("revokeRole", fn.build_transaction, admin))
+        return self._execute("revokeRole", fn, admin)
 
     def has_role(self, role: bytes, account: str, *, block: BlockIdentifier = "latest") -> bool:
         fn = self._contract.functions.hasRole(role, to_checksum_address(account))
-        return bool(self.chain.call("hasRole", lambda: fn.call(block_identifier=block)))
+        return bool(self._read("hasRole", fn, block))
+
+
+class AnchorRegistry(ContractClient):
+    """Typed calls into the anchor registry contract."""
+
+    NAME = "AnchorRegistry"
+
+    @classmethod
+    def deploy(cls, chain: Chain, *, admin: LocalAccount) -> tuple[AnchorRegistry, Deployment]:
+        address, receipt = cls._deploy(chain, admin.address, deployer=admin)
+        deployment = Deployment(
+            chain_id=chain.chain_id,
+            anchor_registry=address,
+            block_number=receipt.block_number,
+            artifact_sha256=load_artifact(cls.NAME).sha256,
+            deployer=admin.address,
+            rpc_url=chain.rpc_url,
+        )
+        return cls(chain, address), deployment
+
+    @classmethod
+    def from_deployment(cls, chain: Chain, deployment: Deployment) -> AnchorRegistry:
+        deployment.check_chain(chain)
+        return cls(chain, deployment.anchor_registry)
 
     # --- anchoring ---------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ __all__ = [
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
 ARTIFACTS_DIR = CONTRACTS_DIR / "artifacts"
 SOLC_VERSION = "0.8.28"
-CONTRACTS = ("AnchorRegistry",)
+CONTRACTS = ("AnchorRegistry", "ReceiptRegistry", "PriceFeed", "PledgeRegistry")
 _SETTINGS: dict[str, Any] = {
     "optimizer": {"enabled": True, "runs": 200},
     "evmVersion": "cancun",

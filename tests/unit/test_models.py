@@ -306,9 +306,7 @@ def test_event_body_round_trip(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "case",
-    [
-        c for c in CANONICAL["cases"]
-    ],
+    [c for c in CANONICAL["cases"]],
     ids=[c["name"] for c in CANONICAL["cases"]],
 )
 def test_canonical_text_reparses_to_the_same_event(case: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := contracts/node_modules/.installed
 
-.PHONY: demo test lint typecheck contracts contracts-deps clean
+.PHONY: demo test lint typecheck contracts contracts-deps gas-table clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(STAMP) $(NODE_STAMP) lint
 
 contracts: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/fourflow contracts compile
+
+# after a contract change: re-measure and rewrite the gas table in docs/contracts.md
+gas-table: $(STAMP) $(NODE_STAMP)
+	FOURFLOW_UPDATE_GAS_TABLE=1 $(VENV)/bin/pytest -q tests/test_contract_gas.py
 
 clean:
 	rm -rf $(VENV) contracts/node_modules .pytest_cache .mypy_cache .ruff_cache

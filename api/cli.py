@@ -25,7 +25,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from ledger.chain import ORACLE_ROLE, SUBMITTER_ROLE, AnchorRegistry, Chain
+from ledger.chain import ORACLE_ROLE, SUBMITTER_ROLE, Chain
+from ledger.collateral import AUDITOR_ROLE, CUSTODIAN_ROLE, LENDER_ROLE, deploy_contracts
 from ledger.errors import LedgerError, VerificationFailed
 from ledger.runtime import Runtime, load_key
 from ledger.verify import STEPS, verify_bundle
@@ -277,26 +278,37 @@ def demo(
 
 @app.command()
 def deploy(rpc: RpcOpt, manifest: ManifestOpt = Path(".fourflow/deployment.json")) -> None:
-    """Deploy the anchor registry. The admin key comes from $FOURFLOW_ADMIN_KEY (or
-    _FILE + _PASSWORD); roles go to $FOURFLOW_ORACLE_ADDRESS and $FOURFLOW_SUBMITTERS
-    (comma-separated addresses)."""
+    """Deploy every contract (anchor registry, receipts, price feed, pledges).
+
+    The admin key comes from $FOURFLOW_ADMIN_KEY (or _FILE + _PASSWORD). Roles go to
+    comma-separated addresses: $FOURFLOW_ORACLE_ADDRESS (anchors, prices, facts),
+    $FOURFLOW_SUBMITTERS, $FOURFLOW_CUSTODIANS, $FOURFLOW_LENDERS, $FOURFLOW_AUDITORS.
+    """
     try:
         admin = load_key(env="FOURFLOW_ADMIN_KEY")
         if admin is None:
             raise _die("set FOURFLOW_ADMIN_KEY (hex) or FOURFLOW_ADMIN_KEY_FILE to a funded key")
         chain = Chain.connect(rpc)
-        registry, deployment = AnchorRegistry.deploy(chain, admin=admin)
-        oracle = os.environ.get("FOURFLOW_ORACLE_ADDRESS")
-        if oracle:
-            registry.grant(ORACLE_ROLE, oracle, admin=admin)
-        for submitter in filter(None, os.environ.get("FOURFLOW_SUBMITTERS", "").split(",")):
-            registry.grant(SUBMITTER_ROLE, submitter.strip(), admin=admin)
+        contracts, deployment = deploy_contracts(chain, admin=admin)
+        grants = [
+            ("FOURFLOW_ORACLE_ADDRESS", contracts.anchors, ORACLE_ROLE),
+            ("FOURFLOW_ORACLE_ADDRESS", contracts.prices, ORACLE_ROLE),
+            ("FOURFLOW_ORACLE_ADDRESS", contracts.pledges, ORACLE_ROLE),
+            ("FOURFLOW_SUBMITTERS", contracts.anchors, SUBMITTER_ROLE),
+            ("FOURFLOW_CUSTODIANS", contracts.receipts, CUSTODIAN_ROLE),
+            ("FOURFLOW_LENDERS", contracts.pledges, LENDER_ROLE),
+            ("FOURFLOW_AUDITORS", contracts.pledges, AUDITOR_ROLE),
+        ]
+        for env, client, role in grants:
+            for address in filter(None, os.environ.get(env, "").split(",")):
+                client.grant(role, address.strip(), admin=admin)
         deployment.write(manifest)
     except LedgerError as exc:
         raise _die(exc.message) from exc
     out.print(
-        f"deployed AnchorRegistry at {deployment.anchor_registry} on chain {deployment.chain_id}; "
-        f"manifest {manifest}"
+        f"deployed on chain {deployment.chain_id}: AnchorRegistry {deployment.anchor_registry}, "
+        f"ReceiptRegistry {deployment.receipt_registry}, PriceFeed {deployment.price_feed}, "
+        f"PledgeRegistry {deployment.pledge_registry}; manifest {manifest}"
     )
 
 

@@ -107,6 +107,7 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
         uint256 outstanding;
         uint256 margin; // cash margin held by the lender
         uint256 releaseCredit; // static mode: value repayments have freed, minor units
+        bytes32 assetClass; // the receipt's, fixed for its life
     }
 
     struct Observation {
@@ -274,6 +275,7 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
         pledge.borrower = collateral.owner;
         pledge.status = Status.Active;
         pledge.openedAt = uint64(block.timestamp);
+        pledge.assetClass = collateral.assetClass;
         emit PledgeOpened(pledgeId, terms.receiptId, collateral.owner, terms, digest);
         receipts.lock(terms.receiptId, pledgeId);
     }
@@ -722,8 +724,7 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
     }
 
     function _quote(Pledge storage pledge) private view returns (PriceFeed.Quote memory) {
-        bytes32 assetClass = receipts.collateralOf(pledge.terms.receiptId).assetClass;
-        return prices.quoteOf(assetClass, pledge.terms.currency);
+        return prices.quoteOf(pledge.assetClass, pledge.terms.currency);
     }
 
     /// @dev Values `booked` units of the pledge's goods; the observed count caps them.
@@ -734,7 +735,7 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
     {
         PriceFeed.Quote memory quote = _quote(pledge);
         if (quote.price == 0 && requirePrice) {
-            revert PledgeRegistryNoPrice(receipts.collateralOf(pledge.terms.receiptId).assetClass, pledge.terms.currency);
+            revert PledgeRegistryNoPrice(pledge.assetClass, pledge.terms.currency);
         }
         Observation storage observed = _observations[pledge.terms.receiptId];
         valuation.quantity = observed.observedAt != 0 && observed.quantity < booked ? observed.quantity : booked;

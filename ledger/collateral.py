@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields, replace
 from enum import IntEnum, IntFlag
 from typing import Any
 
@@ -61,6 +61,7 @@ __all__ = [
     "ascii32",
     "consent_typed_data",
     "contracts_from",
+    "deploy_collateral",
     "deploy_contracts",
     "evidence_from_bundle",
     "from_ascii32",
@@ -270,6 +271,7 @@ class Pledge:
     outstanding: int
     margin: int
     release_credit: int
+    asset_class: str
 
     @property
     def margin_call_open(self) -> bool:
@@ -277,14 +279,13 @@ class Pledge:
 
     @classmethod
     def decode(cls, raw: Sequence[Any]) -> Pledge:
-        terms, borrower, status, frozen, *rest = raw
+        (terms, borrower, status, frozen, opened_at, call_deadline, release_quantity,
+         release_all, disbursed, repaid, outstanding, margin, credit, asset_class) = raw  # fmt: skip
         return cls(
-            Terms.decode(terms),
-            to_checksum_address(borrower),
-            PledgeStatus(status),
-            Freeze(frozen),
-            *rest,
-        )
+            Terms.decode(terms), to_checksum_address(borrower), PledgeStatus(status),
+            Freeze(frozen), opened_at, call_deadline, release_quantity, release_all, disbursed,
+            repaid, outstanding, margin, credit, from_ascii32(asset_class),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -341,9 +342,9 @@ class Evidence:
 def evidence_from_bundle(bundle: ProofBundle) -> Evidence:
     """The on-chain citation of an event from its proof bundle."""
     return Evidence(
-        stream_id=bytes.fromhex(bundle.batch.stream_id),
+        stream_id=bytes.fromhex(bundle.batch.stream_id.removeprefix("0x")),
         seq=bundle.batch.seq,
-        leaf=bytes.fromhex(bundle.leaf),
+        leaf=bytes.fromhex(bundle.leaf.removeprefix("0x")),
         leaf_index=bundle.batch.leaf_index,
         siblings=siblings_of(bundle.batch.proof),
     )
@@ -765,9 +766,17 @@ class Contracts:
 
 
 def deploy_contracts(chain: Chain, *, admin: LocalAccount) -> tuple[Contracts, Deployment]:
-    """Deploys every contract, wires the pledge registry into the receipts; ``admin``
-    holds DEFAULT_ADMIN_ROLE everywhere."""
+    """Deploys every contract; ``admin`` holds DEFAULT_ADMIN_ROLE everywhere."""
     anchors, deployment = AnchorRegistry.deploy(chain, admin=admin)
+    return deploy_collateral(anchors, deployment, admin=admin)
+
+
+def deploy_collateral(
+    anchors: AnchorRegistry, deployment: Deployment, *, admin: LocalAccount
+) -> tuple[Contracts, Deployment]:
+    """Deploys the receipts, the price feed and the pledges next to an anchor registry
+    (which facts cite), wires the pledges into the receipts, and extends the manifest."""
+    chain = anchors.chain
     receipts_at, _ = ReceiptRegistry._deploy(chain, admin.address, deployer=admin)
     prices_at, _ = PriceFeed._deploy(chain, admin.address, deployer=admin)
     pledges_at, _ = PledgeRegistry._deploy(
@@ -780,15 +789,10 @@ def deploy_contracts(chain: Chain, *, admin: LocalAccount) -> tuple[Contracts, D
         pledges=PledgeRegistry(chain, pledges_at),
     )
     contracts.receipts.grant(PLEDGE_REGISTRY_ROLE, pledges_at, admin=admin)
-    deployment = Deployment(
-        **{
-            **deployment.__dict__,
-            "receipt_registry": receipts_at,
-            "price_feed": prices_at,
-            "pledge_registry": pledges_at,
-        }
+    extended = replace(
+        deployment, receipt_registry=receipts_at, price_feed=prices_at, pledge_registry=pledges_at
     )
-    return contracts, deployment
+    return contracts, extended
 
 
 def contracts_from(chain: Chain, deployment: Deployment) -> Contracts:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 
 from ledger.canonical import leaf_hash, stream_id
 from ledger.chain import ORACLE_ROLE, Chain, TxReceipt, new_account
@@ -49,7 +51,6 @@ CNY = "CNY"
 STEEL_PRICE = 405 * PRICE_SCALE
 COW_PRICE = 1_800_000 * PRICE_SCALE  # 18,000 CNY a head
 REF = b"\x00" * 31 + b"\x01"
-_counter = itertools.count()
 
 
 def ref(text: str) -> bytes:
@@ -82,6 +83,7 @@ class World:
     payee: LocalAccount
     buyer: LocalAccount
     outsider: LocalAccount
+    counter: Iterator[int] = field(default_factory=itertools.count)
 
     @property
     def receipts(self) -> Any:
@@ -215,7 +217,8 @@ class World:
         (unix seconds, default now) and returns each one's citation with its proof."""
         at = self.now() if at is None else at
         leaves = [
-            leaf_hash({"kind": "observation", "n": next(_counter), "at": at}) for _ in range(count)
+            leaf_hash({"kind": "observation", "n": next(self.counter), "at": at})
+            for _ in range(count)
         ]
         tree = build_tree(leaves)
         seq = self.anchors.head_of(stream).next_seq
@@ -242,7 +245,9 @@ class World:
         ]
 
 
-def build_world() -> World:
+def build_world(*, seed: str | None = None) -> World:
+    """A fresh world; with ``seed`` its accounts (and so every transaction) are the same
+    on every run, which the gas table needs."""
     chain = Chain.in_process()
     tester = chain.w3.provider.ethereum_tester  # type: ignore[attr-defined]
     tester.time_travel(T0)
@@ -260,7 +265,10 @@ def build_world() -> World:
         "buyer",
         "outsider",
     ]
-    accounts = {name: new_account() for name in names}
+    accounts = {
+        name: new_account() if seed is None else Account.from_key(keccak(text=f"{seed}:{name}"))
+        for name in names
+    }
     for account in accounts.values():
         chain.fund(account.address)
     admin = accounts["admin"]

@@ -20,6 +20,8 @@ from ledger.runtime import DevKeys, Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 ANVIL = ROOT / "contracts" / "node_modules" / ".bin" / "anvil"
+# anvil's first dev account: a well-known, publicly documented test key, funded by anvil
+ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 PG_ADMIN_URL = os.environ.get("FOURFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 

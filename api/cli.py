@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from api.pledge_demo import run_pledge_scene
 from ledger.chain import ORACLE_ROLE, SUBMITTER_ROLE, Chain
 from ledger.collateral import AUDITOR_ROLE, CUSTODIAN_ROLE, LENDER_ROLE, deploy_contracts
 from ledger.errors import LedgerError, VerificationFailed
@@ -177,7 +178,8 @@ def demo(
     coils: Annotated[int, typer.Option(min=1, max=500, help="Steel coils on the demo pallet.")] = 8,
 ) -> None:
     """Deploy, register a logistics firm and an oracle, submit signed RFID custody events
-    over HTTP, anchor them, then verify a proof bundle and show a tampered one fail."""
+    over HTTP, anchor them, then verify a proof bundle and show a tampered one fail; then
+    pledge the coils to a bank and run the pledge's rules on-chain."""
     import httpx
 
     from ledger.signing import sign_submission
@@ -245,6 +247,10 @@ def demo(
             _print_result(forged_result)
         all_ok = all(_verify_one(b, chain, 0)["ok"] for b in bundles)
         say(f"    all {len(bundles)} bundles verify: {'yes' if all_ok else 'NO'}")
+        try:
+            pledge = run_pledge_scene(runtime, keys, receiving, say=say)
+        except LedgerError as exc:
+            raise _die(exc.message) from exc
 
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -266,6 +272,7 @@ def demo(
                     "verification": result,
                     "tampered": {"bundle": forged, "verification": forged_result},
                     "all_verified": all_ok,
+                    "pledge": pledge,
                 }
             )
         runtime.close()

@@ -38,6 +38,17 @@ def test_demo_verifies_its_bundles_and_catches_the_tampered_one() -> None:
     assert report["tampered"]["verification"]["ok"] is False
     assert report["tampered"]["verification"]["failed_step"] == 3
     assert len(report["bundles"]) == 5
+    pledge = report["pledge"]
+    assert pledge["refusals"] == {
+        "double_issuance": "ReceiptRegistryIdentifierAlreadyBacked",
+        "wrong_payee": "PledgeRegistryWrongPayee",
+        "replayed_evidence": "PledgeRegistryEvidenceReplayed",
+        "release_beyond_allowance": "PledgeRegistryReleaseBeyondAllowance",
+        "transfer_while_pledged": "ReceiptRegistryPledged",
+    }
+    # 450,000 CNY lent, 150,000 repaid; two 24.6 t coils of eight released
+    assert pledge["outstanding"] == 300_000_00
+    assert (pledge["released_kg"], pledge["remaining_kg"]) == (49_200, 6 * 24_600)
 
 
 def test_demo_human_output_tells_the_story() -> None:
@@ -50,6 +61,10 @@ def test_demo_human_output_tells_the_story() -> None:
         "gas/event",
         "VERIFIED in 8 steps",
         "FAILED at step 3 (signature)",
+        "in the lien index",
+        "margin call",
+        "checked its Merkle proof against the anchor registry",
+        "stay pledged",
     ):
         assert line in result.stdout
 

@@ -216,6 +216,7 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
     error PledgeRegistryReleaseBeyondAllowance(uint256 pledgeId, uint64 allowed, uint64 requested);
     error PledgeRegistryNoInstruction(uint256 pledgeId);
     error PledgeRegistryNotDynamic(uint256 pledgeId);
+    error PledgeRegistrySwapReducesGoods(uint256 pledgeId, uint64 quantityOut, uint64 quantityIn);
     error PledgeRegistryEvidenceReplayed(bytes32 leaf);
     error PledgeRegistryEvidenceNotAnchored(bytes32 streamId, uint64 seq, bytes32 leaf);
     error PledgeRegistryEvidenceOutsideBatch(uint64 observedAt, uint64 firstEventTime, uint64 lastEventTime);
@@ -408,13 +409,16 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
     /// @notice The custodian adds goods to a pledged receipt (any mode, even frozen).
     function addGoods(uint256 pledgeId, uint64 quantity, bytes32[] calldata keys, bytes32 ref) external {
         Pledge storage pledge = _custodianAction(pledgeId);
+        if (quantity == 0) revert PledgeRegistryZeroAmount();
         emit GoodsAdded(pledgeId, quantity, ref);
         receipts.adjustPledged(pledge.terms.receiptId, quantity, 0, keys, new bytes32[](0), ReceiptRegistry.Change.Added, ref);
         _checkLines(pledgeId, pledge, false);
     }
 
-    /// @notice Dynamic mode: the custodian swaps goods out for others, as long as the
-    /// result stays above the minimum and within the pledge rate.
+    /// @notice Dynamic mode: the custodian swaps goods out for at least as many others of
+    /// the receipt's asset class (like for like). A swap never takes goods out on balance:
+    /// that is a release, which the lender instructs. The result must stay above the
+    /// minimum and within the pledge rate.
     function swap(
         uint256 pledgeId,
         uint64 quantityOut,
@@ -426,7 +430,10 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
         Pledge storage pledge = _custodianAction(pledgeId);
         if (pledge.terms.mode != Mode.Dynamic) revert PledgeRegistryNotDynamic(pledgeId);
         _requireNotFrozen(pledgeId, pledge);
-        Valuation memory after_ = _valuation(pledge, _booked(pledge) + quantityIn - quantityOut, true);
+        if (quantityOut == 0 || quantityIn < quantityOut) {
+            revert PledgeRegistrySwapReducesGoods(pledgeId, quantityOut, quantityIn);
+        }
+        Valuation memory after_ = _valuation(pledge, _booked(pledge) + (quantityIn - quantityOut), true);
         if (!_aboveMinimum(pledge, after_)) revert PledgeRegistryBelowMinimum(pledgeId, after_.quantity, after_.goodsValue);
         if (!_withinRate(pledge, after_)) {
             revert PledgeRegistryLtvExceeded(pledgeId, after_.ltvBps, pledge.terms.pledgeRateBps);

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -41,7 +42,7 @@ from web3.logs import DISCARD
 from web3.types import BlockIdentifier, Wei
 
 from ledger.canonical import stream_id as stream_id_of
-from ledger.contracts import Artifact, load_artifact
+from ledger.contracts import CONTRACTS, Artifact, load_artifact
 from ledger.errors import ChainError, ContractReverted, LedgerError
 
 __all__ = [
@@ -219,6 +220,14 @@ def _error_selectors(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[s
     return selectors
 
 
+@cache
+def _fourflow_errors() -> list[dict[str, Any]]:
+    """The error entries of every fourflow contract's ABI."""
+    return [
+        item for name in CONTRACTS for item in load_artifact(name).abi if item["type"] == "error"
+    ]
+
+
 _STANDARD_ERRORS = {
     keccak(text="Error(string)")[:4]: ("Error", ["string"]),
     keccak(text="Panic(uint256)")[:4]: ("Panic", ["uint256"]),
@@ -309,7 +318,8 @@ class ContractClient:
     def _revert(self, action: str, cause: BaseException | None) -> ContractReverted | None:
         data = _revert_data(cause)
         if data is not None and len(data) >= 4:
-            name, values = decode_revert(self.artifact.abi, data)
+            # errors bubble up from the contracts this one calls: know all of fourflow's
+            name, values = decode_revert(self.artifact.abi + _fourflow_errors(), data)
             return ContractReverted(
                 f"{action} reverted with {name}{values}", error=name, args=values
             )

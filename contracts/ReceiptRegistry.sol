@@ -155,9 +155,7 @@ contract ReceiptRegistry is ERC721, AccessControl {
         external
     {
         _onlyCustodianOfFree(receiptId);
-        if (change == Change.Added || change == Change.SwappedIn || change == Change.Released) {
-            revert ReceiptRegistryInvalidChange(change);
-        }
+        if (change < Change.Delivered || change > Change.Lost) revert ReceiptRegistryInvalidChange(change);
         _free(receiptId, keys);
         _decrease(receiptId, quantity, change, ref);
     }

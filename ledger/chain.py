@@ -11,7 +11,9 @@ revert becomes ``ContractReverted`` carrying the custom error's name and values.
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -244,14 +246,23 @@ def decode_revert(abi: list[dict[str, Any]], data: str | bytes) -> tuple[str, tu
     return "Unknown", (raw.hex(),)
 
 
+_BYTES_REPR = re.compile(r"(?:execution reverted: )?(b'.*'|b\".*\")", re.S)
+
+
 def _revert_data(cause: BaseException | None) -> bytes | None:
-    """Revert data from web3 (anvil, geth: ContractCustomError) or eth-tester (bytes arg)."""
+    """Revert data from web3 (anvil, geth: ContractCustomError) or eth-tester: bytes for a
+    transaction, the repr of those bytes for a call (eth-tester formats them)."""
     seen = 0
     while cause is not None and seen < 8:
         if isinstance(cause, ContractCustomError) and isinstance(cause.data, str):
             return bytes.fromhex(cause.data.removeprefix("0x"))
         if cause.args and isinstance(cause.args[0], bytes):
             return cause.args[0]
+        if isinstance(cause, TransactionFailed) and cause.args and isinstance(cause.args[0], str):
+            shown = _BYTES_REPR.fullmatch(cause.args[0])
+            if shown:
+                value = ast.literal_eval(shown.group(1))
+                return value if isinstance(value, bytes) else None
         cause = cause.__cause__ or cause.__context__
         seen += 1
     return None
@@ -334,7 +345,8 @@ class ContractClient:
         def read() -> list[dict[str, Any]]:
             raw = self.chain.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
             decoded = event().process_receipt(raw, errors=DISCARD)
-            return [dict(log["args"]) for log in decoded if log["address"] == self.address]
+            # .items(): an argument named "keys" would shadow AttributeDict.keys()
+            return [dict(log["args"].items()) for log in decoded if log["address"] == self.address]
 
         return self.chain.call(f"reading {name} logs", read)
 

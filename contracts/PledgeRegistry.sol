@@ -183,6 +183,7 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
         uint64 seq,
         bytes32 leaf
     );
+    /// @notice `reasons`: the bits this call set; `frozen`: every bit set now.
     event PledgeFrozen(uint256 indexed pledgeId, uint8 reasons, uint8 frozen, bytes32 ref);
     event PledgeUnfrozen(uint256 indexed pledgeId, uint8 cleared);
     event GoodsAdded(uint256 indexed pledgeId, uint64 quantity, bytes32 ref);
@@ -647,10 +648,11 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
     }
 
     function _freeze(uint256 pledgeId, Pledge storage pledge, uint8 reasons, bytes32 ref) private {
-        uint8 frozen = pledge.frozen | reasons;
-        if (frozen == pledge.frozen) return;
+        uint8 added = reasons & ~pledge.frozen;
+        if (added == 0) return;
+        uint8 frozen = pledge.frozen | added;
         pledge.frozen = frozen;
-        emit PledgeFrozen(pledgeId, reasons, frozen, ref);
+        emit PledgeFrozen(pledgeId, added, frozen, ref);
     }
 
     /// @dev The one place margin calls open and close. Without a price there is nothing

@@ -14,7 +14,7 @@ pledge registry into the receipt registry.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass, fields, replace
 from enum import IntEnum, IntFlag
 from typing import Any
@@ -748,7 +748,8 @@ class PledgeRegistry(ContractClient):
     @staticmethod
     def liquidation_of(event: dict[str, Any]) -> Liquidation:
         """The outcome of a decoded PledgeLiquidated event."""
-        ground, *amounts = event["outcome"]
+        outcome = event["outcome"]  # web3 decodes a struct to a dict by field name
+        ground, *amounts = outcome.values() if isinstance(outcome, Mapping) else outcome
         return Liquidation(Ground(ground), *amounts)
 
 

@@ -100,8 +100,11 @@ def run_pledge_scene(
     say(f"    another warehouse issuing a receipt on coil {coils[2]} → refused: {double}")
 
     now = int(chain.w3.eth.get_block("latest")["timestamp"])
+    # price observations a few seconds apart, all in the past: on a real node several
+    # blocks may share one second, and a report must be newer than the last
+    quoted_at = iter(range(now - 10, now))
     contracts.prices.report(
-        asset_class=STEEL, currency="CNY", price=405 * PRICE_SCALE, observed_at=now - 1,
+        asset_class=STEEL, currency="CNY", price=405 * PRICE_SCALE, observed_at=next(quoted_at),
         oracle=oracle,
     )  # fmt: skip
     contracts.pledges.set_pledge_rate(STEEL, 6000, lender=bank)
@@ -145,10 +148,9 @@ def run_pledge_scene(
     say(f"    the same evidence again → refused: {replay}")
 
     for price in (330, 300):
-        now = int(chain.w3.eth.get_block("latest")["timestamp"])
         contracts.prices.report(
-            asset_class=STEEL, currency="CNY", price=price * PRICE_SCALE, observed_at=now,
-            oracle=oracle,
+            asset_class=STEEL, currency="CNY", price=price * PRICE_SCALE,
+            observed_at=next(quoted_at), oracle=oracle,
         )  # fmt: skip
     quote = contracts.prices.quote_of(asset_class=STEEL, currency="CNY")
     check = contracts.pledges.check_lines(pledge_id, caller=oracle)

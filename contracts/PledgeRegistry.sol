@@ -266,6 +266,10 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
         if (collateral.status != ReceiptRegistry.Status.Live) revert PledgeRegistryReceiptNotLive(terms.receiptId);
         if (collateral.pledgeId != 0) revert PledgeRegistryAlreadyPledged(terms.receiptId, collateral.pledgeId);
         _validateTerms(terms, collateral.assetClass);
+        uint64 quantity = collateral.quantity;
+        Observation storage observed = _observations[terms.receiptId];
+        if (observed.observedAt != 0 && observed.quantity < quantity) quantity = observed.quantity;
+        if (quantity < terms.minQuantity) revert PledgeRegistryBelowMinimum(0, quantity, 0);
         if (deadline < block.timestamp) revert PledgeRegistryConsentExpired(deadline, block.timestamp);
         bytes32 digest = consentDigest(terms, nonce, deadline);
         _checkConsent(collateral.owner, digest, signature);

@@ -379,6 +379,15 @@ class ReportPrice:
 
 
 @dataclass(frozen=True)
+class PriceToLine:
+    """A spot price that puts a pledge's LTV on one of its lines (or between two)."""
+
+    pledge: int
+    line: int  # 0 pledge rate, 1 warning, 2 liquidation, 3 r..w, 4 w..l, 5 100%
+    delta: int  # micro-units of price around it
+
+
+@dataclass(frozen=True)
 class ReportFact:
     receipt: int
     kind: int
@@ -465,6 +474,25 @@ class Probe:
 
     pledge: int
     keep: bool
+    keys_out: int  # how many of the receipt's keys leave with the goods
+
+
+@dataclass(frozen=True)
+class Count:
+    """A quantity fact on a pledge's receipt around its minimum: 0 one under, 1 at it,
+    2 one over, 3 half of it, 4 nothing left."""
+
+    pledge: int
+    where: int
+
+
+@dataclass(frozen=True)
+class Release:
+    """The lender instructs x/10000 of the allowance, the custodian executes it."""
+
+    pledge: int
+    x: int
+    keys_out: int
 
 
 @dataclass(frozen=True)
@@ -599,7 +627,11 @@ liquidations = st.builds(
     Liquidate, pledge=idx, lender=party, x=st.sampled_from([5_000, 10_000, 20_000, 0])
 )
 travels = st.builds(Travel, seconds=st.sampled_from([3_600, DAY, 3 * DAY + 1, 40 * DAY, 400 * DAY]))
-probes = st.builds(Probe, pledge=idx, keep=st.booleans())
+probes = st.builds(Probe, pledge=idx, keep=st.booleans(), keys_out=st.integers(0, 1))
+counts = st.builds(Count, pledge=idx, where=st.integers(0, 4))
+releases = st.builds(
+    Release, pledge=idx, x=st.sampled_from([5_000, 10_000, 1]), keys_out=st.integers(0, 1)
+)
 rate_changes = st.builds(
     SetRate,
     lender=st.integers(0, 1),
@@ -607,6 +639,9 @@ rate_changes = st.builds(
     bps=st.sampled_from([6000, 3000, 10_000, 0, 10_001]),
 )
 full_releases = st.builds(FullRelease, pledge=idx, repay=st.sampled_from([True, True, False]))
+prices_to_lines = st.builds(
+    PriceToLine, pledge=idx, line=st.integers(0, 5), delta=st.sampled_from([0, -1, 1, 0])
+)
 
 
 def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
@@ -628,7 +663,10 @@ OPERATIONS = weighted(
     (2, repayments),
     (1, top_ups),
     (2, line_checks),
-    (3, prices([0] * 6 + [1, 2, 3, 4])),
+    (2, prices([0] * 6 + [1, 2, 3, 4])),
+    (2, prices_to_lines),
+    (2, counts),
+    (2, releases),
     (1, rate_changes),
     (1, audits),
     (1, stale_flags),
@@ -646,15 +684,18 @@ OPERATIONS = weighted(
 # The pledge life cycle with little noise: counts, openings, money, prices, freezes and
 # their clearing, releases (partial and full), liquidations, re-pledging what came free.
 LIFE_CYCLE = weighted(
-    (1, clears),
+    (2, clears),
     (4, facts([0, 0, 0, 0, 1, 2], [0, 0, 0, 1])),
     (4, opens(st.none())),
     (3, disbursements(st.just(0))),
     (2, repayments),
     (1, top_ups),
     (2, full_releases),
-    (2, prices([0])),
-    (1, line_checks),
+    (1, prices([0])),
+    (3, prices_to_lines),
+    (3, counts),
+    (2, releases),
+    (2, line_checks),
     (1, stale_flags),
     (1, instructions),
     (1, executions),
@@ -1093,19 +1134,45 @@ class Runner:
     def do_ReportPrice(self, op: ReportPrice) -> bool:
         asset = COPPER if op.copper else STEEL
         price = (COPPER_PRICE if op.copper else STEEL_PRICE) * op.factor // BPS
+        return self.report_price(asset, price, op.variant)
+
+    def do_PriceToLine(self, op: PriceToLine) -> bool:
+        p = self.pick_pledge(op.pledge)
+        q, _, _, _ = self.m.valuation(p)
+        t = p.terms
+        lines = (
+            t.pledge_rate_bps,
+            t.warning_ltv_bps,
+            t.liquidation_ltv_bps,
+            (t.pledge_rate_bps + t.warning_ltv_bps) // 2,
+            (t.warning_ltv_bps + t.liquidation_ltv_bps) // 2,
+            BPS,
+        )
+        if p.outstanding == 0 or q == 0:
+            return self.report_price(
+                p.asset, (COPPER_PRICE if p.asset == COPPER else STEEL_PRICE) // 2, 0
+            )
+        # the least value (and so spot price) at which LTV is at most the line
+        value = ceil_div(p.outstanding * BPS, lines[op.line])
+        spot = ceil_div(max(value - p.margin, 1) * SCALE, q) + op.delta
+        return self.report_price(p.asset, max(spot, 1), 0)
+
+    def report_price(self, asset: str, price: int, variant: int) -> bool:
+        """A spot report; the valuation price is min(spot, average), so a report under
+        the average sets it exactly."""
         at = self.w.now()
         oracle = self.w.oracle
         errors = []
-        if op.variant == 1:
+        if variant == 1:
             price = 0
             errors.append("PriceFeedZeroPrice")
-        elif op.variant == 2:
+        elif variant == 2:
             at = self.m.price_at.get(asset, 0)
             errors.append("PriceFeedNotNewer")
-        elif op.variant == 3:
+        elif variant == 3:
             at = self.ts() + 600
             errors.append("PriceFeedFromFuture")
-        elif op.variant == 4:
+        elif variant == 4:
             oracle = self.w.outsider
             errors.append(ACCESS)
         sent = self.attempt(
@@ -1323,6 +1390,20 @@ class Runner:
         r.quantity -= quantity
         r.keys -= set(keys)
 
+    def do_Count(self, op: Count) -> bool:
+        p = self.pick_pledge(op.pledge)
+        minimum = p.terms.min_quantity
+        quantity = (minimum - 1, minimum, minimum + 1, minimum // 2, 0)[op.where]
+        receipt = sorted(self.m.receipts).index(p.rid)
+        # x = 0, delta = quantity: a count of exactly `quantity`, from fresh evidence
+        fact = ReportFact(receipt=receipt, kind=0, basis=0, x=0, delta=quantity, variant=0)
+        return self.do_ReportFact(fact)
+
+    def do_Release(self, op: Release) -> bool:
+        changed = self.do_Instruct(Instruct(op.pledge, 0, 0, op.x, 0))
+        changed |= self.do_Execute(Execute(op.pledge, 0, op.keys_out, ()))
+        return changed
+
     def do_FullRelease(self, op: FullRelease) -> bool:
         p = self.pick_pledge(op.pledge)
         changed = False
@@ -1365,7 +1446,8 @@ class Runner:
             self.w.pledges.instruct_release(p.pid, allowed, lender=lender)
             r = self.m.receipts[p.rid]
             custodian = self.accounts[r.custodian]
-            sent = self.w.pledges.execute_release(p.pid, custodian=custodian)
+            keys = self.own_keys(r, op.keys_out)
+            sent = self.w.pledges.execute_release(p.pid, keys_out=keys, custodian=custodian)
             self.log.append(f"  probe: released {allowed} of pledge {p.pid}")
             # what is left stands within every rule
             pledge = self.w.pledges.pledge_of(p.pid)
@@ -1379,7 +1461,7 @@ class Runner:
             keep = op.keep
             if keep:
                 p.release_quantity, p.release_all = allowed, False
-                self.apply_execution(p, sent, [], price)
+                self.apply_execution(p, sent, keys, price)
             return keep
         finally:
             if not keep:

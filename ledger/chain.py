@@ -412,7 +412,7 @@ class AnchorRegistry(ContractClient):
     ) -> OnChainBatch | None:
         """The anchored batch, read from contract storage; None if it is not anchored."""
         fn = self._contract.functions.batchOf(stream_id_of(stream), seq)
-        raw = self.chain.call("batchOf", lambda: fn.call(block_identifier=block))
+        raw = self._read("batchOf", fn, block)
         root, leaf_count, first, last, anchored_block = raw
         if leaf_count == 0:
             return None
@@ -420,16 +420,14 @@ class AnchorRegistry(ContractClient):
 
     def head_of(self, stream: str, *, block: BlockIdentifier = "latest") -> StreamHead:
         fn = self._contract.functions.headOf(stream_id_of(stream))
-        next_seq, total, accumulator = self.chain.call(
-            "headOf", lambda: fn.call(block_identifier=block)
-        )
+        next_seq, total, accumulator = self._read("headOf", fn, block)
         return StreamHead(next_seq, total, bytes(accumulator))
 
     def includes(
         self, *, stream: str, seq: int, leaf: bytes, index: int, siblings: list[bytes]
     ) -> bool:
         fn = self._contract.functions.includes(stream_id_of(stream), seq, leaf, index, siblings)
-        return bool(self.chain.call("includes", fn.call))
+        return bool(self._read("includes", fn))
 
     def anchored_events(
         self, *, from_block: int = 0, to_block: BlockIdentifier = "latest"

@@ -29,6 +29,7 @@ from ledger.chain import AnchorRegistry, Chain, ContractClient, Deployment, TxRe
 from ledger.errors import ChainError, InvalidInput
 from ledger.merkle import ProofStep
 from ledger.models import ProofBundle
+from ledger.signing import EIP712_DOMAIN_TYPE
 
 __all__ = [
     "AUDITOR_ROLE",
@@ -392,12 +393,7 @@ def consent_typed_data(
     """The EIP-712 typed data a borrower signs to consent to ``terms``."""
     return {
         "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
+            "EIP712Domain": EIP712_DOMAIN_TYPE,
             "PledgeConsent": [
                 {"name": "terms", "type": "Terms"},
                 {"name": "nonce", "type": "uint256"},

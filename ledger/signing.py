@@ -31,6 +31,7 @@ from ledger.models import Eip712Domain, EventBody, SignedEnvelope, SubmissionIn,
 __all__ = [
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
+    "EIP712_DOMAIN_TYPE",
     "SUBMISSION_TYPES",
     "SealedSubmission",
     "domain_for",
@@ -44,13 +45,14 @@ __all__ = [
 
 DOMAIN_NAME = "fourflow"
 DOMAIN_VERSION = "1"
+EIP712_DOMAIN_TYPE: list[dict[str, str]] = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
 SUBMISSION_TYPES: dict[str, list[dict[str, str]]] = {
-    "EIP712Domain": [
-        {"name": "name", "type": "string"},
-        {"name": "version", "type": "string"},
-        {"name": "chainId", "type": "uint256"},
-        {"name": "verifyingContract", "type": "address"},
-    ],
+    "EIP712Domain": EIP712_DOMAIN_TYPE,
     "Submission": [
         {"name": "submitter", "type": "address"},
         {"name": "eventsRoot", "type": "bytes32"},

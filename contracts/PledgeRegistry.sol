@@ -413,7 +413,7 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
 
     /// @notice The custodian adds goods to a pledged receipt (any mode, even frozen).
     function addGoods(uint256 pledgeId, uint64 quantity, bytes32[] calldata keys, bytes32 ref) external {
-        Pledge storage pledge = _custodianAction(pledgeId);
+        (Pledge storage pledge,) = _custodianAction(pledgeId);
         if (quantity == 0) revert PledgeRegistryZeroAmount();
         emit GoodsAdded(pledgeId, quantity, ref);
         receipts.adjustPledged(pledge.terms.receiptId, quantity, 0, keys, new bytes32[](0), ReceiptRegistry.Change.Added, ref);
@@ -432,13 +432,13 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
         bytes32[] calldata keysIn,
         bytes32 ref
     ) external {
-        Pledge storage pledge = _custodianAction(pledgeId);
+        (Pledge storage pledge, uint64 booked) = _custodianAction(pledgeId);
         if (pledge.terms.mode != Mode.Dynamic) revert PledgeRegistryNotDynamic(pledgeId);
         _requireNotFrozen(pledgeId, pledge);
         if (quantityOut == 0 || quantityIn < quantityOut) {
             revert PledgeRegistrySwapReducesGoods(pledgeId, quantityOut, quantityIn);
         }
-        Valuation memory after_ = _valuation(pledge, _booked(pledge) + (quantityIn - quantityOut), true);
+        Valuation memory after_ = _valuation(pledge, booked + (quantityIn - quantityOut), true);
         if (!_aboveMinimum(pledge, after_)) revert PledgeRegistryBelowMinimum(pledgeId, after_.quantity, after_.goodsValue);
         if (!_withinRate(pledge, after_)) {
             revert PledgeRegistryLtvExceeded(pledgeId, after_.ltvBps, pledge.terms.pledgeRateBps);
@@ -456,7 +456,7 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
     function instructRelease(uint256 pledgeId, uint64 quantity) external {
         Pledge storage pledge = _lenderAction(pledgeId);
         _requireNotFrozen(pledgeId, pledge);
-        _requireReleasable(pledgeId, pledge, quantity);
+        _requireReleasable(pledgeId, pledge, _booked(pledge), quantity);
         pledge.releaseQuantity = quantity;
         pledge.releaseAll = false;
         emit ReleaseInstructed(pledgeId, quantity, false);
@@ -475,7 +475,7 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
     /// @notice The custodian executes the pending instruction, checked again against the
     /// rules as they stand now. `keysOut` are the identifiers of the goods that leave.
     function executeRelease(uint256 pledgeId, bytes32[] calldata keysOut, bytes32 ref) external {
-        Pledge storage pledge = _custodianAction(pledgeId);
+        (Pledge storage pledge, uint64 booked) = _custodianAction(pledgeId);
         _requireNotFrozen(pledgeId, pledge);
         if (pledge.releaseAll) {
             if (pledge.outstanding != 0) revert PledgeRegistryOutstanding(pledgeId, pledge.outstanding);
@@ -490,7 +490,7 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
         }
         uint64 quantity = pledge.releaseQuantity;
         if (quantity == 0) revert PledgeRegistryNoInstruction(pledgeId);
-        uint256 price = _requireReleasable(pledgeId, pledge, quantity);
+        uint256 price = _requireReleasable(pledgeId, pledge, booked, quantity);
         uint256 creditUsed;
         if (pledge.terms.mode == Mode.Static) {
             creditUsed = Math.ceilDiv(uint256(quantity) * price, _priceScale);
@@ -548,7 +548,7 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
     function releasableOf(uint256 pledgeId) external view returns (uint64) {
         Pledge storage pledge = _known(pledgeId);
         if (pledge.status != Status.Active || pledge.frozen != 0) return 0;
-        (uint64 allowed,) = _releasable(pledge);
+        (uint64 allowed,) = _releasable(pledge, _booked(pledge));
         return allowed;
     }
 
@@ -597,12 +597,14 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
         }
     }
 
-    function _custodianAction(uint256 pledgeId) private view returns (Pledge storage pledge) {
+    /// @dev Also returns the receipt's booked quantity, read in the same call.
+    function _custodianAction(uint256 pledgeId) private view returns (Pledge storage pledge, uint64 booked) {
         pledge = _active(pledgeId);
-        address custodian = receipts.collateralOf(pledge.terms.receiptId).custodian;
-        if (custodian != msg.sender || !receipts.hasRole(receipts.CUSTODIAN_ROLE(), msg.sender)) {
-            revert PledgeRegistryNotCustodian(pledgeId, custodian, msg.sender);
+        ReceiptRegistry.Collateral memory collateral = receipts.collateralOf(pledge.terms.receiptId);
+        if (collateral.custodian != msg.sender || !receipts.hasRole(receipts.CUSTODIAN_ROLE(), msg.sender)) {
+            revert PledgeRegistryNotCustodian(pledgeId, collateral.custodian, msg.sender);
         }
+        booked = collateral.quantity;
     }
 
     function _requireNotFrozen(uint256 pledgeId, Pledge storage pledge) private view {
@@ -692,13 +694,13 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
         );
     }
 
-    function _requireReleasable(uint256 pledgeId, Pledge storage pledge, uint64 quantity)
+    function _requireReleasable(uint256 pledgeId, Pledge storage pledge, uint64 booked, uint64 quantity)
         private
         view
         returns (uint256 price)
     {
         uint64 allowed;
-        (allowed, price) = _releasable(pledge);
+        (allowed, price) = _releasable(pledge, booked);
         if (quantity == 0 || quantity > allowed) revert PledgeRegistryReleaseBeyondAllowance(pledgeId, allowed, quantity);
     }
 
@@ -706,7 +708,7 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
     /// the remaining goods value at or above minValue, LTV within the pledge rate, and (static
     /// mode) the released value within the credit repayments have freed. Exact in integers:
     /// releasing one unit more breaks one of these.
-    function _releasable(Pledge storage pledge) private view returns (uint64 allowed, uint256 price) {
+    function _releasable(Pledge storage pledge, uint256 booked) private view returns (uint64 allowed, uint256 price) {
         price = _quote(pledge).price;
         if (price == 0) return (0, 0);
         uint256 floor_ = pledge.terms.minQuantity > 0 ? pledge.terms.minQuantity : 1;
@@ -715,7 +717,6 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
             if (need > pledge.margin) floor_ = Math.max(floor_, Math.ceilDiv((need - pledge.margin) * _priceScale, price));
         }
         if (pledge.terms.minValue != 0) floor_ = Math.max(floor_, Math.ceilDiv(pledge.terms.minValue * _priceScale, price));
-        uint256 booked = _booked(pledge);
         Observation storage observed = _observations[pledge.terms.receiptId];
         if (booked <= floor_ || (observed.observedAt != 0 && observed.quantity < floor_)) return (0, price);
         uint256 room = booked - floor_;

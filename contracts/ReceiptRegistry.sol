@@ -225,14 +225,11 @@ contract ReceiptRegistry is ERC721, AccessControl {
     // --- views -------------------------------------------------------------------------
 
     function receiptOf(uint256 receiptId) external view returns (Receipt memory) {
-        Receipt storage receipt = _receipts[receiptId];
-        if (receipt.status == Status.None) revert ReceiptRegistryUnknownReceipt(receiptId);
-        return receipt;
+        return _existing(receiptId);
     }
 
     function collateralOf(uint256 receiptId) external view returns (Collateral memory) {
-        Receipt storage receipt = _receipts[receiptId];
-        if (receipt.status == Status.None) revert ReceiptRegistryUnknownReceipt(receiptId);
+        Receipt storage receipt = _existing(receiptId);
         return Collateral(
             _ownerOf(receiptId), receipt.custodian, receipt.quantity, receipt.status, receipt.pledgeId, receipt.assetClass
         );
@@ -265,9 +262,13 @@ contract ReceiptRegistry is ERC721, AccessControl {
         return super._update(to, tokenId, auth);
     }
 
-    function _live(uint256 receiptId) private view returns (Receipt storage receipt) {
+    function _existing(uint256 receiptId) private view returns (Receipt storage receipt) {
         receipt = _receipts[receiptId];
         if (receipt.status == Status.None) revert ReceiptRegistryUnknownReceipt(receiptId);
+    }
+
+    function _live(uint256 receiptId) private view returns (Receipt storage receipt) {
+        receipt = _existing(receiptId);
         if (receipt.status != Status.Live) revert ReceiptRegistryNotLive(receiptId);
     }
 

@@ -7,6 +7,10 @@ roles granted, a steel price and a dairy-cattle price, and helpers: ``issue_stee
 EIP-712 consent), ``evidence`` (anchors real leaves in the AnchorRegistry and returns
 citations with their Merkle proofs) and ``travel`` (moves the chain's clock).
 
+Shared checks for the collateral test modules: ``reverts`` (a call reverts with a named
+custom error and values), ``lower``, ``ceil_div``, ``sha256_chain`` (identifiersDigest by
+hand), and ``PARTIES`` (the accounts' names).
+
 Fixtures: ``world_base`` deploys once per test module; ``world`` reverts the chain to that
 fresh state after each test (eth-tester snapshots), so tests never see each other.
 Import both into a test module: ``from tests.collateral_world import world, world_base``.
@@ -14,8 +18,9 @@ Import both into a test module: ``from tests.collateral_world import world, worl
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,6 +44,7 @@ from ledger.collateral import (
     identifier_key,
     siblings_of,
 )
+from ledger.errors import ContractReverted
 from ledger.merkle import build_tree
 
 T0 = 1_900_000_000  # unix seconds the chain's clock starts at (2030-03-17)
@@ -51,6 +57,45 @@ CNY = "CNY"
 STEEL_PRICE = 405 * PRICE_SCALE
 COW_PRICE = 1_800_000 * PRICE_SCALE  # 18,000 CNY a head
 REF = b"\x00" * 31 + b"\x01"
+
+
+PARTIES = (
+    "admin",
+    "custodian",
+    "custodian2",
+    "lender",
+    "lender2",
+    "borrower",
+    "borrower2",
+    "oracle",
+    "auditor",
+    "payee",
+    "buyer",
+    "outsider",
+)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def sha256_chain(keys: Sequence[bytes], start: bytes = bytes(32)) -> bytes:
+    """identifiersDigest by hand: sha256(digest ‖ key) for each key, from 32 zero bytes."""
+    digest = start
+    for key in keys:
+        digest = hashlib.sha256(digest + key).digest()
+    return digest
+
+
+def lower(account: LocalAccount) -> str:
+    return account.address.lower()  # eth-abi decodes addresses in errors as lowercase hex
+
+
+def reverts(call: Callable[[], object], error: str, *args: object) -> None:
+    """``call`` reverts with the custom error ``error(*args)``."""
+    with pytest.raises(ContractReverted) as info:
+        call()
+    assert (info.value.error, info.value.error_args) == (error, args)
 
 
 def ref(text: str) -> bytes:
@@ -184,17 +229,27 @@ class World:
         borrower: LocalAccount | None = None,
         lender: LocalAccount | None = None,
     ) -> int:
+        return self.open_pledge_tx(terms, borrower=borrower, lender=lender)[0]
+
+    def open_pledge_tx(
+        self,
+        terms: Terms,
+        *,
+        borrower: LocalAccount | None = None,
+        lender: LocalAccount | None = None,
+    ) -> tuple[int, TxReceipt]:
+        """Opens with the borrower's EIP-712 consent; returns the id and the transaction."""
         borrower = borrower or self.borrower
         deadline = self.now() + DAY
         signature, nonce = self.pledges.sign_consent(terms, borrower=borrower, deadline=deadline)
-        pledge_id, _ = self.pledges.open(
+        pledge_id, receipt = self.pledges.open(
             terms,
             nonce=nonce,
             deadline=deadline,
             signature=signature,
             lender=lender or self.lender,
         )
-        return int(pledge_id)
+        return int(pledge_id), receipt
 
     def report_price(
         self, price: int, *, asset_class: str = STEEL, at: int | None = None
@@ -251,23 +306,9 @@ def build_world(*, seed: str | None = None) -> World:
     chain = Chain.in_process()
     tester = chain.w3.provider.ethereum_tester  # type: ignore[attr-defined]
     tester.time_travel(T0)
-    names = [
-        "admin",
-        "custodian",
-        "custodian2",
-        "lender",
-        "lender2",
-        "borrower",
-        "borrower2",
-        "oracle",
-        "auditor",
-        "payee",
-        "buyer",
-        "outsider",
-    ]
     accounts = {
         name: new_account() if seed is None else Account.from_key(keccak(text=f"{seed}:{name}"))
-        for name in names
+        for name in PARTIES
     }
     for account in accounts.values():
         chain.fund(account.address)

@@ -77,7 +77,17 @@ from ledger.collateral import (
     identifier_key,
 )
 from ledger.errors import ContractReverted
-from tests.collateral_world import CNY, COPPER, DAY, STEEL, STEEL_PRICE, World, build_world, ref
+from tests.collateral_world import (
+    CNY,
+    COPPER,
+    DAY,
+    STEEL,
+    STEEL_PRICE,
+    World,
+    build_world,
+    ceil_div,
+    ref,
+)
 
 BPS = 10_000
 SCALE = PRICE_SCALE
@@ -96,10 +106,6 @@ NOT_LENDER = "PledgeRegistryNotLender"
 NOT_CUSTODIAN = "PledgeRegistryNotCustodian"
 BEYOND = "PledgeRegistryReleaseBeyondAllowance"
 ERC721_ERRORS = ["ERC721InsufficientApproval", "ERC721IncorrectOwner", "ERC721NonexistentToken"]
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def scaled(basis: int, x: int, delta: int) -> int:

@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
@@ -54,7 +53,6 @@ from ledger.collateral import (
     ascii32,
     consent_typed_data,
 )
-from ledger.errors import ContractReverted
 from tests.collateral_world import (  # noqa: F401
     CATTLE,
     CNY,
@@ -64,8 +62,12 @@ from tests.collateral_world import (  # noqa: F401
     STEEL,
     STEEL_PRICE,
     World,
+    ceil_div,
     ear_tags,
+    lower,
     ref,
+    reverts,
+    sha256_chain,
     steel_keys,
     world,
     world_base,
@@ -93,10 +95,6 @@ INVALID_TERMS = "PledgeRegistryInvalidTerms"
 
 
 # --- arithmetic, independently of the contract ------------------------------------------
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def goods(quantity: int, price: int) -> int:
@@ -176,25 +174,7 @@ def waterfall(*, outstanding: int, margin: int, proceeds: int, ground: Ground) -
     )
 
 
-def digest_chain(keys: Sequence[bytes]) -> bytes:
-    digest = ZERO32
-    for key in keys:
-        digest = hashlib.sha256(digest + key).digest()
-    return digest
-
-
 # --- calls and checks -------------------------------------------------------------------
-
-
-def lower(account: LocalAccount) -> str:
-    return account.address.lower()  # eth-abi decodes addresses in errors as lowercase hex
-
-
-def reverts(call: Callable[[], object], error: str, *args: object) -> None:
-    """``call`` reverts with the custom error ``error(*args)``."""
-    with pytest.raises(ContractReverted) as info:
-        call()
-    assert (info.value.error, info.value.error_args) == (error, args)
 
 
 def looker(
@@ -560,7 +540,7 @@ def test_dynamic_steel_pledge_adds_swaps_and_releases_within_the_lines(world: Wo
     }  # fmt: skip
     assert event(w.receipts, tx, "ReceiptKeysBound") == {
         "receiptId": rid, "keys": new, "keyCount": 12,
-        "identifiersDigest": digest_chain(digest_keys),
+        "identifiersDigest": sha256_chain(digest_keys),
     }  # fmt: skip
     assert [w.receipts.backing_of(k) for k in new] == [rid, rid]
     assert w.pledges.releasable_of(pid) == allowance(**rules | {"booked": 120_000}) == 58_271
@@ -588,7 +568,7 @@ def test_dynamic_steel_pledge_adds_swaps_and_releases_within_the_lines(world: Wo
     assert (w.receipts.backing_of(keys[0]), w.receipts.backing_of(swapped_in[0])) == (0, rid)
     receipt = w.receipts.receipt_of(rid)
     assert (receipt.quantity, receipt.key_count) == (120_000, 12)
-    assert receipt.identifiers_digest == digest_chain(digest_keys)
+    assert receipt.identifiers_digest == sha256_chain(digest_keys)
 
     # a release without any repayment, exactly the allowance
     allowed = allowance(**rules | {"booked": 120_000})

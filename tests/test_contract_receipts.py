@@ -16,8 +16,7 @@ could have changed is read back unchanged.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -37,7 +36,6 @@ from ledger.collateral import (
     Quote,
     Receipt,
     ReceiptStatus,
-    Terms,
     ascii32,
     identifier_key,
     identifiers_digest,
@@ -49,11 +47,15 @@ from tests.collateral_world import (  # noqa: F401
     COPPER,
     COW_PRICE,
     DAY,
+    PARTIES,
     STEEL,
     STEEL_PRICE,
     World,
     ear_tags,
+    lower,
     ref,
+    reverts,
+    sha256_chain,
     steel_keys,
     world,
     world_base,
@@ -66,42 +68,9 @@ LOCATION = "urn:epc:id:sgln:6901234.00001.0"  # what World.issue_steel records
 REGISTRATION = "ZD2030031700001"
 WR_CODE = "WR-SH-2030-0001"
 WINDOW = 30
-ACCOUNTS = (
-    "admin",
-    "custodian",
-    "custodian2",
-    "lender",
-    "lender2",
-    "borrower",
-    "borrower2",
-    "oracle",
-    "auditor",
-    "payee",
-    "buyer",
-    "outsider",
-)
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-def reverts(call: Callable[[], object], error: str, *args: object) -> None:
-    """``call`` reverts with the custom error ``error(*args)``."""
-    with pytest.raises(ContractReverted) as info:
-        call()
-    assert (info.value.error, info.value.error_args) == (error, args)
-
-
-def lower(account: LocalAccount) -> str:
-    return account.address.lower()  # eth-abi decodes addresses in errors as lowercase hex
-
-
-def sha256_chain(keys: Sequence[bytes], start: bytes = ZERO32) -> bytes:
-    """identifiersDigest by hand: sha256(digest ‖ key) for each key, from 32 zero bytes."""
-    digest = start
-    for key in keys:
-        digest = hashlib.sha256(digest + key).digest()
-    return digest
 
 
 def balance_of(w: World, account: LocalAccount | str) -> int:
@@ -124,7 +93,7 @@ def receipt_state(w: World, keys: Sequence[bytes] = ()) -> dict[str, Any]:
         "receipts": [registry.receipt_of(i) for i in ids],
         "collateral": [registry.collateral_of(i) for i in ids],
         "backing": [registry.backing_of(key) for key in keys],
-        "balances": [balance_of(w, getattr(w, name)) for name in ACCOUNTS],
+        "balances": [balance_of(w, getattr(w, name)) for name in PARTIES],
     }
 
 
@@ -168,15 +137,6 @@ def raw(w: World, name: str, account: LocalAccount, *args: Any) -> TxReceipt:
     """Any ReceiptRegistry function, sent from ``account`` (for calls the wrapper lacks)."""
     fn = getattr(w.receipts._contract.functions, name)(*args)
     return w.receipts._execute(name, fn, account)
-
-
-def open_pledge(w: World, terms: Terms) -> tuple[int, TxReceipt]:
-    """World.open_pledge, keeping the transaction receipt."""
-    deadline = w.now() + DAY
-    signature, nonce = w.pledges.sign_consent(terms, borrower=w.borrower, deadline=deadline)
-    return w.pledges.open(
-        terms, nonce=nonce, deadline=deadline, signature=signature, lender=w.lender
-    )
 
 
 # --- issue ------------------------------------------------------------------------------
@@ -973,7 +933,7 @@ def test_a_pledged_receipt_is_locked(world: World) -> None:
     keys = steel_keys(10)
     rid = world.issue_steel(keys=keys)
     raw(world, "approve", world.borrower, world.outsider.address, rid)  # before the pledge
-    pid, opened = open_pledge(world, world.terms(rid))
+    pid, opened = world.open_pledge_tx(world.terms(rid))
     assert world.receipts.events(opened.tx_hash, "ReceiptLocked") == [
         {"receiptId": rid, "pledgeId": pid}
     ]

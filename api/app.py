@@ -10,16 +10,25 @@ from fastapi import FastAPI
 
 from api import errors
 from api.limits import BodySizeLimit
-from api.routes import batches, events, health
+from api.routes import batches, epcis, events, health, readings
 from api.settings import Settings, get_settings
 from ledger.anchoring import Anchorer
 from ledger.runtime import Runtime
+from oracles.epcis.capture import EpcisCapture
+from oracles.ingest import ReadingIngest
 
 
 def create_app(
-    runtime: Runtime, *, settings: Settings | None = None, anchorer: Anchorer | None = None
+    runtime: Runtime,
+    *,
+    settings: Settings | None = None,
+    anchorer: Anchorer | None = None,
+    capture: EpcisCapture | None = None,
+    ingest: ReadingIngest | None = None,
 ) -> FastAPI:
-    """An app serving ``runtime``; with ``anchorer``, it also anchors in a background thread."""
+    """An app serving ``runtime``; with ``anchorer``, it also anchors in a background
+    thread; with ``capture``, it takes EPCIS 2.0 documents in at /v1/epcis, and with
+    ``ingest``, signed device readings at /v1/readings."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -44,9 +53,13 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.settings = settings
+    app.state.capture = capture
+    app.state.readings = ingest
     errors.install(app)
     app.include_router(events.router)
     app.include_router(batches.router)
+    app.include_router(epcis.router)
+    app.include_router(readings.router)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

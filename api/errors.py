@@ -1,4 +1,10 @@
-"""The one place where errors become HTTP answers: {"error": {code, message, field}}."""
+"""The one place where errors become HTTP answers.
+
+Everywhere: ``{"error": {code, message, field, details?}}``. Under ``/v1/epcis``, where
+EPCIS 2.0 clients expect them, RFC 7807 problem details with the EPCIS exception type
+(``epcisException:ValidationException`` …), fourflow's ``code`` and, for a document,
+``errors``: every problem with its JSON pointer.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ledger.errors import (
     ChainError,
     Conflict,
+    InvalidDocument,
     InvalidInput,
     InvalidSignature,
     LedgerError,
@@ -31,6 +38,60 @@ _STATUS: list[tuple[type[LedgerError], int]] = [
     (StoreError, 503),
     (ChainError, 503),
 ]
+
+
+EPCIS_PREFIX = "/v1/epcis"
+
+# (EPCIS exception type, status) by fourflow error code, then by class
+_EPCIS_BY_CODE: dict[str, tuple[str, int]] = {
+    "query_parameter": ("QueryParameterException", 400),
+    "unsupported_media_type": ("ValidationException", 415),
+    "not_implemented": ("ImplementationException", 501),
+    "capture_limit": ("CaptureLimitExceededException", 413),
+    "unregistered_signer": ("ImplementationException", 500),  # the gateway key's role
+}
+_EPCIS_BY_CLASS: list[tuple[type[LedgerError], str, int]] = [
+    (TooLarge, "CaptureLimitExceededException", 413),
+    (Conflict, "ValidationException", 409),
+    (InvalidInput, "ValidationException", 400),
+    (NotFound, "NoSuchResourceException", 404),
+    (StoreError, "ImplementationException", 503),
+    (ChainError, "ImplementationException", 503),
+]
+
+
+def epcis_problem_of(exc: LedgerError) -> tuple[str, int]:
+    if exc.code in _EPCIS_BY_CODE:
+        return _EPCIS_BY_CODE[exc.code]
+    for kind, problem, status in _EPCIS_BY_CLASS:
+        if isinstance(exc, kind):
+            return problem, status
+    return "ImplementationException", 500
+
+
+def problem_response(
+    status: int,
+    problem: str,
+    *,
+    code: str,
+    detail: str,
+    instance: str,
+    errors: list[dict[str, object]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, object] = {
+        "type": f"epcisException:{problem}",
+        "title": problem,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "code": code,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(
+        body, status_code=status, headers=headers, media_type="application/problem+json"
+    )
 
 
 def status_of(exc: LedgerError) -> int:
@@ -67,19 +128,45 @@ def _field_path(loc: tuple[object, ...]) -> str:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(LedgerError)
-    async def ledger_error(_request: Request, exc: LedgerError) -> JSONResponse:
+    async def ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
+        if request.url.path.startswith(EPCIS_PREFIX):
+            problem, status = epcis_problem_of(exc)
+            errors = exc.errors if isinstance(exc, InvalidDocument) else None
+            if errors is None and exc.field is not None:
+                errors = [{"pointer": exc.field, "message": exc.message}]
+            return problem_response(
+                status,
+                problem,
+                code=exc.code,
+                detail=exc.message,
+                instance=request.url.path,
+                errors=list(errors) if errors is not None else None,
+                headers={"Retry-After": RETRY_AFTER_S} if status == 503 else None,
+            )
         status = status_of(exc)
         headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
-        return error_response(status, exc.code, exc.message, field=exc.field, headers=headers)
+        details = list(exc.errors) if isinstance(exc, InvalidDocument) else None
+        return error_response(
+            status, exc.code, exc.message, field=exc.field, details=details, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         details = [
             {"field": _field_path(tuple(e["loc"])), "message": e["msg"], "type": e["type"]}
             for e in errors[:50]
         ]
         first = details[0] if details else {"field": "body", "message": "invalid request"}
+        if request.url.path.startswith(EPCIS_PREFIX):
+            return problem_response(
+                400,
+                "QueryParameterException",
+                code="validation_failed",
+                detail=f"{first['field']}: {first['message']}",
+                instance=request.url.path,
+                errors=[{"pointer": d["field"], "message": d["message"]} for d in details],
+            )
         return error_response(
             422,
             "validation_failed",

@@ -5,6 +5,7 @@
     │   ├── InvalidSignature   signature does not recover the declared submitter
     │   ├── UnregisteredSigner signer lacks the on-chain role it needs
     │   ├── Conflict           same id, different content
+    │   ├── InvalidDocument    a document with field-level errors (EPCIS capture)
     │   └── TooLarge           over a size or count limit
     ├── NotFound               no such event / batch
     │   └── NotAnchored        the event exists but its batch is not anchored yet
@@ -27,6 +28,7 @@ __all__ = [
     "ChainError",
     "Conflict",
     "ContractReverted",
+    "InvalidDocument",
     "InvalidInput",
     "InvalidSignature",
     "LedgerError",
@@ -75,6 +77,20 @@ class UnregisteredSigner(InvalidInput):
 
 class Conflict(InvalidInput):
     code = "conflict"
+
+
+class InvalidDocument(InvalidInput):
+    """A document failed validation; ``errors`` lists every problem found, each
+    ``{"pointer": RFC 6901 JSON pointer, "message": ...}``."""
+
+    code = "invalid_document"
+
+    def __init__(self, message: str, *, errors: list[dict[str, str]]) -> None:
+        super().__init__(message, field=errors[0]["pointer"] if errors else None)
+        self.errors = errors
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "errors": self.errors}
 
 
 class TooLarge(InvalidInput):

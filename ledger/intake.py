@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from threading import Lock
+
+from sqlmodel import Session
 
 from ledger.chain import SUBMITTER_ROLE, AnchorRegistry
 from ledger.errors import UnregisteredSigner
@@ -41,8 +44,17 @@ class Intake:
         with self._lock:
             self._roles[signer] = now
 
-    def submit(self, submission: SubmissionIn) -> list[Receipt]:
-        """Verify and store ``submission`` durably; all events or none."""
+    def submit(
+        self,
+        submission: SubmissionIn,
+        *,
+        same_id_is_duplicate: bool = False,
+        related: Callable[[Session, list[Receipt]], None] | None = None,
+    ) -> list[Receipt]:
+        """Verify and store ``submission`` durably; all events or none (with the rows
+        ``related`` derives from them, see Store.accept)."""
         sealed = envelopes_for(submission, domain=self.domain)
         self._verify_role(sealed.submitter)
-        return self.store.accept(sealed.envelopes)
+        return self.store.accept(
+            sealed.envelopes, same_id_is_duplicate=same_id_is_duplicate, related=related
+        )

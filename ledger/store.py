@@ -10,8 +10,8 @@ translated into ``StoreError`` here and never leave this module.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,17 +143,33 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
 
+    def session(self) -> AbstractContextManager[Session]:
+        """A session whose database errors come out as StoreError, for the ledger's
+        other tables (ledger.flows); everything else goes through Store's methods."""
+        return self._session()
+
     def ping(self) -> None:
         with self._session() as session:
             session.exec(select(text("1")))
 
     # --- submissions ---------------------------------------------------------------
 
-    def accept(self, envelopes: Sequence[SignedEnvelope]) -> list[Receipt]:
+    def accept(
+        self,
+        envelopes: Sequence[SignedEnvelope],
+        *,
+        same_id_is_duplicate: bool = False,
+        related: Callable[[Session, list[Receipt]], None] | None = None,
+    ) -> list[Receipt]:
         """Store a submission's envelopes in one transaction; all or nothing.
 
         An event id already stored with the same body is a duplicate (answered, not
-        stored again); with a different body it is a Conflict and nothing is stored.
+        stored again); with a different body it is a Conflict and nothing is stored,
+        unless ``same_id_is_duplicate``: for ids that are content hashes of their own
+        (the GS1 event hash), another spelling of the same event is a duplicate too.
+        ``related(session, receipts)`` writes rows derived from the new events (the
+        EPCIS index, flow entries, custody) in the same transaction, so a crash keeps
+        both or neither.
         """
         received = _now_ms()
         rows: list[EventRow] = []
@@ -182,7 +198,7 @@ class Store:
             receipts = []
             for position, row in enumerate(rows):
                 old = existing.get(row.event_id)
-                if old is not None and old.digest != row.digest:
+                if old is not None and old.digest != row.digest and not same_id_is_duplicate:
                     raise Conflict(
                         f"event_id {row.event_id!r} is already stored with different content",
                         field=f"events[{position}].event_id",
@@ -197,8 +213,18 @@ class Store:
                     env = envelopes[position]
                     for asset in env.event.asset_ids:
                         session.add(EventAssetRow(asset_id=asset, event_id=row.event_id))
+            if related is not None:
+                session.flush()
+                related(session, receipts)
             session.commit()
         return receipts
+
+    def stored_ids(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` are already stored."""
+        with self._session() as session:
+            return set(
+                session.exec(select(EventRow.event_id).where(col(EventRow.event_id).in_(event_ids)))
+            )
 
     def event(self, event_id: str) -> EventRow:
         with self._session() as session:

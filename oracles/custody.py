@@ -8,7 +8,7 @@ payload of a fourflow event on the custodian's custody stream.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from ledger.models import EventBody
@@ -150,3 +150,137 @@ def steel_coil_journey(
             },
         ),
     ]
+
+
+def _epcis_time(moment: datetime, offset: str = "+08:00") -> str:
+    """``moment`` written in the event's local offset, as a reader in China would."""
+    sign = 1 if offset[0] == "+" else -1
+    zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
+    return moment.astimezone(zone).isoformat(timespec="milliseconds")
+
+
+def steel_coil_document(
+    *,
+    coils: int = 8,
+    start: datetime | None = None,
+    seed: int = 1,
+    buyer_party: str | None = None,
+) -> dict[str, Any]:
+    """The same journey as an EPCIS 2.0 document, as a mill's and a warehouse's
+    traceability systems would capture it: the mill writes EPC URNs, the warehouse GS1
+    Digital Links; times carry the local +08:00 offset.
+
+    commission (ADD, lot quantity) → pack onto an SSCC pallet → ship (owning and
+    possessing party: the mill; destination: the warehouse) → receive (temperature
+    reading) → store, each coil read at its bay.
+    """
+    start = start or datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
+    epcs = [coil_epc(2018_000 + seed * 1000 + i) for i in range(coils)]
+    sscc = pallet_sscc(seed)
+
+    def at(hours: float) -> str:
+        return _epcis_time(start + timedelta(hours=hours))
+
+    gtin = "https://id.gs1.org/01/10614141073464"  # sgtin 0614141.107346 as a GTIN-14
+    dl_epcs = [f"{gtin}/21/{epc.rsplit('.', 1)[1]}" for epc in epcs]
+    destination = [
+        {"type": "possessing_party", "destination": WAREHOUSE_PARTY},
+        {"type": "location", "destination": WAREHOUSE},
+    ]
+    if buyer_party:
+        destination.append({"type": "owning_party", "destination": buyer_party})
+    events: list[dict[str, Any]] = [
+        {
+            "type": "ObjectEvent",
+            "eventTime": at(0),
+            "eventTimeZoneOffset": "+08:00",
+            "action": "ADD",
+            "epcList": epcs,
+            "bizStep": "commissioning",
+            "disposition": "active",
+            "readPoint": {"id": MILL},
+            "bizLocation": {"id": MILL},
+            "quantityList": [
+                {
+                    "epcClass": "urn:epc:class:lgtin:0614141.107346.COIL2026",
+                    "quantity": 24.6,
+                    "uom": "TNE",
+                }
+            ],
+            "ilmd": {"example:heatNumber": f"H{seed:05d}"},
+        },
+        {
+            "type": "AggregationEvent",
+            "eventTime": at(2),
+            "eventTimeZoneOffset": "+08:00",
+            "action": "ADD",
+            "parentID": sscc,
+            "childEPCs": epcs,
+            "bizStep": "packing",
+            "disposition": "in_progress",
+            "readPoint": {"id": MILL},
+        },
+        {
+            "type": "ObjectEvent",
+            "eventTime": at(5),
+            "eventTimeZoneOffset": "+08:00",
+            "action": "OBSERVE",
+            "epcList": [sscc],
+            "bizStep": "shipping",
+            "disposition": "in_transit",
+            "readPoint": {"id": MILL},
+            "bizTransactionList": [
+                {
+                    "type": "desadv",
+                    "bizTransaction": f"urn:epcglobal:cbv:bt:0614141000005:DA{seed:06d}",
+                }
+            ],
+            "sourceList": [
+                {"type": "owning_party", "source": MILL_PARTY},
+                {"type": "possessing_party", "source": MILL_PARTY},
+            ],
+            "destinationList": destination,
+        },
+        {
+            "type": "ObjectEvent",
+            "eventTime": at(31),
+            "eventTimeZoneOffset": "+08:00",
+            "action": "OBSERVE",
+            "epcList": [sscc],
+            "bizStep": "receiving",
+            "disposition": "in_progress",
+            "readPoint": {"id": WAREHOUSE},
+            "bizLocation": {"id": WAREHOUSE},
+            "destinationList": [{"type": "possessing_party", "destination": WAREHOUSE_PARTY}],
+            "sensorElementList": [
+                {
+                    "sensorMetadata": {"time": at(31), "deviceID": "urn:epc:id:giai:0614141.DOCK7"},
+                    "sensorReport": [
+                        {"type": "gs1:Temperature", "value": 6.5, "uom": "CEL"},
+                        {"type": "gs1:RelativeHumidity", "value": 48.0, "uom": "A93"},
+                    ],
+                }
+            ],
+        },
+        {
+            "type": "ObjectEvent",
+            "eventTime": at(32),
+            "eventTimeZoneOffset": "+08:00",
+            "action": "OBSERVE",
+            "epcList": dl_epcs,
+            "bizStep": "storing",
+            "disposition": "in_progress",
+            "readPoint": {"id": "https://id.gs1.org/414/0614141007776"},
+            "bizLocation": {"id": "https://id.gs1.org/414/0614141007776"},
+        },
+    ]
+    return {
+        "@context": [
+            "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld",
+            {"example": "https://example.com/steel/"},
+        ],
+        "type": "EPCISDocument",
+        "schemaVersion": "2.0",
+        "creationDate": at(33),
+        "epcisBody": {"eventList": events},
+    }

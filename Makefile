@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ledger api oracles tests
-	$(VENV)/bin/mypy ledger
+	$(VENV)/bin/mypy ledger oracles
 
 test: $(STAMP) $(NODE_STAMP) lint
 	$(VENV)/bin/pytest -q

@@ -1,0 +1,70 @@
+"""The oracle's MQTT inbox: every message from the broker lands in exactly one place.
+
+    fourflow/{tenant}/{site}/{device}/readings  → ReadingIngest (readings of that device)
+    fourflow/{tenant}/{site}/epcis              → EpcisCapture
+    anything unreadable                         → quarantine, with the reason
+
+The handler returns normally for anything about the message's content (stored,
+duplicate or quarantined), so the subscriber acknowledges it and it never comes back;
+it raises only when the store or the chain is unavailable or the gateway key has lost
+its role (the operator's problem, not the message's), so the message stays
+unacknowledged and the broker delivers it again (docs/transport.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ledger.errors import ChainError, LedgerError, StoreError, UnregisteredSigner
+from ledger.oracle_state import OracleState
+from oracles.epcis.capture import EpcisCapture
+from oracles.ingest import ReadingIngest
+from oracles.mqtt import parse_topic
+
+__all__ = ["mqtt_handler"]
+
+
+def mqtt_handler(
+    *, ingest: ReadingIngest, capture: EpcisCapture | None, state: OracleState
+) -> Callable[[str, bytes], None]:
+    def quarantine(topic: str, reason: str, payload: bytes) -> None:
+        state.quarantine(source=f"mqtt:{topic}", reason=reason, raw=payload)
+
+    def handle(topic: str, payload: bytes) -> None:
+        try:
+            parts = parse_topic(topic)
+            body: Any = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            quarantine(topic, f"unreadable message: {exc}", payload)
+            return
+        try:
+            if parts.channel == "readings":
+                items = body if isinstance(body, list) else [body]
+                mine = [i for i in items if isinstance(i, dict) and i.get("device") == parts.device]
+                if len(mine) != len(items):
+                    quarantine(
+                        topic,
+                        f"{len(items) - len(mine)} reading(s) not from {parts.device}, "
+                        "the device this topic belongs to",
+                        payload,
+                    )
+                if mine:
+                    ingest.ingest(mine, source=f"mqtt:{topic}")
+            elif parts.channel == "epcis" and capture is not None:
+                capture.capture(
+                    body,
+                    document_sha256=hashlib.sha256(payload).hexdigest(),
+                    now_ms=int(time.time() * 1000),
+                )
+            elif parts.channel == "epcis":
+                quarantine(topic, "EPCIS capture is not enabled on this oracle", payload)
+        except (StoreError, ChainError, UnregisteredSigner):
+            raise  # not acknowledged: the broker delivers it again once fixed
+        except LedgerError as exc:
+            quarantine(topic, exc.message, payload)
+
+    return handle

@@ -1,0 +1,251 @@
+"""Device-signed readings: the format, its signature, and intake over HTTP.
+
+Real parts: eth-account signatures, the FastAPI app through TestClient, an in-process
+chain with the anchor registry and a SQLite file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from eth_account import Account
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from api.app import create_app
+from ledger.errors import InvalidSignature
+from ledger.oracle_state import OracleState
+from ledger.runtime import DevKeys, Runtime
+from ledger.verify import verify_bundle
+from oracles.ingest import ReadingIngest
+from oracles.readings import (
+    Device,
+    Reading,
+    reading_digest,
+    reading_event_id,
+    sign_reading,
+    verify_reading,
+)
+
+HERD = "urn:fourflow:herd:CN-NM-0007"
+COLLAR_KEY = Account.from_key(b"\x11" * 32)
+CAMERA_KEY = Account.from_key(b"\x22" * 32)
+COLLAR = Device(
+    id="urn:fourflow:device:ranch-7:collar-0042",
+    address=COLLAR_KEY.address,
+    kinds=frozenset({"collar"}),
+    site="ranch-7",
+    subject=HERD,
+    heartbeat_s=3_600,
+)
+CAMERA = Device(
+    id="urn:fourflow:device:ranch-7:camera-pen-1",
+    address=CAMERA_KEY.address,
+    kinds=frozenset({"head_count"}),
+    site="ranch-7",
+    subject=HERD,
+)
+TAG = "urn:fourflow:eartag:CN:CN-NM-0007:000042"
+
+
+def collar(seq: int, **data: Any) -> Reading:
+    values = {"tag": TAG, "lat": 43.61, "lon": 111.95, "activity": 180, "temperature": 38.6, **data}
+    unsigned = {
+        "device": COLLAR.id,
+        "seq": seq,
+        "time": f"2026-11-20T{6 + seq % 12:02d}:00:00.000+08:00",
+        "kind": "collar",
+        "data": values,
+    }
+    return sign_reading(unsigned, private_key=COLLAR_KEY.key)
+
+
+def as_json(reading: Reading) -> dict[str, Any]:
+    return reading.model_dump(mode="json")
+
+
+# --- the format --------------------------------------------------------------------------
+
+
+def test_a_signed_reading_verifies_and_any_change_breaks_it() -> None:
+    reading = collar(1)
+    verify_reading(reading, address=COLLAR_KEY.address)
+    forged = Reading.model_validate(
+        {**as_json(reading), "data": {**reading.data, "temperature": 41.2}}
+    )
+    with pytest.raises(InvalidSignature, match="not by the device's registered key"):
+        verify_reading(forged, address=COLLAR_KEY.address)
+    with pytest.raises(InvalidSignature):
+        verify_reading(reading, address=CAMERA_KEY.address)
+
+
+def test_the_digest_is_tagged_sha256_over_jcs() -> None:
+    import hashlib
+
+    unsigned = {
+        "device": COLLAR.id,
+        "seq": 0,
+        "time": "2026-11-20T06:00:00Z",
+        "kind": "heartbeat",
+        "data": {},
+    }
+    expected = hashlib.sha256(
+        b"fourflow/reading/v1\x00"
+        + b'{"data":{},"device":"urn:fourflow:device:ranch-7:collar-0042","kind":"heartbeat","seq":0,"time":"2026-11-20T06:00:00Z"}'
+    ).digest()
+    assert reading_digest(unsigned) == expected
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"kind": "telepathy"}, "kind"),
+        ({"seq": -1}, "seq"),
+        ({"time": "2026-11-20 06:00"}, "RFC 3339"),
+        ({"device": "collar 42"}, "device"),
+        ({"data": {"tag": TAG, "lat": 95, "lon": 0, "activity": 1, "temperature": 38}}, "lat"),
+        ({"data": {"tag": TAG}}, "lat"),
+        ({"signature": "0x1234"}, "signature"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_malformed_readings_are_refused(change: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ValidationError, match=fragment):
+        Reading.model_validate({**as_json(collar(1)), **change})
+
+
+def test_a_device_refuses_kinds_it_is_not_registered_for() -> None:
+    reading = sign_reading(
+        {
+            "device": CAMERA.id,
+            "seq": 1,
+            "time": "2026-11-20T06:00:00Z",
+            "kind": "collar",
+            "data": {"tag": TAG, "lat": 1, "lon": 1, "activity": 1, "temperature": 38},
+        },
+        private_key=CAMERA_KEY.key,
+    )
+    with pytest.raises(Exception, match="registered for"):
+        CAMERA.check(reading)
+
+
+# --- intake --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ingest(dev: tuple[Runtime, DevKeys]) -> ReadingIngest:
+    runtime, keys = dev
+    return ReadingIngest(
+        store=runtime.store,
+        intake=runtime.intake,
+        gateway=keys.submitters[0],
+        devices={d.id: d for d in (COLLAR, CAMERA)},
+        tenant="acme",
+    )
+
+
+@pytest.fixture
+def client(dev: tuple[Runtime, DevKeys], ingest: ReadingIngest) -> Iterator[TestClient]:
+    with TestClient(create_app(dev[0], ingest=ingest)) as c:
+        yield c
+
+
+def test_readings_are_stored_as_signed_events_and_anchored(client: TestClient, dev: Any) -> None:
+    runtime, keys = dev
+    readings = [as_json(collar(seq)) for seq in range(3)]
+    answer = client.post("/v1/readings", json=readings)
+    assert answer.status_code == 202, answer.text
+    ids = [reading_event_id(COLLAR.id, seq) for seq in range(3)]
+    assert answer.json() == {"accepted": ids, "duplicates": [], "quarantined": []}
+
+    row = runtime.store.event(ids[1])
+    assert (row.kind, row.stream, row.submitter) == (
+        "reading.collar",
+        "acme.ranch-7.readings",
+        keys.submitters[0].address,
+    )
+    body = json.loads(row.envelope)["event"]
+    assert body["asset_ids"] == [HERD, TAG]
+    assert body["payload"] == readings[1]  # exactly what the device signed
+
+    runtime.anchorer(keys.oracle).run_once(force=True)
+    bundle = client.get(f"/v1/events/{ids[1]}/proof").json()
+    verify_bundle(bundle, chain=runtime.chain)
+    verify_reading(
+        Reading.model_validate(bundle["envelope"]["event"]["payload"]), address=COLLAR.address
+    )
+
+
+def test_redelivery_is_a_duplicate_and_a_replayed_seq_is_quarantined(
+    client: TestClient, dev: Any
+) -> None:
+    first = as_json(collar(5))
+    client.post("/v1/readings", json=first)
+    again = client.post("/v1/readings", json=[first, first])
+    assert again.json() == {
+        "accepted": [],
+        "duplicates": [reading_event_id(COLLAR.id, 5)],
+        "quarantined": [],
+    }
+    replay = as_json(collar(5, temperature=40.1))  # same seq, other content, validly signed
+    answer = client.post("/v1/readings", json=[replay])
+    assert answer.json()["quarantined"] == [
+        {
+            "index": 0,
+            "reason": f"{reading_event_id(COLLAR.id, 5)} was already stored with other content (a replayed seq)",
+        }
+    ]
+    assert dev[0].store.counts()["events"] == 1
+
+
+def test_bad_readings_are_quarantined_and_the_rest_stored(client: TestClient, dev: Any) -> None:
+    stranger = Account.from_key(b"\x33" * 32)
+    good = as_json(collar(1))
+    forged = {**as_json(collar(2)), "data": {**collar(2).data, "temperature": 41.0}}
+    unknown = as_json(
+        sign_reading(
+            {
+                "device": "urn:fourflow:device:ranch-7:ghost",
+                "seq": 1,
+                "time": "2026-11-20T06:00:00Z",
+                "kind": "heartbeat",
+                "data": {},
+            },
+            private_key=stranger.key,
+        )
+    )
+    wrong_key = as_json(sign_reading({**collar(3).unsigned()}, private_key=stranger.key))
+    answer = client.post(
+        "/v1/readings",
+        json=[good, forged, "not a reading", unknown, wrong_key, {"device": COLLAR.id}],
+    )
+    assert answer.status_code == 202
+    result = answer.json()
+    assert result["accepted"] == [reading_event_id(COLLAR.id, 1)]
+    reasons = dict((q["index"], q["reason"]) for q in result["quarantined"])
+    assert sorted(reasons) == [1, 2, 3, 4, 5]
+    assert "not by the device's registered key" in reasons[1]
+    assert reasons[2] == "a reading is a JSON object"
+    assert "not a registered device" in reasons[3]
+    assert "not by the device's registered key" in reasons[4]
+    assert "Field required" in reasons[5]
+    quarantined = OracleState(dev[0].store).quarantined()
+    assert len(quarantined) == 5 and {q.source.split("[")[0] for q in quarantined} == {"http"}
+    assert dev[0].store.counts()["events"] == 1
+
+
+def test_reading_intake_is_off_without_an_oracle_config(dev: Any) -> None:
+    with TestClient(create_app(dev[0])) as c:
+        answer = c.post("/v1/readings", json=[as_json(collar(1))])
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "not_found"
+
+
+def test_too_many_readings_in_one_batch(client: TestClient, dev: Any) -> None:
+    answer = client.post("/v1/readings", json=[{}] * 5_001)
+    assert answer.status_code == 422
+    assert answer.json()["error"]["code"] == "too_many_readings"
+    assert dev[0].store.counts()["events"] == 0

@@ -201,6 +201,7 @@ class HerdRules:
     utc_offset: str = "+08:00"
     camera_tolerance: int = 2
     evidence_cap: int = 5_000
+    count_window_hours: int = 24  # count who was seen in the day's last N hours (12: at its end)
     _offset_ms: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
@@ -227,6 +228,11 @@ class HerdRules:
         _require(self.streak >= 1, "streak", "streak must be >= 1")
         _require(self.camera_tolerance >= 0, "camera_tolerance", "camera_tolerance must be >= 0")
         _require(self.evidence_cap >= 1, "evidence_cap", "evidence_cap must be >= 1")
+        _require(
+            1 <= self.count_window_hours <= 24,
+            "count_window_hours",
+            f"count_window_hours must be 1..24, got {self.count_window_hours}",
+        )
         object.__setattr__(self, "_offset_ms", _offset_ms(self.utc_offset))
 
     def day_of(self, time_ms: int) -> str:
@@ -463,10 +469,11 @@ class _Day:
             seen.last_seen_ms, seen.last_id = time_ms, event_id
         return seen
 
-    def camera(self) -> tuple[int | None, list[str]]:
-        """The largest sweep's total and its readings (the earliest hour on a tie)."""
+    def camera(self, *, since_hour: int = 0) -> tuple[int | None, list[str]]:
+        """The largest sweep's total from ``since_hour`` (local) on, and its readings
+        (the earliest hour on a tie)."""
         best: tuple[int | None, list[str]] = (None, [])
-        for hour in sorted(self.sweeps):
+        for hour in sorted(h for h in self.sweeps if h >= since_hour):
             pens = self.sweeps[hour].values()
             total = sum(count for _, count, _ in pens)
             if best[0] is None or total > best[0]:
@@ -754,8 +761,15 @@ class HerdMonitor:
             tag: self._status(tag, bucket.tags.get(tag), end_ms)
             for tag in sorted(self.rules.animals | bucket.tags.keys())
         }
-        counted = [tag for tag, a in animals.items() if a.status in _COUNTED]
-        camera, sweep = bucket.camera()
+        window_start = end_ms - self.rules.count_window_hours * 3_600_000
+        counted = [
+            tag
+            for tag, a in animals.items()
+            if a.status in _COUNTED
+            and tag in bucket.tags
+            and bucket.tags[tag].last_seen_ms >= window_start
+        ]
+        camera, sweep = bucket.camera(since_hour=24 - self.rules.count_window_hours)
         head, method, confidence = reconcile(
             len(counted) if bucket.tag_source else None,
             camera,

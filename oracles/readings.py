@@ -133,7 +133,7 @@ class Collar(_Data):
     lat: Number = Field(ge=-90, le=90)
     lon: Number = Field(ge=-180, le=180)
     activity: Number = Field(ge=0)
-    temperature: Number = Field(ge=20, le=50)
+    temperature: Number = Field(ge=-40, le=50)  # a dropped collar reads the air
 
 
 class HeadCount(_Data):

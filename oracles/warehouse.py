@@ -44,7 +44,7 @@ Rules (``RULES`` holds the base severity and fact; every key starts ``<rule>:<lo
 | door_after_hours,        | escalation: within 30 min of the door's after-hours moment or of the      | breach   | —                     |
 | intrusion                | episode's last intrusion, pledged items go missing (a new discrepancy)    |          |                       |
 |                          | or move without release; a second alarm, key ``<first key>:breach``       |          |                       |
-| stale_device             | ``check``: a watched device silent longer than its ``heartbeat_s``        | warning  | stale_data            |
+| stale_device             | ``check``: a watched device silent longer than its ``heartbeat_s`` since it last spoke (a device never heard is not fitted yet) | warning  | stale_data            |
 
 Limits are strict: a temperature on its range's edge, humidity equal to the limit, a
 device silent exactly ``heartbeat_s``, an intrusion at exactly 0.8 confidence (that one
@@ -931,7 +931,9 @@ class WarehouseMonitor:
     def _stale(self, now_ms: int, origin_ms: int) -> list[Alarm]:
         alarms = []
         for device_id in sorted(self._devices):
-            last_ms, last_id = self._device_last.get(device_id, (origin_ms, None))
+            if device_id not in self._device_last:
+                continue  # never heard: not fitted yet (a cover comes with its coil)
+            last_ms, last_id = self._device_last[device_id]
             heartbeat_s = self._devices[device_id].heartbeat_s
             if now_ms - last_ms > heartbeat_s * 1000:
                 message = f"{device_id} silent for {(now_ms - last_ms) // 1000} s (heartbeat {heartbeat_s} s)"

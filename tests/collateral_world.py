@@ -30,7 +30,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 
 from ledger.canonical import leaf_hash, stream_id
-from ledger.chain import ORACLE_ROLE, Chain, TxReceipt, new_account
+from ledger.chain import ORACLE_ROLE, Chain, Deployment, TxReceipt, new_account
 from ledger.collateral import (
     AUDITOR_ROLE,
     CUSTODIAN_ROLE,
@@ -128,6 +128,7 @@ class World:
     payee: LocalAccount
     buyer: LocalAccount
     outsider: LocalAccount
+    deployment: Deployment | None = None
     counter: Iterator[int] = field(default_factory=itertools.count)
 
     @property
@@ -313,7 +314,7 @@ def build_world(*, seed: str | None = None) -> World:
     for account in accounts.values():
         chain.fund(account.address)
     admin = accounts["admin"]
-    contracts, _ = deploy_contracts(chain, admin=admin)
+    contracts, deployment = deploy_contracts(chain, admin=admin)
     for custodian in ("custodian", "custodian2"):
         contracts.receipts.grant(CUSTODIAN_ROLE, accounts[custodian].address, admin=admin)
     for lender in ("lender", "lender2"):
@@ -322,7 +323,7 @@ def build_world(*, seed: str | None = None) -> World:
     contracts.prices.grant(ORACLE_ROLE, accounts["oracle"].address, admin=admin)
     contracts.anchors.grant(ORACLE_ROLE, accounts["oracle"].address, admin=admin)
     contracts.pledges.grant(AUDITOR_ROLE, accounts["auditor"].address, admin=admin)
-    world = World(chain=chain, contracts=contracts, **accounts)
+    world = World(chain=chain, contracts=contracts, deployment=deployment, **accounts)
     for lender in (world.lender, world.lender2):
         contracts.pledges.set_pledge_rate(STEEL, 6000, lender=lender)
         contracts.pledges.set_pledge_rate(COPPER, 7000, lender=lender)

@@ -858,3 +858,24 @@ def test_a_broken_payload_is_refused(broken: dict[str, Any]) -> None:
     payload = {**count.to_payload(), **broken} if broken else broken
     with pytest.raises(InvalidInput):
         DailyCount.from_payload(payload)
+
+
+def test_a_count_window_counts_who_is_there_at_the_end_of_the_day() -> None:
+    """Animals stolen at 14:00 were seen in the morning; with a 6-hour window the day's
+    count is of the evening's reads and camera sweeps only."""
+    f = Feed()
+    readings = [
+        f.gate(at(7), TAGS[:30]),
+        f.camera(at(7), "A", 30),
+        f.gate(at(19), TAGS[:26]),
+        f.camera(at(19), "A", 26),
+    ]
+    whole_day = monitor(minimum=0)
+    feed(whole_day, readings)
+    assert whole_day.close_day(DAY0)[0].head_count == 30
+    evening = monitor(minimum=0, count_window_hours=6)
+    feed(evening, readings)
+    count = evening.close_day(DAY0)[0]
+    assert (count.head_count, count.tags_seen, count.camera_count) == (26, 26, 26)
+    with pytest.raises(InvalidInput, match="count_window_hours"):
+        monitor(count_window_hours=0)

@@ -642,13 +642,17 @@ def test_a_device_silent_past_its_heartbeat_is_stale_data() -> None:
     assert len(m.check(T0 + 66 * MIN)) == 1  # a new silence
 
 
-def test_devices_never_heard_go_stale_from_the_first_input() -> None:
+def test_devices_never_heard_are_not_yet_fitted_not_stale() -> None:
+    """A cover is fitted with its coil: until a device has spoken once, its silence
+    means nothing; from its first reading on, its heartbeat counts."""
     m = monitor()
     assert m.check(T0 + 10 * 60 * MIN) == []  # nothing observed yet: no clock
     m.observe(count(0))
-    stale = m.check(T0 + 15 * MIN + 1)
-    assert sorted(a.details["device"] for a in stale) == sorted(d.id for d in CLIMATE)
-    assert all(a.evidence == () for a in stale)
+    assert m.check(T0 + 30 * MIN) == []  # the climate sensors (900 s) never spoke
+    m.observe(climate(1, 0, 18.0))
+    [stale] = m.check(T0 + 1 * MIN + 15 * MIN + 1)
+    assert stale.details["device"] == CLIMATE[0].id
+    assert stale.evidence != ()
 
 
 # --- replay -------------------------------------------------------------------------------

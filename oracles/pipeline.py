@@ -1,0 +1,468 @@
+"""The rules worker: stored readings and custody events in, alarms, counts and facts out.
+
+Each pass reads the events stored since its cursor (readings, EPCIS custody events and
+``oracle.release`` records of on-chain releases, in arrival order) and feeds them to the
+monitor of each watched herd or lot
+(oracles.livestock.HerdMonitor, oracles.warehouse.WarehouseMonitor). What the monitors
+find is written in one transaction, together with the cursor:
+
+    alarm events     kind ``oracle.alarm``, one per alarm key, signed by the gateway
+    count events     kind ``livestock.daily_count`` / ``warehouse.stock_level``
+    alarm rows       the alarm's state, evidence and the id of its signed event
+    fact rows        the covenant facts to report on-chain (oracles.facts), each citing
+                     the signed event it rests on, so the contract can check the
+                     event's Merkle path against the anchored root
+
+Every id here is derived from what was observed (the alarm's key, the herd and day, the
+lot and the cycle count), so a worker that dies anywhere and replays finds what it
+already wrote and writes nothing twice. Monitors keep their state in memory: on start
+the worker replays the stored history through them before it continues (the store is
+the state; a snapshot can come later if replay ever gets slow).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from pydantic import JsonValue
+from sqlmodel import Session, col, select
+
+from ledger.canonical import loads_canonical
+from ledger.intake import Intake
+from ledger.models import EventBody
+from ledger.oracle_state import AlarmRow, FactRow, OracleState
+from ledger.signing import sign_submission
+from ledger.store import EventRow, Receipt, Store
+from oracles.epcis.mapping import HELD_STEPS
+from oracles.livestock import DailyCount, HerdMonitor, HerdRules
+from oracles.readings import Alarm, Device, Reading
+from oracles.warehouse import LotRules, StockLevel, WarehouseMonitor
+
+__all__ = ["HerdWatch", "LotWatch", "PassSummary", "RulesWorker"]
+
+log = logging.getLogger("fourflow.rules")
+
+CURSOR = "rules"
+CUSTODY_OUT_STEPS = frozenset({"shipping", "departing", "loading"})
+
+
+@dataclass(frozen=True)
+class HerdWatch:
+    rules: HerdRules
+    receipt_id: int | None = None  # the herd's receipt, for on-chain facts
+    pledge_id: int | None = None
+
+
+@dataclass(frozen=True)
+class LotWatch:
+    rules: LotRules
+    receipt_id: int | None = None
+    pledge_id: int | None = None
+
+
+@dataclass
+class PassSummary:
+    events: int = 0
+    alarms: list[str] = field(default_factory=list)  # keys of new alarms
+    counts: list[str] = field(default_factory=list)  # ids of new count / stock events
+    facts: list[str] = field(default_factory=list)  # keys of newly queued facts
+
+
+@dataclass
+class _Output:
+    """What one pass found, before it is written."""
+
+    alarms: list[tuple[Alarm, int | None, int | None]] = field(default_factory=list)
+    counts: list[tuple[str, str, int, dict[str, Any], int | None, int]] = field(
+        default_factory=list
+    )
+
+
+def _short(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def alarm_event_id(key: str) -> str:
+    return f"urn:fourflow:alarm:{_short(key)}"
+
+
+def _iso(ms: int) -> str:
+    moment = datetime.fromtimestamp(ms // 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def _offset(text: str) -> timezone:
+    sign = 1 if text[0] == "+" else -1
+    return timezone(sign * timedelta(hours=int(text[1:3]), minutes=int(text[4:6])))
+
+
+class RulesWorker:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        intake: Intake,
+        gateway: LocalAccount,
+        devices: Mapping[str, Device],
+        tenant: str,
+        herds: Sequence[HerdWatch] = (),
+        lots: Sequence[LotWatch] = (),
+        state: OracleState | None = None,
+    ) -> None:
+        self.store = store
+        self.intake = intake
+        self.gateway = gateway
+        self.devices = dict(devices)
+        self.stream = f"{tenant}.findings".lower()
+        self.state = state or OracleState(store)
+        self.herds = {w.rules.herd: (w, HerdMonitor(w.rules, self.devices)) for w in herds}
+        self.lots = [(w, WarehouseMonitor(w.rules, self.devices)) for w in lots]
+        self._open_day: dict[str, date] = {}
+        self._held: set[str] = set()  # goods received or stored somewhere, per EPCIS
+        self._position = 0  # events fed to the monitors so far (this process)
+        self._clock_ms = 0  # the latest reading time seen
+
+    # --- one pass ------------------------------------------------------------------------
+
+    def run_once(self, *, now_ms: int | None = None, limit: int = 5_000) -> PassSummary:
+        """Feed what was stored since the last pass to the monitors; write what they find.
+
+        ``now_ms`` is the clock for time-based rules (silent devices, unseen tags):
+        the wall clock in service, the simulated clock in a simulation.
+        """
+        out = _Output()
+        rows = self._next_events(limit)
+        for row in rows:
+            self._feed(row, out)
+        now = now_ms if now_ms is not None else self._clock_ms
+        if now:
+            self._check(now, out)
+            for watch, herd in self.herds.values():
+                self._close_days_before(watch, herd, now, out)
+        last = rows[-1].position if rows else None
+        summary = self._write(out, last)
+        summary.events = len(rows)
+        return summary
+
+    def record_release(self, *, lot: str, items: Sequence[str], time_ms: int) -> str:
+        """Record that ``items`` of ``lot`` were released on-chain, so they may leave.
+
+        The release is stored as a signed ``oracle.release`` event and reaches the
+        monitors in its place in the event order, on this pass and on every replay.
+        """
+        released: list[JsonValue] = list(sorted(items))
+        payload: dict[str, JsonValue] = {"lot": lot, "items": released, "time": _iso(time_ms)}
+        event_id = f"urn:fourflow:release:{_short(json.dumps(payload, sort_keys=True))}"
+        body = EventBody(
+            kind="oracle.release",
+            schema_version=1,
+            stream=self.stream,
+            event_id=event_id,
+            asset_ids=[lot, *sorted(items)][:1_000],
+            event_time=_iso(time_ms),
+            payload=payload,
+            submitter=self.gateway.address,
+        )
+        submission = sign_submission(
+            [body], private_key=self.gateway.key, domain=self.intake.domain
+        )
+        self.intake.submit(submission, same_id_is_duplicate=True)
+        return event_id
+
+    def _next_events(self, limit: int) -> list[EventRow]:
+        with self.store.session() as session:
+            return list(
+                session.exec(
+                    select(EventRow)
+                    .where(
+                        col(EventRow.position) > self._position,
+                        col(EventRow.kind).startswith("reading.")
+                        | col(EventRow.kind).startswith("epcis."),
+                    )
+                    .order_by(col(EventRow.position))
+                    .limit(limit)
+                )
+            )
+
+    def _feed(self, row: EventRow, out: _Output) -> None:
+        assert row.position is not None
+        self._position = row.position
+        body = loads_canonical(row.envelope)["event"]
+        payload = body["payload"]
+        if row.kind.startswith("epcis."):
+            self._custody(payload, set(body["asset_ids"]), row.event_id, out)
+            return
+        if row.kind == "oracle.release":
+            for lot_watch, lot in self.lots:
+                if lot_watch.rules.lot == payload["lot"]:
+                    lot.release(payload["items"], _event_ms({"eventTime": payload["time"]}))
+            return
+        reading = Reading.model_validate(payload)
+        device = self.devices.get(reading.device)
+        if device is None:
+            return  # a device no longer registered: its old readings stay evidence only
+        if reading.time_ms > self._clock_ms:
+            self._check_hours(reading.time_ms, out)
+            self._clock_ms = reading.time_ms
+        if device.subject in self.herds:
+            watch, herd = self.herds[device.subject]
+            zone = _offset(watch.rules.utc_offset)
+            first_day = datetime.fromtimestamp(reading.time_ms / 1000, tz=zone).date()
+            self._open_day.setdefault(watch.rules.herd, first_day)
+            self._close_days_before(watch, herd, reading.time_ms, out)
+            out.alarms += [(a, watch.receipt_id, watch.pledge_id) for a in herd.observe(reading)]
+        for lot_watch, lot in self.lots:
+            if lot_watch.rules.watches(device):
+                found = lot.observe(reading)
+                if reading.kind == "cycle_count":
+                    level, alarms = lot.stock(reading.time_ms)
+                    found += alarms
+                    self._stock_level(lot_watch, level, reading.time_ms, out)
+                out.alarms += [(a, lot_watch.receipt_id, lot_watch.pledge_id) for a in found]
+
+    def _custody(self, event: dict[str, Any], named: set[str], event_id: str, out: _Output) -> None:
+        """Goods shipped out with paperwork: fine once released, a breach for pledged
+        goods that are not (the monitor decides). Only goods that were received or
+        stored first count as leaving: the mill's shipment that brought them in does
+        not. ``named``: the event's assets, with everything on a named pallet."""
+        step = event.get("bizStep")
+        if step in HELD_STEPS:
+            self._held |= named
+            return
+        if step not in CUSTODY_OUT_STEPS:
+            return
+        leaving = named & self._held
+        self._held -= leaving
+        for watch, lot in self.lots:
+            items = sorted(leaving & watch.rules.items)
+            if items:
+                alarms = lot.custody_out(items, _event_ms(event), event_id)
+                out.alarms += [(a, watch.receipt_id, watch.pledge_id) for a in alarms]
+
+    def _close_days_before(
+        self, watch: HerdWatch, herd: HerdMonitor, time_ms: int, out: _Output
+    ) -> None:
+        zone = _offset(watch.rules.utc_offset)
+        day = datetime.fromtimestamp(time_ms / 1000, tz=zone).date()
+        opened = self._open_day.setdefault(watch.rules.herd, day)
+        while opened < day:
+            count, alarms = herd.close_day(opened.isoformat())
+            out.alarms += [(a, watch.receipt_id, watch.pledge_id) for a in alarms]
+            end = datetime.combine(opened + timedelta(days=1), datetime.min.time(), zone)
+            self._daily_count(watch, count, int(end.timestamp() * 1000) - 1, out)
+            opened += timedelta(days=1)
+        self._open_day[watch.rules.herd] = opened
+
+    def _daily_count(self, watch: HerdWatch, count: DailyCount, time_ms: int, out: _Output) -> None:
+        event_id = f"urn:fourflow:herd-count:{watch.rules.herd}:{count.day}"
+        out.counts.append(
+            (
+                event_id,
+                "livestock.daily_count",
+                time_ms,
+                count.to_payload(),
+                watch.receipt_id,
+                count.head_count,
+            )
+        )
+
+    def _stock_level(self, watch: LotWatch, level: StockLevel, time_ms: int, out: _Output) -> None:
+        event_id = f"urn:fourflow:stock:{_short(watch.rules.lot)}:{time_ms}"
+        out.counts.append(
+            (
+                event_id,
+                "warehouse.stock_level",
+                time_ms,
+                level.to_payload(),
+                watch.receipt_id,
+                level.quantity,
+            )
+        )
+
+    def _check_hours(self, time_ms: int, out: _Output) -> None:
+        """Run the time-based rules at each hour the data clock crosses."""
+        hour = 3_600_000
+        if self._clock_ms and time_ms // hour > self._clock_ms // hour:
+            self._check((time_ms // hour) * hour, out)
+
+    def _check(self, now_ms: int, out: _Output) -> None:
+        for watch, herd in self.herds.values():
+            out.alarms += [(a, watch.receipt_id, watch.pledge_id) for a in herd.check(now_ms)]
+        for lot_watch, lot in self.lots:
+            out.alarms += [
+                (a, lot_watch.receipt_id, lot_watch.pledge_id) for a in lot.check(now_ms)
+            ]
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _write(self, out: _Output, last_position: int | None) -> PassSummary:
+        summary = PassSummary()
+        bodies: list[EventBody] = []
+        alarms = {a.key: (a, receipt, pledge) for a, receipt, pledge in out.alarms}
+        existing = self._existing_alarms(list(alarms))
+        fresh = {k: v for k, v in alarms.items() if k not in existing}
+        for key, (alarm, _, _) in fresh.items():
+            bodies.append(
+                self._body(
+                    alarm_event_id(key),
+                    "oracle.alarm",
+                    alarm.time_ms,
+                    _alarm_payload(alarm),
+                    alarm.evidence,
+                    alarm.subject,
+                )
+            )
+        counts = [
+            c for c in out.counts if c[0] not in self.store.stored_ids([c[0] for c in out.counts])
+        ]
+        for event_id, kind, time_ms, payload, _, _ in counts:
+            bodies.append(
+                self._body(
+                    event_id,
+                    kind,
+                    time_ms,
+                    payload,
+                    (),
+                    payload.get("herd") or payload.get("lot") or "",
+                )
+            )
+
+        def related(session: Session, receipts: list[Receipt]) -> None:
+            for key, (alarm, receipt_id, pledge_id) in fresh.items():
+                if self.state.raise_alarm(session, _alarm_row(alarm, pledge_id)):
+                    summary.alarms.append(key)
+                    fact = _fact_for_alarm(alarm, receipt_id, pledge_id)
+                    if fact is not None and self.state.queue_fact(session, fact):
+                        summary.facts.append(fact.key)
+            for event_id, _, time_ms, _, receipt_id, quantity in counts:
+                summary.counts.append(event_id)
+                if receipt_id is not None:
+                    fact = FactRow(
+                        key=f"quantity:{event_id}",
+                        pledge_id=0,
+                        receipt_id=receipt_id,
+                        kind="quantity",
+                        quantity=quantity,
+                        observed_at=time_ms // 1000,
+                        event_id=event_id,
+                        created_ms=time_ms,
+                    )
+                    if self.state.queue_fact(session, fact):
+                        summary.facts.append(fact.key)
+            if last_position is not None:
+                OracleState.advance(session, CURSOR, last_position)
+
+        if bodies:
+            submission = sign_submission(
+                bodies, private_key=self.gateway.key, domain=self.intake.domain
+            )
+            self.intake.submit(submission, same_id_is_duplicate=True, related=related)
+        elif last_position is not None or fresh:
+            with self.store.session() as session:
+                related(session, [])
+                session.commit()
+        for key in summary.alarms:
+            log.info("alarm %s", key)
+        return summary
+
+    def _existing_alarms(self, keys: list[str]) -> set[str]:
+        if not keys:
+            return set()
+        with self.store.session() as session:
+            return set(session.exec(select(AlarmRow.key).where(col(AlarmRow.key).in_(keys))))
+
+    def _body(
+        self,
+        event_id: str,
+        kind: str,
+        time_ms: int,
+        payload: dict[str, Any],
+        evidence: Sequence[str],
+        subject: str,
+    ) -> EventBody:
+        assets = [subject] if subject else []
+        return EventBody(
+            kind=kind,
+            schema_version=1,
+            stream=self.stream,
+            event_id=event_id,
+            asset_ids=assets or ["urn:fourflow:unassigned"],
+            event_time=_iso(time_ms),
+            payload=payload,
+            submitter=self.gateway.address,
+        )
+
+
+def _event_ms(event: dict[str, Any]) -> int:
+    text = str(event["eventTime"]).replace("Z", "+00:00")
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def _alarm_payload(alarm: Alarm) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads(
+        json.dumps(
+            {
+                "key": alarm.key,
+                "rule": alarm.rule,
+                "subject": alarm.subject,
+                "severity": alarm.severity,
+                "time": _iso(alarm.time_ms),
+                "message": alarm.message,
+                "evidence": list(alarm.evidence),
+                "details": alarm.details,
+                "fact": alarm.fact,
+            },
+            default=str,
+        )
+    )
+    return payload
+
+
+def _alarm_row(alarm: Alarm, pledge_id: int | None) -> AlarmRow:
+    return AlarmRow(
+        key=alarm.key,
+        rule=alarm.rule,
+        subject=alarm.subject,
+        severity=alarm.severity,
+        opened_ms=alarm.time_ms,
+        message=alarm.message,
+        evidence=json.dumps(list(alarm.evidence)),
+        details=json.dumps(alarm.details, default=str),
+        fact=alarm.fact,
+        pledge_id=pledge_id,
+        record_event_id=alarm_event_id(alarm.key),
+    )
+
+
+def _fact_for_alarm(alarm: Alarm, receipt_id: int | None, pledge_id: int | None) -> FactRow | None:
+    """The on-chain fact an alarm calls for; a count below the minimum is reported by
+    the count itself (its quantity fact), so it needs none of its own."""
+    if alarm.fact in ("unauthorized_movement", "tag_removal") and receipt_id is not None:
+        return FactRow(
+            key=f"{alarm.fact}:{alarm.key}",
+            pledge_id=pledge_id or 0,
+            receipt_id=receipt_id,
+            kind=alarm.fact,
+            quantity=0,
+            observed_at=alarm.time_ms // 1000,
+            event_id=alarm_event_id(alarm.key),
+            created_ms=alarm.time_ms,
+        )
+    if alarm.fact == "stale_data" and pledge_id is not None:
+        return FactRow(
+            key=f"stale_data:{alarm.key}",
+            pledge_id=pledge_id,
+            receipt_id=receipt_id or 0,
+            kind="stale_data",
+            observed_at=alarm.time_ms // 1000,
+            event_id=alarm_event_id(alarm.key),
+            created_ms=alarm.time_ms,
+        )
+    return None

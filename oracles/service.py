@@ -1,0 +1,164 @@
+"""`fourflow oracle run`: ingestion, rules, fact reporting and anchoring, as one service
+or as separate workers (``--only``), each a loop that stops on SIGINT/SIGTERM.
+
+    ingest   subscribe to the MQTT broker; readings → ReadingIngest, EPCIS → capture
+    rules    the rules worker: readings and custody events → alarms, counts, facts
+    facts    report covenant facts on-chain once their evidence is anchored
+    anchor   seal batches and anchor their roots (ledger.anchoring)
+
+Workers share nothing but the store and the chain, so any of them can run in its own
+process (or on its own machine) against the same database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from eth_account.signers.local import LocalAccount
+
+from ledger.anchoring import Anchorer
+from ledger.collateral import contracts_from
+from ledger.errors import ChainError, LedgerError, StoreError
+from ledger.oracle_state import OracleState
+from ledger.runtime import Runtime
+from oracles.config import OracleConfig
+from oracles.epcis.capture import EpcisCapture
+from oracles.facts import FactReporter
+from oracles.inbox import mqtt_handler
+from oracles.ingest import ReadingIngest
+from oracles.mqtt import MqttSettings, MqttSubscriber
+from oracles.pipeline import RulesWorker
+
+__all__ = ["WORKERS", "OracleService"]
+
+log = logging.getLogger("fourflow.oracle")
+
+WORKERS: Final = ("ingest", "rules", "facts", "anchor")
+
+
+@dataclass
+class OracleService:
+    runtime: Runtime
+    config: OracleConfig
+    gateway: LocalAccount
+    oracle: LocalAccount | None
+    state: OracleState
+    ingest: ReadingIngest
+    capture: EpcisCapture
+    rules: RulesWorker
+
+    @classmethod
+    def build(
+        cls,
+        runtime: Runtime,
+        config: OracleConfig,
+        *,
+        gateway: LocalAccount,
+        oracle: LocalAccount | None = None,
+        epcis_stream: str = "epcis",
+    ) -> OracleService:
+        state = OracleState(runtime.store)
+        devices = config.devices_by_id()
+        store, intake = runtime.store, runtime.intake
+        return cls(
+            runtime=runtime,
+            config=config,
+            gateway=gateway,
+            oracle=oracle,
+            state=state,
+            ingest=ReadingIngest(
+                store=store,
+                intake=intake,
+                gateway=gateway,
+                devices=devices,
+                tenant=config.tenant,
+                state=state,
+            ),
+            capture=EpcisCapture(store=store, intake=intake, gateway=gateway, stream=epcis_stream),
+            rules=RulesWorker(
+                store=store,
+                intake=intake,
+                gateway=gateway,
+                devices=devices,
+                tenant=config.tenant,
+                herds=config.herd_watches(),
+                lots=config.lot_watches(),
+                state=state,
+            ),
+        )
+
+    def facts(self) -> FactReporter:
+        if self.oracle is None:
+            raise LedgerError("reporting facts needs the oracle key ($FOURFLOW_ORACLE_KEY)")
+        contracts = contracts_from(self.runtime.chain, self.runtime.deployment)
+        return FactReporter(
+            state=self.state,
+            bundles=self.runtime.bundles,
+            pledges=contracts.pledges,
+            oracle=self.oracle,
+        )
+
+    def anchorer(self, *, max_batch: int, max_age_s: float) -> Anchorer:
+        if self.oracle is None:
+            raise LedgerError("anchoring needs the oracle key ($FOURFLOW_ORACLE_KEY)")
+        return self.runtime.anchorer(self.oracle, max_batch=max_batch, max_age_s=max_age_s)
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        workers: Iterable[str] = WORKERS,
+        mqtt: MqttSettings | None = None,
+        poll_s: float = 1.0,
+        max_batch: int = 1000,
+        max_age_s: float = 5.0,
+    ) -> None:
+        """Run ``workers`` until ``stop`` is set."""
+        chosen = set(workers)
+        threads: list[threading.Thread] = []
+        if "ingest" in chosen:
+            subscriber = MqttSubscriber(
+                mqtt or MqttSettings.from_env(),
+                mqtt_handler(ingest=self.ingest, capture=self.capture, state=self.state),
+            )
+            threads.append(threading.Thread(target=subscriber.run, args=(stop,), name="ingest"))
+        if "rules" in chosen:
+            threads.append(_loop("rules", lambda: self.rules.run_once(), stop, poll_s))
+        if "facts" in chosen:
+            reporter = self.facts()
+            threads.append(_loop("facts", reporter.run_once, stop, poll_s))
+        if "anchor" in chosen:
+            anchorer = self.anchorer(max_batch=max_batch, max_age_s=max_age_s)
+            threads.append(
+                threading.Thread(
+                    target=anchorer.run_forever,
+                    args=(stop,),
+                    kwargs={"poll_s": poll_s},
+                    name="anchor",
+                )
+            )
+        for thread in threads:
+            thread.start()
+        log.info("oracle running: %s", ", ".join(t.name for t in threads))
+        for thread in threads:
+            thread.join()
+
+
+def _loop(
+    name: str, step: Callable[[], object], stop: threading.Event, poll_s: float
+) -> threading.Thread:
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                step()
+            except (StoreError, ChainError) as exc:
+                log.warning("%s: %s; retrying", name, exc.message)
+            except Exception:  # a bug must not stop the other workers silently
+                log.exception("%s failed; retrying", name)
+            stop.wait(poll_s)
+
+    return threading.Thread(target=run, name=name)

@@ -4,7 +4,8 @@ fourflow demo                 the whole path on an in-process chain and SQLite
 fourflow verify BUNDLE        check a proof bundle against a node, step by step
 fourflow deploy               deploy the registry on a node and write a manifest
 fourflow serve                the HTTP API (and, with an oracle key, the anchoring worker)
-fourflow oracle run           the anchoring worker as a service
+fourflow oracle run           ingestion, rules, covenant facts and anchoring, as a service
+fourflow simulate KIND        simulated farm or warehouse devices, in-process or over MQTT
 fourflow contracts compile    rebuild contracts/artifacts from the sources
 fourflow contracts check      fail if an artifact is stale
 """
@@ -15,6 +16,7 @@ import copy
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -25,6 +27,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from api.oracle_scene import run_oracle_scene, svg_chart
 from api.pledge_demo import run_pledge_scene
 from ledger.chain import ORACLE_ROLE, SUBMITTER_ROLE, Chain
 from ledger.collateral import AUDITOR_ROLE, CUSTODIAN_ROLE, LENDER_ROLE, deploy_contracts
@@ -179,7 +182,8 @@ def demo(
 ) -> None:
     """Deploy, register a logistics firm and an oracle, submit signed RFID custody events
     over HTTP, anchor them, then verify a proof bundle and show a tampered one fail; then
-    pledge the coils to a bank and run the pledge's rules on-chain."""
+    pledge the coils to a bank and run the pledge's rules on-chain; then watch a pledged
+    dairy herd for three simulated days until a theft freezes its pledge."""
     import httpx
 
     from ledger.signing import sign_submission
@@ -248,7 +252,10 @@ def demo(
         all_ok = all(_verify_one(b, chain, 0)["ok"] for b in bundles)
         say(f"    all {len(bundles)} bundles verify: {'yes' if all_ok else 'NO'}")
         try:
-            pledge = run_pledge_scene(runtime, keys, receiving, say=say)
+            pledge, contracts = run_pledge_scene(runtime, keys, receiving, say=say)
+            herd = run_oracle_scene(
+                runtime, keys, contracts, kind="dairy", days=3, seed=1, size=40, say=say
+            )
         except LedgerError as exc:
             raise _die(exc.message) from exc
 
@@ -273,11 +280,112 @@ def demo(
                     "tampered": {"bundle": forged, "verification": forged_result},
                     "all_verified": all_ok,
                     "pledge": pledge,
+                    "herd": herd.to_json(),
                 }
             )
         runtime.close()
-        ok = result["ok"] and not forged_result["ok"] and all_ok
+        herd_ok = all(herd.detected.values()) and "BELOW_MINIMUM" in herd.frozen
+        ok = result["ok"] and not forged_result["ok"] and all_ok and herd_ok
         raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def simulate(
+    kind: Annotated[str, typer.Argument(help="dairy or warehouse")],
+    days: Annotated[int, typer.Option(min=1, max=60, help="Simulated days.")] = 3,
+    seed: Annotated[int, typer.Option(help="Same seed, same devices, readings and incidents.")] = 1,
+    size: Annotated[
+        int | None, typer.Option(min=8, max=5_000, help="Animals (dairy) or coils (warehouse).")
+    ] = None,
+    mqtt: Annotated[
+        bool,
+        typer.Option(
+            "--mqtt",
+            help="Publish as devices do: readings to the MQTT broker ($FOURFLOW_MQTT_*), "
+            "EPCIS documents to --api. Otherwise run everything in-process.",
+        ),
+    ] = False,
+    api: Annotated[
+        str, typer.Option(help="The fourflow API for EPCIS documents (--mqtt).")
+    ] = "http://127.0.0.1:8000",
+    tenant: Annotated[str, typer.Option(help="Tenant in the MQTT topics and the config.")] = "sim",
+    write_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-config", help="Write the oracle config (devices, rules) for this scenario."
+        ),
+    ] = None,
+    rpc: Annotated[
+        str | None, typer.Option("--rpc", help="In-process mode on this node instead (e.g. anvil).")
+    ] = None,
+    chart: Annotated[Path | None, typer.Option(help="Write the counts over time as SVG.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Drive realistic devices (RFID readers, tags, collars, cameras, sensors) with
+    injected incidents (theft, tag removal, sensor drift, unauthorized outbound, a silent
+    gateway). Deterministic for a seed."""
+    from rich.progress import Progress
+
+    from api.oracle_scene import build_scenario
+    from ledger.collateral import deploy_collateral
+    from oracles.drive import publish
+    from oracles.mqtt import MqttPublisher, MqttSettings
+    from oracles.simulate import oracle_config
+
+    if kind not in ("dairy", "warehouse"):
+        raise _die(f"unknown scenario {kind!r}: choose dairy or warehouse")
+    say = (lambda *a: None) if as_json else out.print
+    if mqtt or write_config:
+        try:
+            scenario = build_scenario(kind, days=days, seed=seed, start=None, size=size)
+        except LedgerError as exc:
+            raise _die(exc.message) from exc
+        if write_config:
+            write_config.parent.mkdir(parents=True, exist_ok=True)
+            config = oracle_config(scenario, tenant=tenant)
+            write_config.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+            say(
+                f"wrote the oracle config for {kind} (seed {seed}, {len(config['devices'])} devices) to {write_config}"
+            )
+        if not mqtt:
+            return
+        try:
+            with (
+                MqttPublisher(MqttSettings.from_env(), client_id=f"fourflow-sim-{os.getpid()}") as publisher,
+                Progress(transient=True, disable=as_json) as bar,
+            ):
+                task = bar.add_task(f"{kind}: publishing", total=len(scenario.readings))
+                sent = publish(
+                    scenario, publisher=publisher, tenant=tenant, api=api,
+                    progress=lambda done, _total: bar.update(task, completed=done),
+                )  # fmt: skip
+        except LedgerError as exc:
+            raise _die(exc.message, code=1) from exc
+        say(
+            f"published {sent.readings:,} readings over MQTT and {sent.documents} EPCIS documents to {api}"
+        )
+        return
+    with tempfile.TemporaryDirectory(prefix="fourflow-sim-") as tmp:
+        try:
+            chain = Chain.connect(rpc) if rpc else Chain.in_process()
+            runtime, keys = Runtime.dev(db_url=f"sqlite:///{tmp}/store.sqlite", chain=chain)
+            contracts, _ = deploy_collateral(runtime.registry, runtime.deployment, admin=keys.admin)
+            with Progress(transient=True, disable=as_json) as bar:
+                task = bar.add_task(f"{kind}: readings", total=None)
+                result = run_oracle_scene(
+                    runtime, keys, contracts, kind=kind, days=days, seed=seed, size=size, say=say,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total), step=1,
+                )  # fmt: skip
+        except LedgerError as exc:
+            raise _die(exc.message, code=1) from exc
+        finally:
+            pass
+        if chart is not None:
+            svg_chart(result, chart)
+            say(f"    wrote the chart to {chart}")
+        if as_json:
+            out.print_json(data=result.to_json())
+        runtime.close()
 
 
 # --- deploy, serve, oracle ----------------------------------------------------------------
@@ -326,23 +434,62 @@ def _open_runtime(db: str, rpc: str, manifest: Path) -> Runtime:
         raise _die(exc.message) from exc
 
 
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--oracle-config",
+        envvar="FOURFLOW_ORACLE_CONFIG",
+        help="Oracle config (tenant, devices, herds, lots); docs/oracles.md.",
+    ),
+]
+
+
+def _gateway() -> Any:
+    try:
+        return load_key(env="FOURFLOW_GATEWAY_KEY")
+    except LedgerError as exc:
+        raise _die(exc.message) from exc
+
+
 @app.command()
 def serve(
     db: DbOpt,
     rpc: RpcOpt,
     manifest: ManifestOpt,
+    oracle_config: ConfigOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Serve the HTTP API. With $FOURFLOW_ORACLE_KEY set, anchor in the same process."""
+    """Serve the HTTP API. With $FOURFLOW_ORACLE_KEY set, anchor in the same process;
+    with $FOURFLOW_GATEWAY_KEY, take EPCIS 2.0 captures at /v1/epcis, and with an
+    oracle config as well, signed device readings at /v1/readings."""
     import uvicorn
 
     from api.app import create_app
+    from oracles.config import OracleConfig
+    from oracles.service import OracleService
 
     runtime = _open_runtime(db, rpc, manifest)
     oracle = load_key()
     anchorer = runtime.anchorer(oracle) if oracle else None
-    uvicorn.run(create_app(runtime, anchorer=anchorer), host=host, port=port)
+    gateway = _gateway()
+    capture = ingest = None
+    if gateway is not None:
+        try:
+            config = (
+                OracleConfig.load(oracle_config)
+                if oracle_config
+                else OracleConfig(tenant="default")
+            )
+        except LedgerError as exc:
+            raise _die(exc.message) from exc
+        service = OracleService.build(runtime, config, gateway=gateway)
+        capture = service.capture
+        ingest = service.ingest if oracle_config else None
+    elif oracle_config:
+        raise _die("an oracle config needs the gateway key: set FOURFLOW_GATEWAY_KEY")
+    app_ = create_app(runtime, anchorer=anchorer, capture=capture, ingest=ingest)
+    uvicorn.run(app_, host=host, port=port)
 
 
 @oracle_app.command("run")
@@ -350,6 +497,18 @@ def oracle_run(
     db: DbOpt,
     rpc: RpcOpt,
     manifest: ManifestOpt,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="FOURFLOW_ORACLE_CONFIG",
+            help="Oracle config (tenant, devices, herds, lots); without it, anchor only.",
+        ),
+    ] = None,
+    only: Annotated[
+        str,
+        typer.Option(help="Comma-separated workers to run: ingest, rules, facts, anchor."),
+    ] = "ingest,rules,facts,anchor",
     max_batch: Annotated[
         int, typer.Option(min=1, max=1_000_000, help="Seal at this many events.")
     ] = 1000,
@@ -358,29 +517,148 @@ def oracle_run(
     ] = 5.0,
     poll: Annotated[float, typer.Option(min=0.01, help="Seconds between passes.")] = 0.5,
     once: Annotated[
-        bool, typer.Option("--once", help="Seal everything pending, anchor, exit.")
+        bool, typer.Option("--once", help="Anchor only: seal everything pending, anchor, exit.")
     ] = False,
 ) -> None:
-    """Run the anchoring worker: seal batches by size or age and anchor their roots.
-    The oracle key comes from $FOURFLOW_ORACLE_KEY (or _FILE + _PASSWORD)."""
+    """Run the oracle services until SIGINT/SIGTERM: MQTT ingestion, rules and alarms,
+    covenant facts, and anchoring, in one process or split with --only. The oracle key
+    (anchors, facts) comes from $FOURFLOW_ORACLE_KEY, the gateway key (signs what
+    devices and EPCIS clients send) from $FOURFLOW_GATEWAY_KEY (or _FILE + _PASSWORD)."""
+    from oracles.config import OracleConfig
+    from oracles.service import WORKERS, OracleService
     from oracles.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    workers = [w.strip() for w in only.split(",") if w.strip()]
+    unknown = sorted(set(workers) - set(WORKERS))
+    if unknown:
+        raise _die(f"unknown worker {unknown[0]!r}; choose from {', '.join(WORKERS)}")
     runtime = _open_runtime(db, rpc, manifest)
     try:
         oracle = load_key()
     except LedgerError as exc:
         raise _die(exc.message) from exc
-    if oracle is None:
-        raise _die("set FOURFLOW_ORACLE_KEY (hex) or FOURFLOW_ORACLE_KEY_FILE")
+    if config is None or once:
+        if oracle is None:
+            raise _die("set FOURFLOW_ORACLE_KEY (hex) or FOURFLOW_ORACLE_KEY_FILE")
+        try:
+            anchored = run_worker(
+                runtime.anchorer(oracle, max_batch=max_batch, max_age_s=max_age),
+                poll_s=poll,
+                once=once,
+            )
+        except LedgerError as exc:
+            raise _die(exc.message, code=1) from exc
+        if once:
+            out.print(f"anchored {anchored} batch(es)")
+        return
+    gateway = _gateway()
+    if gateway is None and {"ingest", "rules"} & set(workers):
+        raise _die("ingest and rules sign what they store: set FOURFLOW_GATEWAY_KEY")
+    if oracle is None and {"facts", "anchor"} & set(workers):
+        raise _die("facts and anchor send transactions: set FOURFLOW_ORACLE_KEY")
     try:
-        anchored = run_worker(
-            runtime.anchorer(oracle, max_batch=max_batch, max_age_s=max_age), poll_s=poll, once=once
+        service = OracleService.build(
+            runtime, OracleConfig.load(config), gateway=gateway or oracle, oracle=oracle
         )
     except LedgerError as exc:
-        raise _die(exc.message, code=1) from exc
-    if once:
-        out.print(f"anchored {anchored} batch(es)")
+        raise _die(exc.message) from exc
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    service.run(stop, workers=workers, poll_s=poll, max_batch=max_batch, max_age_s=max_age)
+
+
+@oracle_app.command("import")
+def oracle_import(
+    path: Annotated[
+        Path, typer.Argument(help="A reader log, a readings CSV or a JSON Lines file.")
+    ],
+    db: DbOpt,
+    rpc: RpcOpt,
+    manifest: ManifestOpt,
+    config: Annotated[
+        Path, typer.Option("--config", envvar="FOURFLOW_ORACLE_CONFIG", help="Oracle config.")
+    ],
+    kind: Annotated[
+        str,
+        typer.Option("--format", help="rfid-csv, readings-csv or jsonl (default: by extension)."),
+    ] = "",
+    signer: Annotated[
+        str | None,
+        typer.Option(
+            help="The device whose key signed FILE.sig (default: the only device the file names)."
+        ),
+    ] = None,
+    reader: Annotated[
+        list[str] | None,
+        typer.Option(help="For rfid-csv: READER=DEVICE_ID@ZONE, once per reader in the log."),
+    ] = None,
+) -> None:
+    """Import device readings from a file: RFID reader logs and CSV exports need the
+    device's detached signature in FILE.sig; JSON Lines of signed readings need none.
+    Bad rows are listed (and quarantined), never fatal."""
+    from oracles.config import OracleConfig
+    from oracles.files import (
+        RfidReader,
+        SignedFile,
+        import_jsonl,
+        import_readings_csv,
+        import_rfid_csv,
+    )
+    from oracles.service import OracleService
+
+    fmt = kind or {".jsonl": "jsonl", ".csv": "readings-csv", ".log": "rfid-csv"}.get(
+        path.suffix, ""
+    )
+    if fmt not in ("rfid-csv", "readings-csv", "jsonl"):
+        raise _die(f"cannot tell the format of {path}; pass --format rfid-csv|readings-csv|jsonl")
+    gateway = _gateway()
+    if gateway is None:
+        raise _die("importing signs what it stores: set FOURFLOW_GATEWAY_KEY")
+    runtime = _open_runtime(db, rpc, manifest)
+    try:
+        service = OracleService.build(runtime, OracleConfig.load(config), gateway=gateway)
+        devices = service.ingest.devices
+        if fmt == "jsonl":
+            readings, rejects = import_jsonl(path.read_bytes())
+            result = service.ingest.ingest(
+                [r.model_dump(mode="json") for r in readings], source=f"file:{path.name}"
+            )
+        else:
+            readers = {}
+            for spec in reader or []:
+                name, _, where = spec.partition("=")
+                device_id, _, zone = where.partition("@")
+                if not (name and device_id and zone):
+                    raise _die(f"--reader {spec!r}: expected READER=DEVICE_ID@ZONE")
+                readers[name] = RfidReader(device=device_id, zone=zone)
+            named = sorted({r.device for r in readers.values()})
+            device_id = signer or (named[0] if len(named) == 1 else None)
+            if fmt == "readings-csv" and device_id is None and len(devices) == 1:
+                device_id = next(iter(devices))
+            if device_id is None or device_id not in devices:
+                raise _die(
+                    "name the device that signed the file with --signer (a registered device)"
+                )
+            signed = SignedFile.read(path, signer=devices[device_id].address)
+            if fmt == "rfid-csv":
+                rows, rejects = import_rfid_csv(signed, readers=readers)
+            else:
+                rows, rejects = import_readings_csv(signed)
+            result = service.ingest.ingest_file(signed, rows, name=path.name)
+        for line, reason, raw in rejects:
+            service.state.quarantine(source=f"file:{path.name}:{line}", reason=reason, raw=raw)
+    except LedgerError as exc:
+        raise _die(exc.message) from exc
+    out.print(
+        f"{path.name}: {len(result.accepted)} readings stored, {len(result.duplicates)} duplicates, "
+        f"{len(result.quarantined) + len(rejects)} refused"
+    )
+    for line, reason, _ in rejects[:20]:
+        out.print(f"  line {line}: {reason}")
+    for index, reason in result.quarantined[:20]:
+        out.print(f"  reading {index}: {reason}")
 
 
 # --- contracts ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from ledger.collateral import (
     CUSTODIAN_ROLE,
     LENDER_ROLE,
     PRICE_SCALE,
+    Contracts,
     Fact,
     FactKind,
     Mode,
@@ -51,8 +52,9 @@ def _refused(action: Callable[[], Any]) -> str:
 
 def run_pledge_scene(
     runtime: Runtime, keys: DevKeys, receiving: dict[str, Any], *, say: Say
-) -> dict[str, Any]:
-    """Runs the scene on the runtime's chain; returns what happened, for --json."""
+) -> tuple[dict[str, Any], Contracts]:
+    """Runs the scene on the runtime's chain; returns what happened (for --json) and the
+    collateral contracts it deployed."""
     chain = runtime.chain
     contracts, deployment = deploy_collateral(
         runtime.registry, runtime.deployment, admin=keys.admin
@@ -201,4 +203,4 @@ def run_pledge_scene(
             "release_beyond_allowance": beyond,
             "transfer_while_pledged": locked,
         },
-    }
+    }, contracts

@@ -19,9 +19,11 @@ acknowledges after ``ingest`` returns never loses a reading.
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -34,9 +36,15 @@ from ledger.models import EventBody
 from ledger.oracle_state import OracleState
 from ledger.signing import sign_submission
 from ledger.store import Store
+from oracles.files import FileReading, SignedFile
 from oracles.readings import Device, Reading, reading_event_id
 
-__all__ = ["IngestResult", "ReadingIngest", "assets_of"]
+__all__ = ["FILE_SIGNED", "IngestResult", "ReadingIngest", "assets_of", "reading_of_payload"]
+
+# The ``signature`` a file-derived reading carries when rebuilt from its stored payload:
+# its signature is the file's (payload["provenance"]), not a per-reading one.
+FILE_SIGNED = "0x" + "00" * 65
+MAX_FILE_BYTES = 8 * 1024 * 1024
 
 MAX_READINGS = 5_000  # per call; a transport splits larger batches
 
@@ -46,6 +54,10 @@ class IngestResult:
     accepted: list[str] = field(default_factory=list)  # event ids
     duplicates: list[str] = field(default_factory=list)
     quarantined: list[tuple[int, str]] = field(default_factory=list)  # (index, reason)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def assets_of(reading: Reading, device: Device) -> list[str]:
@@ -59,6 +71,15 @@ def assets_of(reading: Reading, device: Device) -> list[str]:
     if isinstance(tags, list):
         named.extend(tags)
     return list(dict.fromkeys(v for v in named if isinstance(v, str) and v))[:1_000]
+
+
+def reading_of_payload(payload: dict[str, Any]) -> Reading:
+    """The Reading a stored ``reading.*`` payload holds: device-signed as stored, or
+    file-derived (its provenance names the signed file that vouches for it)."""
+    if "provenance" in payload:
+        fields = {k: payload[k] for k in ("device", "seq", "time", "kind", "data")}
+        return Reading.model_validate({**fields, "signature": FILE_SIGNED})
+    return Reading.model_validate(payload)
 
 
 def _reason(exc: Exception) -> str:
@@ -134,6 +155,62 @@ class ReadingIngest:
                 )
         return result
 
+    def ingest_file(
+        self, file: SignedFile, readings: Sequence[FileReading], *, name: str
+    ) -> IngestResult:
+        """Store a signed file and the readings taken from it.
+
+        The file's signer must be the registered key of every device its rows name (a
+        reader exports and signs its own log); rows of other devices are quarantined.
+        The file itself is stored as a ``file.signed`` event (bytes included, so an
+        auditor can recompute the digest and the signature), each reading as a
+        ``reading.<kind>`` event whose payload carries its provenance.
+        """
+        if len(file.data) > MAX_FILE_BYTES:
+            raise InvalidInput(
+                f"{name} is {len(file.data):,} bytes; the limit is {MAX_FILE_BYTES:,}",
+                code="file_too_large",
+            )
+        result = IngestResult()
+        bodies = [self._file_body(file, name)]
+        for index, row in enumerate(readings):
+            device = self.devices.get(str(row.reading["device"]))
+            if device is None or device.address != file.signer:
+                reason = (
+                    f"{row.reading['device']} is not a registered device"
+                    if device is None
+                    else f"{name} is signed by {file.signer}, not by {device.id}'s key {device.address}"
+                )
+                self._refuse(result, index, f"file:{name}:{row.line}", reason, row.to_json())
+                continue
+            reading = reading_of_payload(row.to_json())
+            bodies.append(self._wrap(reading, device, row.to_json()))
+        submission = sign_submission(
+            bodies, private_key=self.gateway.key, domain=self.intake.domain
+        )
+        for receipt in self.intake.submit(submission, same_id_is_duplicate=True)[1:]:
+            (result.duplicates if receipt.duplicate else result.accepted).append(receipt.event_id)
+        return result
+
+    def _file_body(self, file: SignedFile, name: str) -> EventBody:
+        return EventBody(
+            kind="file.signed",
+            schema_version=1,
+            stream=f"{self.tenant}.files".lower().replace("_", "-"),
+            event_id=f"urn:fourflow:file:{file.sha256.hex()}",
+            asset_ids=[f"urn:fourflow:file:{file.sha256.hex()}"],
+            event_time=_now_iso(),
+            payload={
+                "name": name[-200:],
+                "sha256": file.sha256.hex(),
+                "signer": file.signer,
+                "signature": file.signature,
+                "size": len(file.data),
+                "content_base64": base64.b64encode(file.data).decode("ascii"),
+            },
+            submitter=self.gateway.address,
+        )
+
     def _body(self, item: Any) -> EventBody:
         if not isinstance(item, dict):
             raise InvalidInput("a reading is a JSON object")
@@ -146,6 +223,9 @@ class ReadingIngest:
                 code="unknown_device",
             )
         device.check(reading)
+        return self._wrap(reading, device, reading.model_dump(mode="json"))
+
+    def _wrap(self, reading: Reading, device: Device, payload: dict[str, Any]) -> EventBody:
         return EventBody(
             kind=f"reading.{reading.kind}",
             schema_version=1,
@@ -153,7 +233,7 @@ class ReadingIngest:
             event_id=reading_event_id(reading.device, reading.seq),
             asset_ids=assets_of(reading, device),
             event_time=reading.time,
-            payload=reading.model_dump(mode="json"),
+            payload=payload,
             submitter=self.gateway.address,
         )
 

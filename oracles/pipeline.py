@@ -41,8 +41,9 @@ from ledger.oracle_state import AlarmRow, FactRow, OracleState
 from ledger.signing import sign_submission
 from ledger.store import EventRow, Receipt, Store
 from oracles.epcis.mapping import HELD_STEPS
+from oracles.ingest import reading_of_payload
 from oracles.livestock import DailyCount, HerdMonitor, HerdRules
-from oracles.readings import Alarm, Device, Reading
+from oracles.readings import Alarm, Device
 from oracles.warehouse import LotRules, StockLevel, WarehouseMonitor
 
 __all__ = ["HerdWatch", "LotWatch", "PassSummary", "RulesWorker"]
@@ -184,7 +185,8 @@ class RulesWorker:
                     .where(
                         col(EventRow.position) > self._position,
                         col(EventRow.kind).startswith("reading.")
-                        | col(EventRow.kind).startswith("epcis."),
+                        | col(EventRow.kind).startswith("epcis.")
+                        | (col(EventRow.kind) == "oracle.release"),
                     )
                     .order_by(col(EventRow.position))
                     .limit(limit)
@@ -204,7 +206,7 @@ class RulesWorker:
                 if lot_watch.rules.lot == payload["lot"]:
                     lot.release(payload["items"], _event_ms({"eventTime": payload["time"]}))
             return
-        reading = Reading.model_validate(payload)
+        reading = reading_of_payload(payload)
         device = self.devices.get(reading.device)
         if device is None:
             return  # a device no longer registered: its old readings stay evidence only

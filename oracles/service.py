@@ -21,7 +21,7 @@ from typing import Final
 from eth_account.signers.local import LocalAccount
 
 from ledger.anchoring import Anchorer
-from ledger.collateral import contracts_from
+from ledger.collateral import PledgeRegistry, contracts_from
 from ledger.errors import ChainError, LedgerError, StoreError
 from ledger.oracle_state import OracleState
 from ledger.runtime import Runtime
@@ -50,6 +50,7 @@ class OracleService:
     ingest: ReadingIngest
     capture: EpcisCapture
     rules: RulesWorker
+    pledges: PledgeRegistry | None = None  # None: found through the deployment manifest
 
     @classmethod
     def build(
@@ -60,6 +61,7 @@ class OracleService:
         gateway: LocalAccount,
         oracle: LocalAccount | None = None,
         epcis_stream: str = "epcis",
+        pledges: PledgeRegistry | None = None,
     ) -> OracleService:
         state = OracleState(runtime.store)
         devices = config.devices_by_id()
@@ -89,17 +91,17 @@ class OracleService:
                 lots=config.lot_watches(),
                 state=state,
             ),
+            pledges=pledges,
         )
 
     def facts(self) -> FactReporter:
         if self.oracle is None:
             raise LedgerError("reporting facts needs the oracle key ($FOURFLOW_ORACLE_KEY)")
-        contracts = contracts_from(self.runtime.chain, self.runtime.deployment)
+        pledges = self.pledges
+        if pledges is None:
+            pledges = contracts_from(self.runtime.chain, self.runtime.deployment).pledges
         return FactReporter(
-            state=self.state,
-            bundles=self.runtime.bundles,
-            pledges=contracts.pledges,
-            oracle=self.oracle,
+            state=self.state, bundles=self.runtime.bundles, pledges=pledges, oracle=self.oracle
         )
 
     def anchorer(self, *, max_batch: int, max_age_s: float) -> Anchorer:

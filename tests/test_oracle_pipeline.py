@@ -181,6 +181,18 @@ def test_alarms_and_counts_are_signed_anchored_events_citing_their_readings(
     }
 
 
+def test_released_coils_leave_quietly_and_only_the_theft_is_unauthorized(store_run: Run) -> None:
+    [theft] = [i for i in store_run.scenario.incidents if i.kind == "unauthorized_outbound"]
+    moved = [a for a in store_run.service.state.alarms() if a.rule == "unauthorized_movement"]
+    assert moved and all(
+        theft.start_ms <= a.opened_ms <= (theft.end_ms or a.opened_ms) for a in moved
+    )
+    [(released_at, released)] = store_run.scenario.releases
+    flagged = " ".join(a.details for a in moved)
+    assert not any(item in flagged for item in released)
+    assert released_at < theft.start_ms
+
+
 def test_the_warehouse_theft_freezes_the_pledge_on_chain(store_run: Run) -> None:
     settled = store_run.service.facts().run_once()
     outcomes = {s.key.split(":")[0]: s.state for s in settled}

@@ -1,0 +1,170 @@
+"""The oracle commands as real processes: `fourflow deploy` on anvil, `fourflow simulate
+--write-config`, `fourflow oracle import` of a signed reader export, and `fourflow oracle
+run` taking a simulated warehouse in over the Mosquitto broker while `fourflow simulate
+--mqtt` publishes it. Every process is bounded in time and stopped by the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from ledger.chain import Chain, new_account
+from ledger.oracle_state import OracleState
+from ledger.store import Store
+from oracles.files import sign_file
+from oracles.simulate import warehouse
+from tests.conftest import ANVIL_DEV_KEY, AnvilNode, fourflow_bin
+
+pytestmark = pytest.mark.anvil
+
+
+def run(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [fourflow_bin(), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def setup(anvil: AnvilNode, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("oracle-cli")
+    chain = Chain.connect(anvil.url)
+    oracle, gateway = new_account(), new_account()
+    for account in (oracle, gateway):
+        chain.fund(account.address)
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    env = os.environ | {
+        "FOURFLOW_ADMIN_KEY": ANVIL_DEV_KEY,
+        "FOURFLOW_ORACLE_ADDRESS": oracle.address,
+        "FOURFLOW_SUBMITTERS": gateway.address,
+        "FOURFLOW_ORACLE_KEY": oracle.key.hex(),
+        "FOURFLOW_GATEWAY_KEY": gateway.key.hex(),
+        "FOURFLOW_RPC_URL": anvil.url,
+        "FOURFLOW_MANIFEST": str(tmp / "deployment.json"),
+        "FOURFLOW_DB_URL": f"sqlite:///{tmp}/oracle.sqlite",
+        "FOURFLOW_MQTT_CLIENT_ID": f"oracle-{tenant}",
+        "FOURFLOW_MQTT_TENANT": tenant,
+    }
+    deployed = run("deploy", env=env)
+    assert deployed.returncode == 0, deployed.stderr
+    written = run(
+        "simulate", "warehouse", "--days", "1", "--seed", "3", "--tenant", tenant,
+        "--write-config", str(tmp / "oracle.json"), env=env,
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    return {"env": env, "tmp": tmp, "tenant": tenant, "db": env["FOURFLOW_DB_URL"]}
+
+
+def test_a_signed_reader_export_is_imported_and_a_forged_one_refused(setup: dict[str, Any]) -> None:
+    env, tmp = setup["env"], setup["tmp"]
+    scenario = warehouse(days=1, seed=3)
+    climate = next(d for d in scenario.devices if d.device.id.endswith("climate-a"))
+    rows = [
+        f"{climate.device.id},{9_000 + i},2026-11-23T0{i}:00:00.000+08:00,climate,"
+        f'"{{""zone"":""{climate.device.subject}"",""temperature"":18.{i},""humidity"":50}}"'
+        for i in range(5)
+    ]
+    data = ("device,seq,time,kind,data\n" + "\n".join(rows) + "\nnot,a,row\n").encode()
+    export = tmp / "climate-a.csv"
+    export.write_bytes(data)
+    export.with_name("climate-a.csv.sig").write_text(sign_file(data, private_key=climate.private_key))
+    config = str(tmp / "oracle.json")
+    done = run("oracle", "import", str(export), "--config", config, "--signer", climate.device.id, env=env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "5 readings stored, 0 duplicates, 1 refused" in done.stdout
+    again = run("oracle", "import", str(export), "--config", config, "--signer", climate.device.id, env=env)
+    assert "0 readings stored, 5 duplicates" in again.stdout
+
+    stranger = Account.create()
+    export.with_name("climate-a.csv.sig").write_text(sign_file(data, private_key=stranger.key))
+    forged = run("oracle", "import", str(export), "--config", config, "--signer", climate.device.id, env=env)
+    assert forged.returncode == 2
+    assert f"is signed by {stranger.address}" in forged.stderr
+
+    store = Store.open(setup["db"])
+    stored = store.event(f"{climate.device.id};seq=9002")
+    payload = json.loads(stored.envelope)["event"]["payload"]
+    assert payload["provenance"]["line"] == 4 and payload["data"]["temperature"] == 18.2
+    assert store.stored_ids([f"urn:fourflow:file:{payload['provenance']['file_sha256']}"])
+    store.close()
+
+
+def test_oracle_run_takes_a_simulated_warehouse_in_over_mqtt(setup: dict[str, Any]) -> None:
+    env, tmp, tenant = setup["env"], setup["tmp"], setup["tenant"]
+    api_port = str(_free_port())
+    serve_env = {k: v for k, v in env.items() if k != "FOURFLOW_ORACLE_KEY"}  # one anchorer
+    server_log, oracle_log = tmp / "serve.log", tmp / "oracle.log"
+    with server_log.open("w") as log:
+        server = subprocess.Popen(
+            [fourflow_bin(), "serve", "--oracle-config", str(tmp / "oracle.json"), "--port", api_port],
+            env=serve_env, stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+    with oracle_log.open("w") as log:
+        oracle = subprocess.Popen(
+            [fourflow_bin(), "oracle", "run", "--config", str(tmp / "oracle.json"), "--poll", "0.2",
+             "--max-age", "0.5"],
+            env=env, stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+    try:
+        _wait_http(f"http://127.0.0.1:{api_port}/v1/health", server, server_log)
+        time.sleep(2)  # the subscriber's session exists before anything is published
+        published = run(
+            "simulate", "warehouse", "--days", "1", "--seed", "3", "--mqtt", "--tenant", tenant,
+            "--api", f"http://127.0.0.1:{api_port}", env=env, timeout=180,
+        )  # fmt: skip
+        assert published.returncode == 0, published.stderr
+        expected = warehouse(days=1, seed=3)
+        store = Store.open(setup["db"])
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            counts = store.counts()
+            if counts["events"] >= len(expected.readings) and counts["pending"] == 0:
+                break
+            time.sleep(0.5)
+        ids = [f"{r.device};seq={r.seq}" for r in expected.readings]
+        assert store.stored_ids(ids) == set(ids)
+        assert store.counts()["pending"] == 0  # all anchored by the anchor worker
+        raised = {a.rule for a in OracleState(store).alarms()}
+        assert {i.expected_rule for i in expected.incidents} <= raised
+        store.close()
+    finally:
+        for process in (oracle, server):
+            process.send_signal(signal.SIGTERM)
+        for process in (oracle, server):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    assert oracle.returncode == 0, oracle_log.read_text()
+    assert "oracle running: ingest, rules, facts, anchor" in oracle_log.read_text()
+
+
+def _free_port() -> int:
+    from tests.conftest import free_port
+
+    return free_port()
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not come up")

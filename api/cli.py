@@ -351,7 +351,9 @@ def simulate(
             return
         try:
             with (
-                MqttPublisher(MqttSettings.from_env(), client_id=f"fourflow-sim-{os.getpid()}") as publisher,
+                MqttPublisher(
+                    MqttSettings.from_env(), client_id=f"fourflow-sim-{os.getpid()}"
+                ) as publisher,
                 Progress(transient=True, disable=as_json) as bar,
             ):
                 task = bar.add_task(f"{kind}: publishing", total=len(scenario.readings))

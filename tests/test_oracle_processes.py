@@ -30,7 +30,12 @@ pytestmark = pytest.mark.anvil
 
 def run(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [fourflow_bin(), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [fourflow_bin(), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -76,17 +81,25 @@ def test_a_signed_reader_export_is_imported_and_a_forged_one_refused(setup: dict
     data = ("device,seq,time,kind,data\n" + "\n".join(rows) + "\nnot,a,row\n").encode()
     export = tmp / "climate-a.csv"
     export.write_bytes(data)
-    export.with_name("climate-a.csv.sig").write_text(sign_file(data, private_key=climate.private_key))
+    export.with_name("climate-a.csv.sig").write_text(
+        sign_file(data, private_key=climate.private_key)
+    )
     config = str(tmp / "oracle.json")
-    done = run("oracle", "import", str(export), "--config", config, "--signer", climate.device.id, env=env)
+    done = run(
+        "oracle", "import", str(export), "--config", config, "--signer", climate.device.id, env=env
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     assert "5 readings stored, 0 duplicates, 1 refused" in done.stdout
-    again = run("oracle", "import", str(export), "--config", config, "--signer", climate.device.id, env=env)
+    again = run(
+        "oracle", "import", str(export), "--config", config, "--signer", climate.device.id, env=env
+    )
     assert "0 readings stored, 5 duplicates" in again.stdout
 
     stranger = Account.create()
     export.with_name("climate-a.csv.sig").write_text(sign_file(data, private_key=stranger.key))
-    forged = run("oracle", "import", str(export), "--config", config, "--signer", climate.device.id, env=env)
+    forged = run(
+        "oracle", "import", str(export), "--config", config, "--signer", climate.device.id, env=env
+    )
     assert forged.returncode == 2
     assert f"is signed by {stranger.address}" in forged.stderr
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
@@ -43,7 +43,7 @@ from ledger.store import EventRow, Receipt, Store
 from oracles.epcis.mapping import HELD_STEPS
 from oracles.ingest import reading_of_payload
 from oracles.livestock import DailyCount, HerdMonitor, HerdRules
-from oracles.readings import Alarm, Device
+from oracles.readings import Alarm, Device, TagRead
 from oracles.warehouse import LotRules, StockLevel, WarehouseMonitor
 
 __all__ = ["HerdWatch", "LotWatch", "PassSummary", "RulesWorker"]
@@ -84,6 +84,7 @@ class _Output:
     counts: list[tuple[str, str, int, dict[str, Any], int | None, int]] = field(
         default_factory=list
     )
+    releases: list[tuple[str, list[str], int, str]] = field(default_factory=list)  # + trigger
 
 
 def _short(text: str) -> str:
@@ -116,19 +117,31 @@ class RulesWorker:
         herds: Sequence[HerdWatch] = (),
         lots: Sequence[LotWatch] = (),
         state: OracleState | None = None,
+        booked: Callable[[int], int] | None = None,
     ) -> None:
         self.store = store
+        self.booked = booked  # receipt id -> quantity booked on-chain now
         self.intake = intake
         self.gateway = gateway
         self.devices = dict(devices)
         self.stream = f"{tenant}.findings".lower()
         self.state = state or OracleState(store)
+        self._watches = (tuple(herds), tuple(lots))
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh monitors at position 0: the next pass replays the stored history."""
+        herds, lots = self._watches
         self.herds = {w.rules.herd: (w, HerdMonitor(w.rules, self.devices)) for w in herds}
         self.lots = [(w, WarehouseMonitor(w.rules, self.devices)) for w in lots]
         self._open_day: dict[str, date] = {}
         self._held: set[str] = set()  # goods received or stored somewhere, per EPCIS
         self._position = 0  # events fed to the monitors so far (this process)
         self._clock_ms = 0  # the latest reading time seen
+        self._released: dict[str, set[str]] = {w.rules.lot: set() for w in lots}
+        # releases the chain authorized, by the event that triggered them (see _authorize)
+        self._triggered = self._recorded_triggers()
+        self._live_from = self.state.cursor(CURSOR)  # later events were never judged
 
     # --- one pass ------------------------------------------------------------------------
 
@@ -140,15 +153,21 @@ class RulesWorker:
         """
         out = _Output()
         rows = self._next_events(limit)
-        for row in rows:
-            self._feed(row, out)
-        now = now_ms if now_ms is not None else self._clock_ms
-        if now:
-            self._check(now, out)
-            for watch, herd in self.herds.values():
-                self._close_days_before(watch, herd, now, out)
-        last = rows[-1].position if rows else None
-        summary = self._write(out, last)
+        try:
+            for row in rows:
+                self._feed(row, out)
+            now = now_ms if now_ms is not None else self._clock_ms
+            if now:
+                self._check(now, out)
+                for watch, herd in self.herds.values():
+                    self._close_days_before(watch, herd, now, out)
+            last = rows[-1].position if rows else None
+            summary = self._write(out, last)
+        except Exception:
+            # The monitors moved on but what they found was not written: start over
+            # from the stored history next time, which finds it again (idempotently).
+            self._reset()
+            raise
         summary.events = len(rows)
         return summary
 
@@ -158,24 +177,30 @@ class RulesWorker:
         The release is stored as a signed ``oracle.release`` event and reaches the
         monitors in its place in the event order, on this pass and on every replay.
         """
+        body = self._release_body(lot, items, time_ms)
+        submission = sign_submission(
+            [body], private_key=self.gateway.key, domain=self.intake.domain
+        )
+        self.intake.submit(submission, same_id_is_duplicate=True)
+        return body.event_id
+
+    def _release_body(
+        self, lot: str, items: Sequence[str], time_ms: int, trigger: str | None = None
+    ) -> EventBody:
         released: list[JsonValue] = list(sorted(items))
         payload: dict[str, JsonValue] = {"lot": lot, "items": released, "time": _iso(time_ms)}
-        event_id = f"urn:fourflow:release:{_short(json.dumps(payload, sort_keys=True))}"
-        body = EventBody(
+        if trigger is not None:
+            payload["trigger"] = trigger
+        return EventBody(
             kind="oracle.release",
             schema_version=1,
             stream=self.stream,
-            event_id=event_id,
+            event_id=f"urn:fourflow:release:{_short(json.dumps(payload, sort_keys=True))}",
             asset_ids=[lot, *sorted(items)][:1_000],
             event_time=_iso(time_ms),
             payload=payload,
             submitter=self.gateway.address,
         )
-        submission = sign_submission(
-            [body], private_key=self.gateway.key, domain=self.intake.domain
-        )
-        self.intake.submit(submission, same_id_is_duplicate=True)
-        return event_id
 
     def _next_events(self, limit: int) -> list[EventRow]:
         with self.store.session() as session:
@@ -199,12 +224,15 @@ class RulesWorker:
         body = loads_canonical(row.envelope)["event"]
         payload = body["payload"]
         if row.kind.startswith("epcis."):
-            self._custody(payload, set(body["asset_ids"]), row.event_id, out)
+            self._custody(payload, set(body["asset_ids"]), row, out)
             return
+        for lot_name, items, time_ms in self._triggered.pop(row.event_id, []):
+            self._release(lot_name, items, time_ms)  # authorized by the chain when first seen
         if row.kind == "oracle.release":
-            for lot_watch, lot in self.lots:
-                if lot_watch.rules.lot == payload["lot"]:
-                    lot.release(payload["items"], _event_ms({"eventTime": payload["time"]}))
+            if "trigger" not in payload:
+                self._release(
+                    payload["lot"], payload["items"], _event_ms({"eventTime": payload["time"]})
+                )
             return
         reading = reading_of_payload(payload)
         device = self.devices.get(reading.device)
@@ -213,6 +241,9 @@ class RulesWorker:
         if reading.time_ms > self._clock_ms:
             self._check_hours(reading.time_ms, out)
             self._clock_ms = reading.time_ms
+        read = reading.parsed()
+        if isinstance(read, TagRead) and read.direction == "out":
+            self._authorize(row, list(read.tags), reading.time_ms, out, door=read.zone)
         if device.subject in self.herds:
             watch, herd = self.herds[device.subject]
             zone = _offset(watch.rules.utc_offset)
@@ -229,7 +260,7 @@ class RulesWorker:
                     self._stock_level(lot_watch, level, reading.time_ms, out)
                 out.alarms += [(a, lot_watch.receipt_id, lot_watch.pledge_id) for a in found]
 
-    def _custody(self, event: dict[str, Any], named: set[str], event_id: str, out: _Output) -> None:
+    def _custody(self, event: dict[str, Any], named: set[str], row: EventRow, out: _Output) -> None:
         """Goods shipped out with paperwork: fine once released, a breach for pledged
         goods that are not (the monitor decides). Only goods that were received or
         stored first count as leaving: the mill's shipment that brought them in does
@@ -242,18 +273,87 @@ class RulesWorker:
             return
         leaving = named & self._held
         self._held -= leaving
+        event_id = row.event_id
+        self._authorize_row(event_id, sorted(leaving), _event_ms(event), out, row.position)
         for watch, lot in self.lots:
             items = sorted(leaving & watch.rules.items)
             if items:
                 alarms = lot.custody_out(items, _event_ms(event), event_id)
                 out.alarms += [(a, watch.receipt_id, watch.pledge_id) for a in alarms]
 
+    # --- releases --------------------------------------------------------------------------
+
+    def _release(self, lot_name: str, items: Sequence[str], time_ms: int) -> None:
+        for lot_watch, lot in self.lots:
+            if lot_watch.rules.lot == lot_name:
+                lot.release(list(items), time_ms)
+                self._released[lot_name].update(items)
+
+    def _authorize(
+        self, row: EventRow, tags: list[str], time_ms: int, out: _Output, *, door: str
+    ) -> None:
+        outbound = [w for w, _ in self.lots if door in w.rules.outbound_doors]
+        if outbound:
+            self._authorize_row(row.event_id, tags, time_ms, out, row.position)
+
+    def _authorize_row(
+        self,
+        event_id: str,
+        leaving: Sequence[str],
+        time_ms: int,
+        out: _Output,
+        position: int | None,
+    ) -> None:
+        """Goods leaving a pledged lot: as many as the chain has released (the receipt's
+        booked quantity fell by that much since the lot was pledged) and not yet
+        accounted for are released now, and the release is recorded as a signed
+        ``oracle.release`` event naming the event that triggered it, so a replay applies
+        it at the same point. Only live events consult the chain: a replay sees the
+        recorded releases, never today's chain state."""
+        if self.booked is None or position is None or position <= self._live_from:
+            return
+        for watch, _ in self.lots:
+            if watch.receipt_id is None:
+                continue
+            items = [
+                i
+                for i in leaving
+                if i in watch.rules.items and i not in self._released[watch.rules.lot]
+            ]
+            if not items:
+                continue
+            released_on_chain = len(watch.rules.items) - self.booked(watch.receipt_id)
+            allowance = released_on_chain - len(self._released[watch.rules.lot])
+            take = items[: max(allowance, 0)]
+            if take:
+                self._release(watch.rules.lot, take, time_ms)
+                out.releases.append((watch.rules.lot, take, time_ms, event_id))
+
+    def _recorded_triggers(self) -> dict[str, list[tuple[str, list[str], int]]]:
+        triggered: dict[str, list[tuple[str, list[str], int]]] = {}
+        with self.store.session() as session:
+            rows = session.exec(
+                select(EventRow.envelope).where(
+                    EventRow.kind == "oracle.release", EventRow.stream == self.stream
+                )
+            )
+            for envelope in rows:
+                payload = loads_canonical(envelope)["event"]["payload"]
+                if "trigger" in payload:
+                    when = _event_ms({"eventTime": payload["time"]})
+                    triggered.setdefault(payload["trigger"], []).append(
+                        (payload["lot"], payload["items"], when)
+                    )
+        return triggered
+
     def _close_days_before(
         self, watch: HerdWatch, herd: HerdMonitor, time_ms: int, out: _Output
     ) -> None:
         zone = _offset(watch.rules.utc_offset)
         day = datetime.fromtimestamp(time_ms / 1000, tz=zone).date()
-        opened = self._open_day.setdefault(watch.rules.herd, day)
+        opened = self._open_day.get(watch.rules.herd)
+        if opened is None:
+            return  # nothing observed yet: no day is open
         while opened < day:
             count, alarms = herd.close_day(opened.isoformat())
             out.alarms += [(a, watch.receipt_id, watch.pledge_id) for a in alarms]
@@ -324,6 +424,8 @@ class RulesWorker:
         counts = [
             c for c in out.counts if c[0] not in self.store.stored_ids([c[0] for c in out.counts])
         ]
+        for lot, items, time_ms, trigger in out.releases:
+            bodies.append(self._release_body(lot, items, time_ms, trigger))
         for event_id, kind, time_ms, payload, _, _ in counts:
             bodies.append(
                 self._body(

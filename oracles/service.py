@@ -21,7 +21,7 @@ from typing import Final
 from eth_account.signers.local import LocalAccount
 
 from ledger.anchoring import Anchorer
-from ledger.collateral import PledgeRegistry, contracts_from
+from ledger.collateral import PledgeRegistry, ReceiptRegistry, contracts_from
 from ledger.errors import ChainError, LedgerError, StoreError
 from ledger.oracle_state import OracleState
 from ledger.runtime import Runtime
@@ -62,10 +62,16 @@ class OracleService:
         oracle: LocalAccount | None = None,
         epcis_stream: str = "epcis",
         pledges: PledgeRegistry | None = None,
+        receipts: ReceiptRegistry | None = None,
     ) -> OracleService:
+        """``receipts`` (or the manifest's) lets the rules see on-chain releases: a
+        pledged lot's booked quantity falling means goods may leave."""
         state = OracleState(runtime.store)
         devices = config.devices_by_id()
         store, intake = runtime.store, runtime.intake
+        if receipts is None and runtime.deployment.receipt_registry:
+            receipts = ReceiptRegistry(runtime.chain, runtime.deployment.receipt_registry)
+        booked = None if receipts is None else _booked(receipts)
         return cls(
             runtime=runtime,
             config=config,
@@ -90,6 +96,7 @@ class OracleService:
                 herds=config.herd_watches(),
                 lots=config.lot_watches(),
                 state=state,
+                booked=booked,
             ),
             pledges=pledges,
         )
@@ -148,6 +155,13 @@ class OracleService:
         log.info("oracle running: %s", ", ".join(t.name for t in threads))
         for thread in threads:
             thread.join()
+
+
+def _booked(receipts: ReceiptRegistry) -> Callable[[int], int]:
+    def booked(receipt_id: int) -> int:
+        return receipts.receipt_of(receipt_id).quantity
+
+    return booked
 
 
 def _loop(

@@ -13,14 +13,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
 from ledger.chain import SUBMITTER_ROLE, new_account
 from ledger.collateral import Freeze, identifier_key
+from ledger.errors import UnregisteredSigner
+from ledger.intake import Intake
 from ledger.oracle_state import OracleState
-from ledger.runtime import Runtime
-from ledger.store import Store
+from ledger.runtime import DevKeys, Runtime
+from ledger.store import EventRow, Store
 from oracles.config import OracleConfig
 from oracles.drive import DriveSummary, feed_in_process
+from oracles.pipeline import RulesWorker
 from oracles.service import OracleService
 from oracles.simulate import Scenario, dairy, oracle_config, warehouse
 from tests.collateral_world import CATTLE, DAY, PRICE_SCALE, World, build_world, ref
@@ -254,3 +258,89 @@ def test_a_restarted_rules_worker_replays_and_writes_nothing_twice(
         )
         == alarms
     )
+
+
+def test_a_pass_whose_findings_cannot_be_written_is_replayed_not_lost(
+    dev: tuple[Runtime, DevKeys],
+) -> None:
+    """The gateway loses its role mid-run (a real on-chain revocation): the pass fails
+    and writes nothing; once the role is back, the next pass finds it all again."""
+    runtime, keys = dev
+    scenario = warehouse(days=1, seed=2)
+    config = OracleConfig.parse(oracle_config(scenario))
+    gateway = keys.submitters[0]
+    service = OracleService.build(runtime, config, gateway=gateway)
+    for document in scenario.documents:
+        service.capture.capture(document, document_sha256="0" * 64, now_ms=scenario.start_ms)
+    readings = [r.model_dump(mode="json") for r in scenario.readings]
+    for start in range(0, len(readings), 1_000):
+        service.ingest.ingest(readings[start : start + 1_000], source="test")
+    worker = RulesWorker(
+        store=runtime.store,
+        intake=Intake(runtime.store, runtime.registry, role_ttl_s=0),
+        gateway=gateway,
+        devices=config.devices_by_id(),
+        tenant=config.tenant,
+        lots=config.lot_watches(),
+    )
+    runtime.registry.revoke(SUBMITTER_ROLE, gateway.address, admin=keys.admin)
+    with pytest.raises(UnregisteredSigner):
+        worker.run_once(limit=100_000, now_ms=scenario.end_ms)
+    assert OracleState(runtime.store).alarms() == []
+    runtime.registry.grant(SUBMITTER_ROLE, gateway.address, admin=keys.admin)
+    found = worker.run_once(limit=100_000, now_ms=scenario.end_ms)
+    assert "unauthorized_movement" in {key.split(":")[0] for key in found.alarms}
+    assert len(found.alarms) == len(OracleState(runtime.store).alarms())
+
+
+def test_goods_released_on_chain_may_leave_and_a_replay_agrees(
+    world: World, tmp_path: Path
+) -> None:
+    """No one tells the oracle of the release: the bank and the warehouse execute it
+    on-chain, the receipt's booked quantity falls by ten coils, and the ten coils that
+    then leave through the dock are released at that moment, recorded for replays."""
+    scenario = warehouse(days=2, seed=5, start=_start_after(world))
+    coils = list(scenario.subject["items"])
+    receipt_id, _ = world.receipts.issue(
+        owner=world.borrower.address, asset_class=COIL, unit="coil", quantity=len(coils),
+        keys=[identifier_key(c) for c in coils], location="urn:epc:id:sgln:0614141.00777.0",
+        custodian=world.custodian,
+    )  # fmt: skip
+    principal = len(coils) * COIL_PRICE // PRICE_SCALE // 2
+    terms = world.terms(
+        receipt_id,
+        principal=principal,
+        min_quantity=scenario.subject["minimum"],
+        max_data_age=30 * DAY,
+    )
+    pledge_id = world.open_pledge(terms)
+    world.pledges.disburse(
+        pledge_id, principal, payee=world.payee.address, ref=ref("loan"), lender=world.lender
+    )
+    world.pledges.repay(pledge_id, principal, ref=ref("repaid"), lender=world.lender)
+    [(_, released)] = scenario.releases
+    world.pledges.instruct_release(pledge_id, len(released), lender=world.lender)
+    world.pledges.execute_release(pledge_id, custodian=world.custodian)
+    assert world.receipts.receipt_of(receipt_id).quantity == len(coils) - len(released)
+
+    service = _service(world, tmp_path / "oracle.db", scenario, receipt_id, pledge_id)
+    feed_in_process(scenario, service, record_releases=False)
+    [theft] = [i for i in scenario.incidents if i.kind == "unauthorized_outbound"]
+    moved = [a for a in service.state.alarms() if a.rule == "unauthorized_movement"]
+    assert moved and all(a.opened_ms >= theft.start_ms for a in moved)
+    store = service.runtime.store
+    with store.session() as session:
+        records = session.exec(select(EventRow).where(EventRow.kind == "oracle.release")).all()
+    payloads = [json.loads(r.envelope)["event"]["payload"] for r in records]
+    assert sorted(i for p in payloads for i in p["items"]) == sorted(released)
+    assert all("trigger" in p for p in payloads)
+
+    # a restarted worker sees the recorded releases, not today's chain: same findings
+    again = OracleService.build(
+        service.runtime,
+        service.config,
+        gateway=service.gateway,
+        epcis_stream=service.capture.stream,
+    )
+    found = again.rules.run_once(limit=100_000, now_ms=scenario.end_ms)
+    assert (found.alarms, found.counts, found.facts) == ([], [], [])

@@ -380,8 +380,6 @@ def simulate(
                 )  # fmt: skip
         except LedgerError as exc:
             raise _die(exc.message, code=1) from exc
-        finally:
-            pass
         if chart is not None:
             svg_chart(result, chart)
             say(f"    wrote the chart to {chart}")

@@ -14,7 +14,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -209,8 +209,6 @@ def run_oracle_scene(
 
 
 def _local(ms: int, offset: str) -> str:
-    from datetime import timedelta, timezone
-
     sign = 1 if offset[0] == "+" else -1
     zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
     return datetime.fromtimestamp(ms / 1000, tz=zone).strftime("%m-%d %H:%M")

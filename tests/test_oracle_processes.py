@@ -181,3 +181,36 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError(f"{url} did not come up")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["simulate", "cows"], "unknown scenario 'cows'"),
+        (["simulate", "dairy", "--days", "0"], "--days"),
+        (["simulate", "dairy", "--size", "3"], "--size"),
+        (["oracle", "run", "--config", "missing.json"], "cannot read the oracle config"),
+        (
+            ["oracle", "run", "--config", "{config}", "--only", "rules,dance"],
+            "unknown worker 'dance'",
+        ),
+        (["oracle", "import", "nothing.txt", "--config", "{config}"], "cannot tell the format"),
+    ],
+)
+def test_bad_oracle_commands_say_why_and_exit_2(
+    setup: dict[str, Any], args: list[str], message: str
+) -> None:
+    config = str(setup["tmp"] / "oracle.json")
+    done = run(*[a.replace("{config}", config) for a in args], env=setup["env"], timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr + done.stdout
+
+
+def test_a_config_with_a_mistake_names_its_place(setup: dict[str, Any]) -> None:
+    config = json.loads((setup["tmp"] / "oracle.json").read_text())
+    config["lots"][0]["rules"]["minimum"] = -1
+    bad = setup["tmp"] / "bad.json"
+    bad.write_text(json.dumps(config))
+    done = run("oracle", "run", "--config", str(bad), env=setup["env"], timeout=60)
+    assert done.returncode == 2
+    assert "lots[0].rules.minimum" in done.stderr

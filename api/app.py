@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.limits import BodySizeLimit
+from api.limits import BodySizeLimit, JsonNestingLimit
 from api.routes import batches, epcis, events, health, readings
 from api.settings import Settings, get_settings
 from ledger.anchoring import Anchorer
@@ -61,5 +61,6 @@ def create_app(
     app.include_router(epcis.router)
     app.include_router(readings.router)
     app.include_router(health.router)
+    app.add_middleware(JsonNestingLimit)  # inside the size limit: it reads bounded bodies
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -94,6 +94,17 @@ def problem_response(
     )
 
 
+def too_deep(path: str, detail: str) -> JSONResponse:
+    """A JSON body nested too deep to parse safely (api.limits.JsonNestingLimit)."""
+    message = f"JSON nested too deep: {detail}"
+    if path.startswith(EPCIS_PREFIX):
+        return problem_response(
+            400, "ValidationException", code="too_deep", detail=message, instance=path,
+            errors=[{"pointer": "/", "message": message}],
+        )  # fmt: skip
+    return error_response(422, "too_deep", message, field="body")
+
+
 def status_of(exc: LedgerError) -> int:
     for kind, status in _STATUS:
         if isinstance(exc, kind):

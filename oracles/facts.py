@@ -5,8 +5,10 @@ transaction that stores the signed event the fact rests on. This reporter waits 
 that event's batch is anchored, then calls ``PledgeRegistry.reportFact`` with the fact
 and the event's Merkle path (the contract checks the path against the anchored root
 itself), or ``flagStale`` for stale data (the contract checks the age itself). A
-contract refusal is recorded with the custom error's name and arguments and is final;
-a node that is down leaves the fact pending for the next pass.
+contract refusal is recorded with the custom error's name and arguments and is final,
+except a fact observed ahead of the chain's clock (tried again next pass) and evidence
+already used (our own earlier transaction landed before it was recorded: reported). A
+node that is down leaves the fact pending for the next pass.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from ledger.oracle_state import REFUSED, REPORTED, FactRow, OracleState
 __all__ = ["FACT_KINDS", "FactReporter", "Settled"]
 
 log = logging.getLogger("fourflow.facts")
+
+_TRANSIENT = frozenset({"PledgeRegistryFromFuture"})
+_ALREADY_USED = "PledgeRegistryEvidenceReplayed"
 
 FACT_KINDS = {
     "quantity": FactKind.QUANTITY,
@@ -64,7 +69,12 @@ class FactReporter:
             except NotAnchored:
                 continue
             except ChainError as exc:
-                if isinstance(exc, ContractReverted):
+                if isinstance(exc, ContractReverted) and exc.error in _TRANSIENT:
+                    continue  # e.g. observed a few seconds ahead of the chain's clock
+                if isinstance(exc, ContractReverted) and exc.error == _ALREADY_USED:
+                    # our own earlier transaction went through before we could record it
+                    outcome = Settled(row.key, REPORTED, "reported earlier (evidence used)", None)
+                elif isinstance(exc, ContractReverted):
                     outcome = Settled(row.key, REFUSED, _refusal(exc), None)
                 else:
                     log.warning("fact %s not reported yet: %s", row.key, exc.message)

@@ -14,10 +14,12 @@ unacknowledged and the broker delivers it again (docs/transport.md).
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
+
+from pydantic_core import from_json
 
 from ledger.errors import ChainError, LedgerError, StoreError, UnregisteredSigner
 from ledger.oracle_state import OracleState
@@ -25,7 +27,10 @@ from oracles.epcis.capture import EpcisCapture
 from oracles.ingest import ReadingIngest
 from oracles.mqtt import parse_topic
 
-__all__ = ["mqtt_handler"]
+__all__ = ["MAX_MESSAGE_BYTES", "mqtt_handler"]
+
+log = logging.getLogger("fourflow.inbox")
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 
 def mqtt_handler(
@@ -35,10 +40,17 @@ def mqtt_handler(
         state.quarantine(source=f"mqtt:{topic}", reason=reason, raw=payload)
 
     def handle(topic: str, payload: bytes) -> None:
+        if len(payload) > MAX_MESSAGE_BYTES:
+            quarantine(
+                topic,
+                f"message of {len(payload):,} bytes; the limit is {MAX_MESSAGE_BYTES:,}",
+                payload[:65_536],
+            )
+            return
         try:
             parts = parse_topic(topic)
-            body: Any = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
+            body: Any = from_json(payload, allow_inf_nan=False)  # bounded nesting
+        except ValueError as exc:
             quarantine(topic, f"unreadable message: {exc}", payload)
             return
         try:
@@ -66,5 +78,8 @@ def mqtt_handler(
             raise  # not acknowledged: the broker delivers it again once fixed
         except LedgerError as exc:
             quarantine(topic, exc.message, payload)
+        except Exception as exc:  # content no check foresaw: never block the broker's queue
+            log.exception("message on %s quarantined", topic)
+            quarantine(topic, f"could not be processed: {exc.__class__.__name__}: {exc}", payload)
 
     return handle

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -145,11 +146,15 @@ class RulesWorker:
 
     # --- one pass ------------------------------------------------------------------------
 
-    def run_once(self, *, now_ms: int | None = None, limit: int = 5_000) -> PassSummary:
+    def run_once(
+        self, *, now_ms: int | None = None, limit: int = 5_000, wall_clock: bool = False
+    ) -> PassSummary:
         """Feed what was stored since the last pass to the monitors; write what they find.
 
-        ``now_ms`` is the clock for time-based rules (silent devices, unseen tags):
-        the wall clock in service, the simulated clock in a simulation.
+        The time-based rules (silent devices, unseen tags, day ends) run at ``now_ms``
+        if given (a simulation's clock), else at the latest reading's time; with
+        ``wall_clock`` (the service), at the wall clock once the pass has caught up with
+        the stored events, so a site whose every device went quiet is still noticed.
         """
         out = _Output()
         rows = self._next_events(limit)
@@ -157,6 +162,8 @@ class RulesWorker:
             for row in rows:
                 self._feed(row, out)
             now = now_ms if now_ms is not None else self._clock_ms
+            if now_ms is None and wall_clock and len(rows) < limit:
+                now = max(now, int(time.time() * 1000))
             if now:
                 self._check(now, out)
                 for watch, herd in self.herds.values():
@@ -223,11 +230,11 @@ class RulesWorker:
         self._position = row.position
         body = loads_canonical(row.envelope)["event"]
         payload = body["payload"]
+        for lot_name, items, time_ms in self._triggered.pop(row.event_id, []):
+            self._release(lot_name, items, time_ms)  # authorized by the chain when first seen
         if row.kind.startswith("epcis."):
             self._custody(payload, set(body["asset_ids"]), row, out)
             return
-        for lot_name, items, time_ms in self._triggered.pop(row.event_id, []):
-            self._release(lot_name, items, time_ms)  # authorized by the chain when first seen
         if row.kind == "oracle.release":
             if "trigger" not in payload:
                 self._release(
@@ -445,9 +452,9 @@ class RulesWorker:
                     fact = _fact_for_alarm(alarm, receipt_id, pledge_id)
                     if fact is not None and self.state.queue_fact(session, fact):
                         summary.facts.append(fact.key)
-            for event_id, _, time_ms, _, receipt_id, quantity in counts:
+            for event_id, _, time_ms, payload, receipt_id, quantity in counts:
                 summary.counts.append(event_id)
-                if receipt_id is not None:
+                if receipt_id is not None and payload.get("method") != "none":
                     fact = FactRow(
                         key=f"quantity:{event_id}",
                         pledge_id=0,

@@ -136,7 +136,9 @@ class OracleService:
             )
             threads.append(threading.Thread(target=subscriber.run, args=(stop,), name="ingest"))
         if "rules" in chosen:
-            threads.append(_loop("rules", lambda: self.rules.run_once(), stop, poll_s))
+            threads.append(
+                _loop("rules", lambda: self.rules.run_once(wall_clock=True), stop, poll_s)
+            )
         if "facts" in chosen:
             reporter = self.facts()
             threads.append(_loop("facts", reporter.run_once, stop, poll_s))

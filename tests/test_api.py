@@ -299,3 +299,19 @@ def test_a_streamed_body_over_the_limit_is_413(client: TestClient, dev: Any) -> 
     assert answer.status_code == 413
     assert answer.json()["error"]["code"] == "payload_too_large"
     assert stored(dev) == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "status"), [("/v1/events", 422), ("/v1/readings", 422), ("/v1/epcis/capture", 400)]
+)
+def test_a_body_nested_too_deep_is_refused_before_parsing(
+    client: TestClient, dev: Any, path: str, status: int
+) -> None:
+    """100,000 nested brackets (200 KB) would exhaust the C stack of Python's json
+    parser and kill the server; they get a clear error and the server goes on."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    answer = client.post(path, content=deep, headers={"content-type": "application/json"})
+    assert answer.status_code == status
+    assert "nested too deep" in answer.text
+    assert client.get("/v1/health").status_code in (200, 503)
+    assert stored(dev) == 0

@@ -30,6 +30,7 @@ from oracles.custody import (
     steel_coil_document,
 )
 from oracles.epcis.capture import EpcisCapture
+from oracles.epcis.event_hash import event_hash_id
 from oracles.epcis.gs1 import to_digital_link
 
 WAREHOUSE_DL = "https://id.gs1.org/414/0614141007776"
@@ -537,3 +538,47 @@ def test_unpacking_a_pallet_stops_its_events_reaching_the_coils(
     assert json.loads(moved.envelope)["event"]["asset_ids"] == [PALLET_DL]
     assert Flows(dev[0].store).children([PALLET_DL]) == {}
     assert WAREHOUSE_PARTY.startswith("urn:epc:id:pgln:")
+
+
+def test_every_stored_event_re_hashes_to_its_own_id(client: TestClient, dev: Any) -> None:
+    """The stored payload alone (with the document's @context merged in) gives back
+    the event hash ID: an auditor needs nothing else."""
+    job = post(client, steel_coil_document(coils=2)).json()
+    for event_id in job["fourflow"]["eventIDs"]:
+        payload = json.loads(dev[0].store.event(event_id).envelope)["event"]["payload"]
+        assert event_hash_id(payload) == payload["eventID"] == event_id
+        assert "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld" in payload["@context"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "fragment"),
+    [
+        (lambda e: e.update(epcList=["urn:x:café"]), "not an identifier fourflow can store"),
+        (lambda e: e.update(epcList=["urn:x:" + "a" * 300]), "not an identifier fourflow can store"),
+        (lambda e: e.update(bizStep="https://example.com/" + "s" * 200), "not an identifier"),
+        (lambda e: e["quantityList"][0].update(quantity=2**60), "cannot be stored"),
+        (lambda e: e.update(eventTime="1969-12-31T23:59:59Z"), "1970"),
+        (
+            lambda e: (e.clear(), e.update(type="TransactionEvent", action="ADD", eventTime="2026-11-20T06:00:00Z", eventTimeZoneOffset="+00:00", bizTransactionList=[{"type": "po", "bizTransaction": "urn:x:po:1"}])),
+            "names no EPC",
+        ),
+    ],
+)
+def test_what_epcis_allows_but_fourflow_cannot_store_is_a_400(
+    client: TestClient, dev: Any, mutate: Any, fragment: str
+) -> None:
+    document = steel_coil_document(coils=2)
+    mutate(document["epcisBody"]["eventList"][0])
+    before = counts(dev)
+    answer = post(client, document)
+    assert answer.status_code == 400, answer.text
+    assert fragment in json.dumps(answer.json())
+    assert counts(dev) == before
+
+
+def test_a_deeply_nested_body_is_a_400_not_a_crash(client: TestClient, dev: Any) -> None:
+    answer = client.post(
+        "/v1/epcis/capture", content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 400
+    assert answer.json()["type"] == "epcisException:ValidationException"

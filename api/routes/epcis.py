@@ -25,6 +25,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic_core import from_json
 
 from api.deps import RuntimeDep
 from ledger.canonical import loads_canonical
@@ -94,8 +95,8 @@ async def _read_json(request: Request, *, max_bytes: int) -> tuple[Any, str]:
             f"document of {len(raw)} bytes; the limit is {max_bytes}", code="capture_limit"
         )
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = from_json(raw, allow_inf_nan=False)  # bounded nesting: no stack to exhaust
+    except ValueError as exc:
         raise InvalidDocument(
             f"not JSON: {exc}", errors=[{"pointer": "/", "message": f"not valid JSON: {exc}"}]
         ) from exc

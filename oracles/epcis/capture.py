@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
+from pydantic import ValidationError
 from sqlmodel import Session, col, delete
 
 from ledger.errors import InvalidDocument
@@ -145,16 +146,24 @@ class EpcisCapture:
         return sorted(plans, key=lambda plan: order[plan[0].hash_id])
 
     def _body(self, event: CapturedEvent, effects: Effects, now_ms: int) -> EventBody:
-        return EventBody(
-            kind=f"epcis.{event.type}",
-            schema_version=1,
-            stream=self.stream,
-            event_id=event.hash_id,
-            asset_ids=effects.assets,
-            event_time=event.event_time,
-            payload={**event.event, "recordTime": _iso_ms(now_ms)},
-            submitter=self.gateway.address,
-        )
+        try:
+            return EventBody(
+                kind=f"epcis.{event.type}",
+                schema_version=1,
+                stream=self.stream,
+                event_id=event.hash_id,
+                asset_ids=effects.assets,
+                event_time=event.event_time,
+                payload={**event.event, "recordTime": _iso_ms(now_ms)},
+                submitter=self.gateway.address,
+            )
+        except ValidationError as exc:  # what EPCIS allows but a fourflow event cannot hold
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"])
+            message = f"cannot be stored as a fourflow event: {where}: {problem['msg']}"
+            raise InvalidDocument(
+                message, errors=[{"pointer": event.pointer or "/", "message": message}]
+            ) from exc
 
     @staticmethod
     def _index(

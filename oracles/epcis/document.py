@@ -399,9 +399,14 @@ def _parse_event(raw: Any, *, pointer: str, context: Any, errors: _Errors) -> Ca
     if len(errors.items) > before or normalised is None:
         return None
     event, identifiers = normalised
-    hash_context = [c for c in (context, model.context) if c is not None] or None
+    hash_context = _merged_context(context, model.context)
+    if hash_context:
+        event["@context"] = hash_context  # stored whole: the event re-hashes on its own
     hash_id = errors.guard(pointer or "/", lambda: event_hash_id(event, context=hash_context))
     if hash_id is None:
+        return None
+    if not identifiers:
+        errors.add(pointer or "/", "names no EPC, class, parent or transformation input/output")
         return None
     if len({v for ids in identifiers.values() for v in ids}) > MAX_IDENTIFIERS:
         errors.add(pointer or "/", f"names more than {MAX_IDENTIFIERS} identifiers")
@@ -417,6 +422,31 @@ def _parse_event(raw: Any, *, pointer: str, context: Any, errors: _Errors) -> Ca
         event_time_ms=utc_ms,
         identifiers=identifiers,
     )
+
+
+_STORABLE = re.compile(r"^[!-~]{1,200}$")
+
+
+def _stored_identifier(value: str) -> str:
+    """Identifiers and vocabulary URIs are stored and indexed as they are: at most 200
+    printable ASCII characters (percent-encode anything else, as URIs do)."""
+    if not _STORABLE.fullmatch(value):
+        shown = value if len(value) <= 60 else value[:60] + "…"
+        raise ValueError(
+            f"{shown!r} is not an identifier fourflow can store: at most 200 printable "
+            "ASCII characters, others percent-encoded"
+        )
+    return value
+
+
+def _merged_context(*contexts: Any) -> list[Any]:
+    """The document's and the event's ``@context`` as one flat JSON-LD context list."""
+    merged: list[Any] = []
+    for context in contexts:
+        for entry in context if isinstance(context, list) else [context]:
+            if entry is not None and entry not in merged:
+                merged.append(entry)
+    return merged
 
 
 def _check_shape(model: _Event, kind: str, pointer: str, errors: _Errors) -> None:
@@ -454,7 +484,7 @@ class _Normaliser:
 
     def _id(self, value: str, *parts: object, role: str | None = None) -> str:
         result = self.errors.guard(
-            self.pointer + _pointer(*parts), lambda: normalise_identifier(value)
+            self.pointer + _pointer(*parts), lambda: _stored_identifier(normalise_identifier(value))
         )
         normal = value if result is None else str(result)
         if role is not None and result is not None:
@@ -465,7 +495,8 @@ class _Normaliser:
 
     def _term(self, vocabulary: cbv.Vocabulary, value: str, *parts: object) -> str:
         result = self.errors.guard(
-            self.pointer + _pointer(*parts), lambda: cbv.compact(vocabulary, value)
+            self.pointer + _pointer(*parts),
+            lambda: _stored_identifier(cbv.compact(vocabulary, value)),
         )
         return value if result is None else str(result)
 
@@ -591,8 +622,6 @@ class _Normaliser:
             e["sensorElementList"] = [self._sensor(s, i) for i, s in enumerate(m.sensorElementList)]
         if m.ilmd is not None:
             e["ilmd"] = m.ilmd
-        if m.context is not None:
-            e["@context"] = m.context
         e.update(m.extensions())
         return e, self.identifiers
 

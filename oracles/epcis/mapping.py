@@ -75,7 +75,7 @@ def effects_of(event: CapturedEvent, packed_now: Mapping[str, list[str]]) -> Eff
         "biz_location": (e.get("bizLocation") or {}).get("id"),
     }
     entries = [
-        FlowEntry(asset, Flow.LOGISTICS, f"epcis.{step or event.type}", _compact(logistics))
+        FlowEntry(asset, Flow.LOGISTICS, f"epcis.{step or event.type}"[:64], _compact(logistics))
         for asset in assets
     ]
 

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -294,6 +295,10 @@ def simulate(
     kind: Annotated[str, typer.Argument(help="dairy or warehouse")],
     days: Annotated[int, typer.Option(min=1, max=60, help="Simulated days.")] = 3,
     seed: Annotated[int, typer.Option(help="Same seed, same devices, readings and incidents.")] = 1,
+    start: Annotated[
+        str | None,
+        typer.Option(help="First day, YYYY-MM-DD (default: so the run ends yesterday)."),
+    ] = None,
     size: Annotated[
         int | None, typer.Option(min=8, max=5_000, help="Animals (dairy) or coils (warehouse).")
     ] = None,
@@ -308,6 +313,9 @@ def simulate(
     api: Annotated[
         str, typer.Option(help="The fourflow API for EPCIS documents (--mqtt).")
     ] = "http://127.0.0.1:8000",
+    token: Annotated[
+        str, typer.Option(envvar="FOURFLOW_CAPTURE_TOKEN", help="Capture client token (--mqtt).")
+    ] = "",
     tenant: Annotated[str, typer.Option(help="Tenant in the MQTT topics and the config.")] = "sim",
     write_config: Annotated[
         Path | None,
@@ -337,7 +345,14 @@ def simulate(
     say = (lambda *a: None) if as_json else out.print
     if mqtt or write_config:
         try:
-            scenario = build_scenario(kind, days=days, seed=seed, start=None, size=size)
+            first = (
+                datetime.fromisoformat(start).replace(tzinfo=UTC)
+                if start
+                else datetime.now(UTC) - timedelta(days=days + 1)
+            )
+            scenario = build_scenario(kind, days=days, seed=seed, start=first, size=size)
+        except ValueError as exc:
+            raise _die(f"--start {start!r}: expected YYYY-MM-DD ({exc})") from exc
         except LedgerError as exc:
             raise _die(exc.message) from exc
         if write_config:
@@ -349,6 +364,10 @@ def simulate(
             )
         if not mqtt:
             return
+        if not token:
+            raise _die(
+                "--mqtt sends EPCIS documents to the API: set --token or $FOURFLOW_CAPTURE_TOKEN"
+            )
         try:
             with (
                 MqttPublisher(
@@ -358,7 +377,7 @@ def simulate(
             ):
                 task = bar.add_task(f"{kind}: publishing", total=len(scenario.readings))
                 sent = publish(
-                    scenario, publisher=publisher, tenant=tenant, api=api,
+                    scenario, publisher=publisher, tenant=tenant, api=api, token=token,
                     progress=lambda done, _total: bar.update(task, completed=done),
                 )  # fmt: skip
         except LedgerError as exc:
@@ -386,6 +405,21 @@ def simulate(
         if as_json:
             out.print_json(data=result.to_json())
         runtime.close()
+
+
+@app.command("capture-token")
+def capture_token(name: Annotated[str, typer.Argument(help="The capture client's name.")]) -> None:
+    """Make a bearer token for an EPCIS capture client. Give the client the token; add
+    the printed entry to $FOURFLOW_CAPTURE_TOKENS on the server (only its hash is kept)."""
+    import hashlib
+    import secrets
+
+    if not name or "," in name or ":" in name:
+        raise _die("a client name has no ',' or ':'")
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    out.print(f"token for {name}: {token}")
+    out.print(f"server entry:    {name}:{digest}")
 
 
 # --- deploy, serve, oracle ----------------------------------------------------------------
@@ -488,7 +522,13 @@ def serve(
         ingest = service.ingest if oracle_config else None
     elif oracle_config:
         raise _die("an oracle config needs the gateway key: set FOURFLOW_GATEWAY_KEY")
-    app_ = create_app(runtime, anchorer=anchorer, capture=capture, ingest=ingest)
+    from api.settings import get_settings
+
+    try:
+        settings = get_settings()
+    except ValueError as exc:
+        raise _die(str(exc)) from exc
+    app_ = create_app(runtime, settings=settings, anchorer=anchorer, capture=capture, ingest=ingest)
     uvicorn.run(app_, host=host, port=port)
 
 

@@ -23,6 +23,7 @@ from ledger.errors import (
     NotFound,
     StoreError,
     TooLarge,
+    Unauthenticated,
     UnregisteredSigner,
 )
 
@@ -30,6 +31,7 @@ RETRY_AFTER_S = "5"
 
 _STATUS: list[tuple[type[LedgerError], int]] = [
     (InvalidSignature, 401),
+    (Unauthenticated, 401),
     (UnregisteredSigner, 403),
     (Conflict, 409),
     (TooLarge, 413),
@@ -51,6 +53,7 @@ _EPCIS_BY_CODE: dict[str, tuple[str, int]] = {
     "unregistered_signer": ("ImplementationException", 500),  # the gateway key's role
 }
 _EPCIS_BY_CLASS: list[tuple[type[LedgerError], str, int]] = [
+    (Unauthenticated, "SecurityException", 401),
     (TooLarge, "CaptureLimitExceededException", 413),
     (Conflict, "ValidationException", 409),
     (InvalidInput, "ValidationException", 400),

@@ -151,6 +151,13 @@ class Chain:
     def head(self) -> int:
         return self.call("reading the head block", lambda: int(self.w3.eth.block_number))
 
+    def now_ms(self) -> int:
+        """The ledger's clock: the later of the wall clock and the head block's time."""
+        block_s = self.call(
+            "reading the head block", lambda: int(self.w3.eth.get_block("latest")["timestamp"])
+        )
+        return max(int(time.time() * 1000), block_s * 1000)
+
     def fund(self, address: str, wei: int = _FUND_WEI) -> None:
         """Send dev-chain ether from the node's first unlocked account (eth-tester, anvil)."""
 

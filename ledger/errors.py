@@ -3,6 +3,7 @@
     LedgerError
     ├── InvalidInput           bad data from outside; maps to HTTP 4xx / CLI exit 2
     │   ├── InvalidSignature   signature does not recover the declared submitter
+    │   ├── Unauthenticated    no or unknown credentials where a client must be known
     │   ├── UnregisteredSigner signer lacks the on-chain role it needs
     │   ├── Conflict           same id, different content
     │   ├── InvalidDocument    a document with field-level errors (EPCIS capture)
@@ -36,6 +37,7 @@ __all__ = [
     "NotFound",
     "StoreError",
     "TooLarge",
+    "Unauthenticated",
     "UnregisteredSigner",
     "VerificationFailed",
 ]
@@ -69,6 +71,10 @@ class InvalidInput(LedgerError):
 
 class InvalidSignature(InvalidInput):
     code = "invalid_signature"
+
+
+class Unauthenticated(InvalidInput):
+    code = "unauthenticated"
 
 
 class UnregisteredSigner(InvalidInput):

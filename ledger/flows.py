@@ -137,6 +137,7 @@ class CaptureJobRow(SQLModel, table=True):
     success: bool = True
     error_behaviour: str = Field(default="rollback", max_length=16)
     document_sha256: str = Field(max_length=64)
+    captured_by: str = Field(default="", max_length=200)  # the authenticated client
     events: int = 0
     duplicates: int = 0
     event_ids: str = "[]"  # JSON list of the document's event hash IDs, in document order

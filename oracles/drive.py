@@ -104,7 +104,10 @@ def feed_in_process(
         elif step.document is not None:
             raw = json.dumps(step.document).encode()
             service.capture.capture(
-                step.document, document_sha256=hashlib.sha256(raw).hexdigest(), now_ms=step.time_ms
+                step.document,
+                document_sha256=hashlib.sha256(raw).hexdigest(),
+                now_ms=step.time_ms,
+                captured_by=f"sim:{scenario.name}",
             )
             summary.documents += 1
         elif step.release is not None and lot is not None and record_releases:
@@ -133,16 +136,19 @@ def publish(
     publisher: MqttPublisher,
     tenant: str,
     api: str,
+    token: str,
     progress: Progress | None = None,
     chunk: int = 100,
 ) -> DriveSummary:
     """Send ``scenario`` as devices would: each device's readings over MQTT (QoS 1, in
-    arrays of up to ``chunk``), EPCIS documents over HTTP to ``api``. Releases are the
+    arrays of up to ``chunk``), EPCIS documents over HTTP to ``api`` with the capture
+    client's ``token``. Releases are the
     lender's business on-chain; they are counted, not sent."""
     summary = DriveSummary()
     sites = {sim.device.id: sim.device.site for sim in scenario.devices}
     total = len(scenario.readings)
-    with httpx.Client(base_url=api, timeout=30.0) as http:
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=api, timeout=30.0, headers=headers) as http:
         for step in steps(scenario, chunk=chunk):
             if step.readings:
                 by_device: dict[str, list[Reading]] = {}

@@ -69,6 +69,7 @@ def mqtt_handler(
             elif parts.channel == "epcis" and capture is not None:
                 capture.capture(
                     body,
+                    captured_by=f"mqtt:{parts.tenant}/{parts.site}",
                     document_sha256=hashlib.sha256(payload).hexdigest(),
                     now_ms=int(time.time() * 1000),
                 )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +30,7 @@ from eth_account.signers.local import LocalAccount
 from pydantic import ValidationError
 
 from ledger.canonical import event_digest
-from ledger.errors import InvalidInput
+from ledger.errors import InvalidInput, TooLarge
 from ledger.intake import Intake
 from ledger.models import EventBody
 from ledger.oracle_state import OracleState
@@ -47,6 +47,7 @@ FILE_SIGNED = "0x" + "00" * 65
 MAX_FILE_BYTES = 8 * 1024 * 1024
 
 MAX_READINGS = 5_000  # per call; a transport splits larger batches
+MAX_AHEAD_MS = 5 * 60_000  # a reading from later than the ledger's clock plus this is refused
 
 
 @dataclass
@@ -102,8 +103,11 @@ class ReadingIngest:
         devices: Mapping[str, Device],
         tenant: str,
         state: OracleState | None = None,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
+        self.clock = clock or intake.registry.chain.now_ms  # unix ms
+        self._now_ms = 0  # the clock at the start of the current ingest call
         self.intake = intake
         self.gateway = gateway
         self.devices = dict(devices)
@@ -117,8 +121,9 @@ class ReadingIngest:
         """Check, sign and store a reading or a list of readings (see module docs)."""
         items = raw if isinstance(raw, list) else [raw]
         result = IngestResult()
+        self._now_ms = self.clock()
         if len(items) > MAX_READINGS:
-            raise InvalidInput(
+            raise TooLarge(
                 f"{len(items)} readings in one batch; the limit is {MAX_READINGS}",
                 code="too_many_readings",
             )
@@ -223,6 +228,13 @@ class ReadingIngest:
                 code="unknown_device",
             )
         device.check(reading)
+        if reading.time_ms > self._now_ms + MAX_AHEAD_MS:
+            raise InvalidInput(
+                f"reading time {reading.time} is ahead of the ledger's clock; is the "
+                f"device's clock set?",
+                field="time",
+                code="from_future",
+            )
         return self._wrap(reading, device, reading.model_dump(mode="json"))
 
     def _wrap(self, reading: Reading, device: Device, payload: dict[str, Any]) -> EventBody:

@@ -7,6 +7,7 @@ registry, a SQLite file; the gateway key holds SUBMITTER_ROLE on-chain.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import random
 from collections.abc import Iterator
@@ -34,6 +35,13 @@ from oracles.epcis.event_hash import event_hash_id
 from oracles.epcis.gs1 import to_digital_link
 
 WAREHOUSE_DL = "https://id.gs1.org/414/0614141007776"
+TOKEN = "wms-token-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SETTINGS = Settings(
+    max_body_bytes=512 * 1024,
+    max_events_per_submission=50,
+    capture_tokens={hashlib.sha256(TOKEN.encode()).hexdigest(): "acme-wms"},
+)
 PALLET_DL = "https://id.gs1.org/00/006141410000000012"
 BUYER_PARTY = "urn:epc:id:pgln:6901234.00000"
 
@@ -53,8 +61,7 @@ def capture(dev: tuple[Runtime, DevKeys]) -> EpcisCapture:
 @pytest.fixture
 def client(dev: tuple[Runtime, DevKeys], capture: EpcisCapture) -> Iterator[TestClient]:
     runtime, _ = dev
-    settings = Settings(max_body_bytes=512 * 1024, max_events_per_submission=50)
-    with TestClient(create_app(runtime, settings=settings, capture=capture)) as c:
+    with TestClient(create_app(runtime, settings=SETTINGS, capture=capture)) as c:
         yield c
 
 
@@ -66,7 +73,7 @@ def post(client: TestClient, body: Any, **headers: str) -> Any:
     return client.post(
         "/v1/epcis/capture",
         content=json.dumps(body),
-        headers={"content-type": "application/ld+json", **headers},
+        headers={"content-type": "application/ld+json", **AUTH, **headers},
     )
 
 
@@ -322,7 +329,7 @@ def test_unreadable_bodies(
     answer = client.post(
         "/v1/epcis/capture",
         content=content,
-        headers={"content-type": "application/json", **headers},
+        headers={"content-type": "application/json", **AUTH, **headers},
     )
     assert answer.status_code == status, answer.text
     assert answer.json()["type"] == f"epcisException:{problem}"
@@ -334,7 +341,7 @@ def test_a_document_over_the_capture_limit_is_refused(dev: Any) -> None:
     small = EpcisCapture(
         store=runtime.store, intake=runtime.intake, gateway=keys.submitters[0], max_events=3
     )
-    with TestClient(create_app(runtime, capture=small)) as c:
+    with TestClient(create_app(runtime, settings=SETTINGS, capture=small)) as c:
         answer = post(c, steel_coil_document(coils=2))
     assert answer.status_code == 413
     assert answer.json()["type"] == "epcisException:CaptureLimitExceededException"
@@ -346,12 +353,12 @@ def test_capture_needs_a_gateway_with_the_submitter_role(dev: Any) -> None:
 
     runtime, _ = dev
     stranger = EpcisCapture(store=runtime.store, intake=runtime.intake, gateway=Account.create())
-    with TestClient(create_app(runtime, capture=stranger)) as c:
+    with TestClient(create_app(runtime, settings=SETTINGS, capture=stranger)) as c:
         answer = post(c, steel_coil_document(coils=2))
         assert answer.status_code == 500
         assert answer.json()["code"] == "unregistered_signer"
     assert counts(dev)["events"] == 0
-    with TestClient(create_app(runtime)) as c:
+    with TestClient(create_app(runtime, settings=SETTINGS)) as c:
         assert post(c, steel_coil_document(coils=2)).status_code == 404
 
 
@@ -361,13 +368,13 @@ def test_capture_needs_a_gateway_with_the_submitter_role(dev: Any) -> None:
 def test_one_event_by_post_events_and_get_by_hash_id(client: TestClient) -> None:
     document = steel_coil_document(coils=2)
     event = {"@context": document["@context"], **document["epcisBody"]["eventList"][0]}
-    answer = client.post("/v1/epcis/events", json=event)
+    answer = client.post("/v1/epcis/events", json=event, headers=AUTH)
     assert answer.status_code == 201
     event_id = answer.json()["eventID"]
     assert answer.headers["location"] == f"/v1/epcis/events/{quote(event_id, safe='')}"
     got = client.get(answer.headers["location"])
     assert got.status_code == 200 and got.json()["eventID"] == event_id
-    assert client.post("/v1/epcis/events", json=event).status_code == 200  # a duplicate
+    assert client.post("/v1/epcis/events", json=event, headers=AUTH).status_code == 200
     missing = client.get(
         "/v1/epcis/events/" + quote("ni:///sha-256;" + "0" * 64 + "?ver=CBV2.0", safe="")
     )
@@ -547,19 +554,33 @@ def test_every_stored_event_re_hashes_to_its_own_id(client: TestClient, dev: Any
     for event_id in job["fourflow"]["eventIDs"]:
         payload = json.loads(dev[0].store.event(event_id).envelope)["event"]["payload"]
         assert event_hash_id(payload) == payload["eventID"] == event_id
-        assert "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld" in payload["@context"]
+        assert (
+            "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld" in payload["@context"]
+        )
 
 
 @pytest.mark.parametrize(
     ("mutate", "fragment"),
     [
         (lambda e: e.update(epcList=["urn:x:café"]), "not an identifier fourflow can store"),
-        (lambda e: e.update(epcList=["urn:x:" + "a" * 300]), "not an identifier fourflow can store"),
+        (
+            lambda e: e.update(epcList=["urn:x:" + "a" * 300]),
+            "not an identifier fourflow can store",
+        ),
         (lambda e: e.update(bizStep="https://example.com/" + "s" * 200), "not an identifier"),
         (lambda e: e["quantityList"][0].update(quantity=2**60), "cannot be stored"),
         (lambda e: e.update(eventTime="1969-12-31T23:59:59Z"), "1970"),
         (
-            lambda e: (e.clear(), e.update(type="TransactionEvent", action="ADD", eventTime="2026-11-20T06:00:00Z", eventTimeZoneOffset="+00:00", bizTransactionList=[{"type": "po", "bizTransaction": "urn:x:po:1"}])),
+            lambda e: (
+                e.clear(),
+                e.update(
+                    type="TransactionEvent",
+                    action="ADD",
+                    eventTime="2026-11-20T06:00:00Z",
+                    eventTimeZoneOffset="+00:00",
+                    bizTransactionList=[{"type": "po", "bizTransaction": "urn:x:po:1"}],
+                ),
+            ),
             "names no EPC",
         ),
     ],
@@ -578,7 +599,32 @@ def test_what_epcis_allows_but_fourflow_cannot_store_is_a_400(
 
 def test_a_deeply_nested_body_is_a_400_not_a_crash(client: TestClient, dev: Any) -> None:
     answer = client.post(
-        "/v1/epcis/capture", content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"}
+        "/v1/epcis/capture",
+        content=b"[" * 100_000 + b"]" * 100_000,
+        headers={"content-type": "application/json"},
     )
     assert answer.status_code == 400
     assert answer.json()["type"] == "epcisException:ValidationException"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer not-a-client"}, {"Authorization": f"Basic {TOKEN}"}],
+)
+def test_capture_needs_a_known_client_and_records_it(
+    client: TestClient, dev: Any, headers: dict[str, str]
+) -> None:
+    answer = client.post(
+        "/v1/epcis/capture",
+        content=json.dumps(steel_coil_document(coils=2)),
+        headers={"content-type": "application/json", **headers},
+    )
+    assert answer.status_code == 401
+    assert answer.json()["type"] == "epcisException:SecurityException"
+    assert counts(dev)["events"] == 0
+    job = post(client, steel_coil_document(coils=2)).json()
+    assert job["fourflow"]["capturedBy"] == "acme-wms"
+    assert (
+        client.get(f"/v1/epcis/capture/{job['captureID']}").json()["fourflow"]["capturedBy"]
+        == "acme-wms"
+    )

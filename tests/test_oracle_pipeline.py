@@ -103,8 +103,8 @@ def _run(
     )
     pledge_id = world.open_pledge(terms)
     service = _service(world, tmp / "oracle.db", scenario, receipt_id, pledge_id)
+    world.tester.time_travel(scenario.end_ms // 1000 + 3_600)  # the readings are in the past
     drive = feed_in_process(scenario, service)
-    world.tester.time_travel(scenario.end_ms // 1000 + 3_600)  # the facts are in the past
     anchorer = service.anchorer(max_batch=5_000, max_age_s=0)
     while service.runtime.store.counts()["pending"]:
         anchorer.run_once(force=True)
@@ -271,7 +271,9 @@ def test_a_pass_whose_findings_cannot_be_written_is_replayed_not_lost(
     gateway = keys.submitters[0]
     service = OracleService.build(runtime, config, gateway=gateway)
     for document in scenario.documents:
-        service.capture.capture(document, document_sha256="0" * 64, now_ms=scenario.start_ms)
+        service.capture.capture(
+            document, document_sha256="0" * 64, now_ms=scenario.start_ms, captured_by="test"
+        )
     readings = [r.model_dump(mode="json") for r in scenario.readings]
     for start in range(0, len(readings), 1_000):
         service.ingest.ingest(readings[start : start + 1_000], source="test")
@@ -324,6 +326,7 @@ def test_goods_released_on_chain_may_leave_and_a_replay_agrees(
     assert world.receipts.receipt_of(receipt_id).quantity == len(coils) - len(released)
 
     service = _service(world, tmp_path / "oracle.db", scenario, receipt_id, pledge_id)
+    world.tester.time_travel(scenario.end_ms // 1000 + 3_600)  # the readings are in the past
     feed_in_process(scenario, service, record_releases=False)
     [theft] = [i for i in scenario.incidents if i.kind == "unauthorized_outbound"]
     moved = [a for a in service.state.alarms() if a.rule == "unauthorized_movement"]

@@ -6,12 +6,14 @@ run` taking a simulated warehouse in over the Mosquitto broker while `fourflow s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from oracles.simulate import warehouse
 from tests.conftest import ANVIL_DEV_KEY, AnvilNode, fourflow_bin
 
 pytestmark = pytest.mark.anvil
+START = "2026-11-20"  # a past week: readings from the future are refused
 
 
 def run(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -58,12 +61,15 @@ def setup(anvil: AnvilNode, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         "FOURFLOW_DB_URL": f"sqlite:///{tmp}/oracle.sqlite",
         "FOURFLOW_MQTT_CLIENT_ID": f"oracle-{tenant}",
         "FOURFLOW_MQTT_TENANT": tenant,
+        "FOURFLOW_CAPTURE_TOKEN": "simulated-site-gateway",
+        "FOURFLOW_CAPTURE_TOKENS": "site-gateway:"
+        + hashlib.sha256(b"simulated-site-gateway").hexdigest(),
     }
     deployed = run("deploy", env=env)
     assert deployed.returncode == 0, deployed.stderr
     written = run(
         "simulate", "warehouse", "--days", "1", "--seed", "3", "--tenant", tenant,
-        "--write-config", str(tmp / "oracle.json"), env=env,
+        "--start", START, "--write-config", str(tmp / "oracle.json"), env=env,
     )  # fmt: skip
     assert written.returncode == 0, written.stderr
     return {"env": env, "tmp": tmp, "tenant": tenant, "db": env["FOURFLOW_DB_URL"]}
@@ -71,7 +77,7 @@ def setup(anvil: AnvilNode, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 def test_a_signed_reader_export_is_imported_and_a_forged_one_refused(setup: dict[str, Any]) -> None:
     env, tmp = setup["env"], setup["tmp"]
-    scenario = warehouse(days=1, seed=3)
+    scenario = warehouse(days=1, seed=3, start=datetime.fromisoformat(START).replace(tzinfo=UTC))
     climate = next(d for d in scenario.devices if d.device.id.endswith("climate-a"))
     rows = [
         f"{climate.device.id},{9_000 + i},2026-11-23T0{i}:00:00.000+08:00,climate,"
@@ -132,10 +138,13 @@ def test_oracle_run_takes_a_simulated_warehouse_in_over_mqtt(setup: dict[str, An
         time.sleep(2)  # the subscriber's session exists before anything is published
         published = run(
             "simulate", "warehouse", "--days", "1", "--seed", "3", "--mqtt", "--tenant", tenant,
+            "--start", START,
             "--api", f"http://127.0.0.1:{api_port}", env=env, timeout=180,
         )  # fmt: skip
         assert published.returncode == 0, published.stderr
-        expected = warehouse(days=1, seed=3)
+        expected = warehouse(
+            days=1, seed=3, start=datetime.fromisoformat(START).replace(tzinfo=UTC)
+        )
         store = Store.open(setup["db"])
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

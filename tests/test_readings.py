@@ -246,6 +246,18 @@ def test_reading_intake_is_off_without_an_oracle_config(dev: Any) -> None:
 
 def test_too_many_readings_in_one_batch(client: TestClient, dev: Any) -> None:
     answer = client.post("/v1/readings", json=[{}] * 5_001)
-    assert answer.status_code == 422
+    assert answer.status_code == 413
     assert answer.json()["error"]["code"] == "too_many_readings"
     assert dev[0].store.counts()["events"] == 0
+
+
+def test_a_reading_from_the_future_is_quarantined(client: TestClient, dev: Any) -> None:
+    """A collar whose clock says 2099 would close decades of days at once."""
+    ahead = sign_reading(
+        {**collar(7).unsigned(), "time": "2099-01-01T00:00:00.000Z"}, private_key=COLLAR_KEY.key
+    )
+    answer = client.post("/v1/readings", json=[as_json(ahead), as_json(collar(8))])
+    result = answer.json()
+    assert result["accepted"] == [reading_event_id(COLLAR.id, 8)]
+    assert [q["index"] for q in result["quarantined"]] == [0]
+    assert "ahead of the ledger's clock" in result["quarantined"][0]["reason"]

@@ -29,7 +29,7 @@ from pydantic_core import from_json
 
 from api.deps import RuntimeDep
 from ledger.canonical import loads_canonical
-from ledger.errors import InvalidDocument, InvalidInput, NotFound, TooLarge
+from ledger.errors import InvalidDocument, InvalidInput, NotFound, TooLarge, Unauthenticated
 from ledger.flows import CaptureJobRow, EpcisQuery, Flows, job_errors
 from oracles.epcis import cbv
 from oracles.epcis.capture import EpcisCapture
@@ -53,6 +53,22 @@ def _capture_service(request: Request) -> EpcisCapture:
     return capture
 
 
+def _client(request: Request) -> str:
+    """The capture client's name, from its bearer token (settings.capture_tokens)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated(
+            "EPCIS capture needs a client token: send 'Authorization: Bearer <token>' "
+            "(`fourflow capture-token NAME` makes one)",
+            field="Authorization",
+        )
+    tokens = request.app.state.settings.capture_tokens
+    name: str | None = tokens.get(hashlib.sha256(token.strip().encode()).hexdigest())
+    if name is None:
+        raise Unauthenticated("unknown capture token", field="Authorization")
+    return name
+
+
 def _iso(ms: int | None) -> str | None:
     if ms is None:
         return None
@@ -70,6 +86,7 @@ def _job_json(job: CaptureJobRow, statuses: list[tuple[str, str]] | None = None)
         "captureErrorBehaviour": job.error_behaviour,
         "errors": job_errors(job),
         "fourflow": {
+            "capturedBy": job.captured_by,
             "documentSha256": job.document_sha256,
             "events": job.events,
             "duplicates": job.duplicates,
@@ -125,11 +142,14 @@ async def capture(request: Request) -> JSONResponse:
     durably before answering 202 with the (finished) capture job. Events already
     captured under the same GS1 event hash ID are duplicates, not new events."""
     service = _capture_service(request)
+    client = _client(request)
     _check_behaviour(request)
     settings = request.app.state.settings
     body, digest = await _read_json(request, max_bytes=settings.max_body_bytes)
     now_ms = int(time.time() * 1000)
-    outcome = await run_in_threadpool(service.capture, body, document_sha256=digest, now_ms=now_ms)
+    outcome = await run_in_threadpool(
+        service.capture, body, document_sha256=digest, now_ms=now_ms, captured_by=client
+    )
     location = f"/v1/epcis/capture/{outcome.job.capture_id}"
     return JSONResponse(
         _job_json(outcome.job, outcome.events),
@@ -147,6 +167,8 @@ def capture_job(request: Request, capture_id: str) -> JSONResponse:
 @router.post("/events", status_code=201, summary="Capture one EPCIS 2.0 event")
 async def capture_event(request: Request) -> JSONResponse:
     service = _capture_service(request)
+    client = _client(request)
+    _check_behaviour(request)
     settings = request.app.state.settings
     body, digest = await _read_json(request, max_bytes=settings.max_body_bytes)
     if not isinstance(body, dict) or body.get("type") not in EVENT_TYPES:
@@ -155,7 +177,9 @@ async def capture_event(request: Request) -> JSONResponse:
             errors=[{"pointer": "/type", "message": f"expected one of {', '.join(EVENT_TYPES)}"}],
         )
     now_ms = int(time.time() * 1000)
-    outcome = await run_in_threadpool(service.capture, body, document_sha256=digest, now_ms=now_ms)
+    outcome = await run_in_threadpool(
+        service.capture, body, document_sha256=digest, now_ms=now_ms, captured_by=client
+    )
     event_id, status = outcome.events[0]
     return JSONResponse(
         {"eventID": event_id, "status": status, "captureID": outcome.job.capture_id},

@@ -71,8 +71,11 @@ class EpcisCapture:
         self.max_events = max_events
         self.flows = Flows(store)
 
-    def capture(self, body: Any, *, document_sha256: str, now_ms: int) -> CaptureOutcome:
-        """Validate, sign and store ``body``; raises InvalidDocument and stores nothing."""
+    def capture(
+        self, body: Any, *, document_sha256: str, now_ms: int, captured_by: str
+    ) -> CaptureOutcome:
+        """Validate, sign and store ``body``; raises InvalidDocument and stores nothing.
+        ``captured_by`` names the authenticated client (kept with the capture job)."""
         captured = parse_capture(body, max_events=self.max_events)
         stored = self.store.stored_ids([c.hash_id for c in captured])
         fresh = [c for c in captured if c.hash_id not in stored]
@@ -82,6 +85,7 @@ class EpcisCapture:
             created_at_ms=now_ms,
             finished_at_ms=now_ms,
             document_sha256=document_sha256,
+            captured_by=captured_by[:200],
             events=len(captured),
             event_ids=json.dumps([c.hash_id for c in captured]),
         )

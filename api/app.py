@@ -13,6 +13,7 @@ from api.limits import BodySizeLimit, JsonNestingLimit
 from api.routes import batches, epcis, events, health, readings
 from api.settings import Settings, get_settings
 from ledger.anchoring import Anchorer
+from ledger.flows import Flows
 from ledger.runtime import Runtime
 from oracles.epcis.capture import EpcisCapture
 from oracles.ingest import ReadingIngest
@@ -55,6 +56,7 @@ def create_app(
     app.state.settings = settings
     app.state.capture = capture
     app.state.readings = ingest
+    app.state.flows = Flows(runtime.store)  # creates its tables once, here
     errors.install(app)
     app.include_router(events.router)
     app.include_router(batches.router)

@@ -94,7 +94,8 @@ class AggregationRow(SQLModel, table=True):
 
     parent: str = Field(primary_key=True, max_length=200)
     child: str = Field(primary_key=True, max_length=200)
-    since_ms: int = Field(sa_type=_BIG)
+    packed: bool = True  # False: unpacked (kept, so a late older ADD cannot re-pack it)
+    since_ms: int = Field(sa_type=_BIG)  # the event time of the latest ADD or DELETE
     event_id: str = Field(max_length=200)
 
 
@@ -213,13 +214,40 @@ class Flows:
             session.add(current)
 
     @staticmethod
+    def pack(
+        session: Session, *, parent: str, children: Sequence[str] | None, packed: bool,
+        time_ms: int, event_id: str,
+    ) -> None:  # fmt: skip
+        """Record an AggregationEvent ADD (``packed``) or DELETE (``children`` None: all of
+        the parent's). A change older than what a child's row already says is ignored,
+        as late-arriving custody events are."""
+        if children is None:
+            children = [
+                row.child
+                for row in session.exec(
+                    select(AggregationRow).where(AggregationRow.parent == parent)
+                )
+            ]
+        for child in children:
+            row = session.get(AggregationRow, (parent, child))
+            if row is None:
+                row = AggregationRow(
+                    parent=parent, child=child, packed=packed, since_ms=time_ms, event_id=event_id
+                )
+            elif row.since_ms <= time_ms:
+                row.packed, row.since_ms, row.event_id = packed, time_ms, event_id
+            else:
+                continue
+            session.add(row)
+
+    @staticmethod
     def children_in(session: Session, parents: Sequence[str]) -> dict[str, list[str]]:
         """What is packed on each of ``parents`` now (as of this transaction)."""
         if not parents:
             return {}
         rows = session.exec(
             select(AggregationRow)
-            .where(col(AggregationRow.parent).in_(parents))
+            .where(col(AggregationRow.parent).in_(parents), col(AggregationRow.packed))
             .order_by(col(AggregationRow.parent), col(AggregationRow.child))
         )
         out: dict[str, list[str]] = {}

@@ -14,7 +14,6 @@ from its cursor changes nothing it already wrote.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -116,6 +115,18 @@ class OracleState:
             )
             session.commit()
 
+    def quarantine_many(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """(source, reason, raw) refusals, in one transaction."""
+        now = _now_ms()
+        with self.store.session() as session:
+            for source, reason, raw in rows:
+                session.add(
+                    QuarantineRow(
+                        received_ms=now, source=source[:300], reason=reason, raw=raw[:65_536]
+                    )
+                )
+            session.commit()
+
     def quarantined(self, *, limit: int = 100) -> list[QuarantineRow]:
         with self.store.session() as session:
             return list(
@@ -211,7 +222,3 @@ class OracleState:
             )
             quarantined = session.exec(select(func.count()).select_from(QuarantineRow)).one()
         return {"alarms": alarms, "facts": facts, "quarantined": int(quarantined)}
-
-
-def loads(text: str) -> Any:
-    return json.loads(text)

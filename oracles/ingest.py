@@ -47,6 +47,8 @@ FILE_SIGNED = "0x" + "00" * 65
 MAX_FILE_BYTES = 8 * 1024 * 1024
 
 MAX_READINGS = 5_000  # per call; a transport splits larger batches
+MAX_KEPT = 100  # refusals kept in the quarantine per call (all are answered)
+MAX_KEPT_BYTES = 16_384  # of each refused input
 MAX_AHEAD_MS = 5 * 60_000  # a reading from later than the ledger's clock plus this is refused
 
 
@@ -55,6 +57,7 @@ class IngestResult:
     accepted: list[str] = field(default_factory=list)  # event ids
     duplicates: list[str] = field(default_factory=list)
     quarantined: list[tuple[int, str]] = field(default_factory=list)  # (index, reason)
+    kept: list[tuple[str, str, str]] = field(default_factory=list, repr=False)  # to write
 
 
 def _now_iso() -> str:
@@ -137,8 +140,22 @@ class ReadingIngest:
             if body.event_id in bodies:
                 continue  # the same reading twice in one batch
             bodies[body.event_id] = (index, body)
+        self._store(bodies, result, source=source)
+        return result
+
+    def _store(
+        self,
+        bodies: dict[str, tuple[int, EventBody]],
+        result: IngestResult,
+        *,
+        source: str,
+        first: EventBody | None = None,
+    ) -> None:
+        """Sign and store ``bodies`` (and ``first``) as one submission: a reading stored
+        before with the same content is a duplicate, with other content a replayed seq
+        (quarantined); then write the call's refusals."""
         stored = self.store.stored_ids(list(bodies))
-        fresh = []
+        fresh = [] if first is None else [first]
         for event_id, (index, body) in bodies.items():
             if event_id not in stored:
                 fresh.append(body)
@@ -154,11 +171,12 @@ class ReadingIngest:
             submission = sign_submission(
                 fresh, private_key=self.gateway.key, domain=self.intake.domain
             )
-            for receipt in self.intake.submit(submission):
+            receipts = self.intake.submit(submission, same_id_is_duplicate=first is not None)
+            for receipt in receipts[0 if first is None else 1 :]:
                 (result.duplicates if receipt.duplicate else result.accepted).append(
                     receipt.event_id
                 )
-        return result
+        self._keep_refusals(result, source)
 
     def ingest_file(
         self, file: SignedFile, readings: Sequence[FileReading], *, name: str
@@ -177,24 +195,28 @@ class ReadingIngest:
                 code="file_too_large",
             )
         result = IngestResult()
-        bodies = [self._file_body(file, name)]
+        bodies: dict[str, tuple[int, EventBody]] = {}
         for index, row in enumerate(readings):
+            where = f"file:{name}:{row.line}"
             device = self.devices.get(str(row.reading["device"]))
-            if device is None or device.address != file.signer:
-                reason = (
-                    f"{row.reading['device']} is not a registered device"
-                    if device is None
-                    else f"{name} is signed by {file.signer}, not by {device.id}'s key {device.address}"
-                )
-                self._refuse(result, index, f"file:{name}:{row.line}", reason, row.to_json())
+            try:
+                if device is None:
+                    raise InvalidInput(f"{row.reading['device']} is not a registered device")
+                if device.address != file.signer:
+                    raise InvalidInput(
+                        f"{name} is signed by {file.signer}, not by {device.id}'s key {device.address}"
+                    )
+                reading = reading_of_payload(row.to_json())
+                if reading.kind not in device.kinds and reading.kind != "heartbeat":
+                    raise InvalidInput(
+                        f"{device.id} is not registered for {reading.kind!r} readings"
+                    )
+                body = self._wrap(reading, device, row.to_json())
+            except (ValidationError, InvalidInput) as exc:
+                self._refuse(result, index, where, _reason(exc), row.to_json())
                 continue
-            reading = reading_of_payload(row.to_json())
-            bodies.append(self._wrap(reading, device, row.to_json()))
-        submission = sign_submission(
-            bodies, private_key=self.gateway.key, domain=self.intake.domain
-        )
-        for receipt in self.intake.submit(submission, same_id_is_duplicate=True)[1:]:
-            (result.duplicates if receipt.duplicate else result.accepted).append(receipt.event_id)
+            bodies.setdefault(body.event_id, (index, body))
+        self._store(bodies, result, source=f"file:{name}", first=self._file_body(file, name))
         return result
 
     def _file_body(self, file: SignedFile, name: str) -> EventBody:
@@ -250,9 +272,23 @@ class ReadingIngest:
         )
 
     def _refuse(self, result: IngestResult, index: int, source: str, reason: str, raw: Any) -> None:
+        """Answer the refusal, and keep the first MAX_KEPT of a call's refusals (with a
+        count of the rest), written together at the end of the call: a batch of garbage
+        costs one transaction and a bounded amount of disk."""
         result.quarantined.append((index, reason))
+        if len(result.quarantined) > MAX_KEPT:
+            return
         try:
             text = json.dumps(raw, ensure_ascii=False, default=str)
-        except (TypeError, ValueError):
-            text = repr(raw)
-        self.state.quarantine(source=f"{source}[{index}]", reason=reason, raw=text)
+        except (TypeError, ValueError, RecursionError):
+            text = repr(raw)[:65_536]
+        result.kept.append((f"{source}[{index}]", reason, text[:MAX_KEPT_BYTES]))
+
+    def _keep_refusals(self, result: IngestResult, source: str) -> None:
+        rows = list(result.kept)
+        if len(result.quarantined) > MAX_KEPT:
+            more = len(result.quarantined) - MAX_KEPT
+            rows.append((source, f"and {more} more refused reading(s) like those above", ""))
+        if rows:
+            self.state.quarantine_many(rows)
+        result.kept.clear()

@@ -428,9 +428,8 @@ class RulesWorker:
                     alarm.subject,
                 )
             )
-        counts = [
-            c for c in out.counts if c[0] not in self.store.stored_ids([c[0] for c in out.counts])
-        ]
+        written = self.store.stored_ids([c[0] for c in out.counts]) if out.counts else set()
+        counts = [c for c in out.counts if c[0] not in written]
         for lot, items, time_ms, trigger in out.releases:
             bodies.append(self._release_body(lot, items, time_ms, trigger))
         for event_id, kind, time_ms, payload, _, _ in counts:

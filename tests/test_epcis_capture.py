@@ -628,3 +628,28 @@ def test_capture_needs_a_known_client_and_records_it(
         client.get(f"/v1/epcis/capture/{job['captureID']}").json()["fourflow"]["capturedBy"]
         == "acme-wms"
     )
+
+
+def test_a_late_older_packing_does_not_re_pack_an_unpacked_pallet(
+    client: TestClient, dev: Any
+) -> None:
+    document = steel_coil_document(coils=2)
+    post(client, document)
+    flows = Flows(dev[0].store)
+    assert flows.children([PALLET_DL]) == {PALLET_DL: [coil_dl(2019000), coil_dl(2019001)]}
+    unpack = {
+        "type": "AggregationEvent",
+        "eventTime": "2026-11-22T16:00:00.000+08:00",
+        "eventTimeZoneOffset": "+08:00",
+        "action": "DELETE",
+        "parentID": pallet_sscc(1),
+        "bizStep": "unpacking",
+        "readPoint": {"id": WAREHOUSE_DL},
+    }
+    late = {
+        **copy.deepcopy(document["epcisBody"]["eventList"][1]),
+        "eventTime": "2026-11-20T15:00:00.000+08:00",
+    }
+    for event in (unpack, late):  # the older packing arrives after the newer unpacking
+        assert post(client, {**document, "epcisBody": {"eventList": [event]}}).status_code == 202
+    assert flows.children([PALLET_DL]) == {}

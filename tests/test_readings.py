@@ -261,3 +261,38 @@ def test_a_reading_from_the_future_is_quarantined(client: TestClient, dev: Any) 
     assert result["accepted"] == [reading_event_id(COLLAR.id, 8)]
     assert [q["index"] for q in result["quarantined"]] == [0]
     assert "ahead of the ledger's clock" in result["quarantined"][0]["reason"]
+
+
+def test_a_flood_of_garbage_is_answered_in_full_but_kept_bounded(
+    client: TestClient, dev: Any
+) -> None:
+    answer = client.post("/v1/readings", json=[{"junk": i} for i in range(150)])
+    assert len(answer.json()["quarantined"]) == 150
+    kept = OracleState(dev[0].store).quarantined(limit=1_000)
+    assert len(kept) == 101
+    assert kept[0].reason == "and 50 more refused reading(s) like those above"
+
+
+def test_a_signed_file_carries_only_its_signers_kinds(ingest: ReadingIngest, dev: Any) -> None:
+    from oracles.files import SignedFile, import_readings_csv, sign_file
+
+    rows = [
+        f'{COLLAR.id},{100 + i},2026-11-20T0{i}:00:00.000+08:00,collar,"{{""tag"":""{TAG}"",""lat"":43.6,""lon"":111.9,""activity"":100,""temperature"":38.5}}"'
+        for i in range(3)
+    ]
+    rows.append(
+        f'{COLLAR.id},200,2026-11-20T05:00:00.000+08:00,head_count,"{{""pen"":""p1"",""count"":3,""confidence"":0.9}}"'
+    )
+    data = ("device,seq,time,kind,data\n" + "\n".join(rows) + "\n").encode()
+    signed = SignedFile(
+        data=data, signature=sign_file(data, private_key=COLLAR_KEY.key), signer=COLLAR.address
+    )
+    readings, rejects = import_readings_csv(signed)
+    assert rejects == []
+    result = ingest.ingest_file(signed, readings, name="collar-42.csv")
+    assert result.accepted == [reading_event_id(COLLAR.id, 100 + i) for i in range(3)]
+    assert [reason for _, reason in result.quarantined] == [
+        f"{COLLAR.id} is not registered for 'head_count' readings"
+    ]
+    again = ingest.ingest_file(signed, readings[:3], name="collar-42.csv")
+    assert again.accepted == [] and len(again.duplicates) == 3

@@ -297,7 +297,7 @@ def query_events(request: Request, runtime: RuntimeDep) -> JSONResponse:
     be URNs or Digital Links. Ordered by eventTime, then event hash ID; `perPage` and
     `nextPageToken` page through, with a `Link: rel="next"` header."""
     query, per_page, after = _query_from(request)
-    flows = Flows(runtime.store)
+    flows: Flows = request.app.state.flows
     hits = flows.epcis_event_ids(query, after=after, limit=per_page + 1)
     page = hits[:per_page]
     events = [

@@ -20,11 +20,10 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from pydantic import ValidationError
-from sqlmodel import Session, col, delete
+from sqlmodel import Session
 
 from ledger.errors import InvalidDocument
 from ledger.flows import (
-    AggregationRow,
     CaptureJobRow,
     CustodyRow,
     EpcisEventRow,
@@ -211,18 +210,12 @@ class EpcisCapture:
                     ),
                 )
         for parent, children in effects.packed.items():
-            for child in children:
-                if session.get(AggregationRow, (parent, child)) is None:
-                    session.add(
-                        AggregationRow(
-                            parent=parent,
-                            child=child,
-                            since_ms=event.event_time_ms,
-                            event_id=event.hash_id,
-                        )
-                    )
+            Flows.pack(
+                session, parent=parent, children=children, packed=True,
+                time_ms=event.event_time_ms, event_id=event.hash_id,
+            )  # fmt: skip
         for parent, removed in effects.unpacked.items():
-            statement = delete(AggregationRow).where(col(AggregationRow.parent) == parent)
-            if removed is not None:
-                statement = statement.where(col(AggregationRow.child).in_(removed))
-            session.execute(statement)
+            Flows.pack(
+                session, parent=parent, children=removed, packed=False,
+                time_ms=event.event_time_ms, event_id=event.hash_id,
+            )  # fmt: skip

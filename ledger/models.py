@@ -43,6 +43,7 @@ __all__ = [
     "SubmissionIn",
     "SubmissionRef",
     "event_time_ms",
+    "utc_text",
 ]
 
 BUNDLE_FORMAT: Final = "fourflow/proof-bundle"
@@ -90,6 +91,12 @@ def _depth(value: Any) -> int:
     if isinstance(value, list):
         return 1 + max((_depth(v) for v in value), default=0)
     return 0
+
+
+def utc_text(ms: int) -> str:
+    """Unix milliseconds as ``YYYY-MM-DDThh:mm:ss.sssZ``."""
+    moment = datetime.fromtimestamp(ms // 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def event_time_ms(value: str) -> int:

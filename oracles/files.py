@@ -53,6 +53,7 @@ from eth_account.messages import encode_defunct
 from pydantic import TypeAdapter, ValidationError
 
 from ledger.errors import InvalidInput, InvalidSignature
+from ledger.models import utc_text
 from oracles.readings import DATA_MODELS, KINDS, Reading
 
 __all__ = [
@@ -367,11 +368,6 @@ def _epoch_ms(text: str) -> int:
     return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
-def _iso_ms(ms: int) -> str:
-    moment = datetime.fromtimestamp(ms // 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
 @dataclass
 class _Group:
     line: int
@@ -442,7 +438,7 @@ def import_rfid_csv(
         unsigned = {
             "device": reader.device,
             "seq": start * 10 + _DIRECTIONS[direction],
-            "time": _iso_ms(start),
+            "time": utc_text(start),
             "kind": "tag_read",
             "data": data,
         }

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -37,7 +37,7 @@ from sqlmodel import Session, col, select
 
 from ledger.canonical import loads_canonical
 from ledger.intake import Intake
-from ledger.models import EventBody
+from ledger.models import EventBody, utc_text
 from ledger.oracle_state import AlarmRow, FactRow, OracleState
 from ledger.signing import sign_submission
 from ledger.store import EventRow, Receipt, Store
@@ -94,11 +94,6 @@ def _short(text: str) -> str:
 
 def alarm_event_id(key: str) -> str:
     return f"urn:fourflow:alarm:{_short(key)}"
-
-
-def _iso(ms: int) -> str:
-    moment = datetime.fromtimestamp(ms // 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def _offset(text: str) -> timezone:
@@ -195,7 +190,7 @@ class RulesWorker:
         self, lot: str, items: Sequence[str], time_ms: int, trigger: str | None = None
     ) -> EventBody:
         released: list[JsonValue] = list(sorted(items))
-        payload: dict[str, JsonValue] = {"lot": lot, "items": released, "time": _iso(time_ms)}
+        payload: dict[str, JsonValue] = {"lot": lot, "items": released, "time": utc_text(time_ms)}
         if trigger is not None:
             payload["trigger"] = trigger
         return EventBody(
@@ -204,7 +199,7 @@ class RulesWorker:
             stream=self.stream,
             event_id=f"urn:fourflow:release:{_short(json.dumps(payload, sort_keys=True))}",
             asset_ids=[lot, *sorted(items)][:1_000],
-            event_time=_iso(time_ms),
+            event_time=utc_text(time_ms),
             payload=payload,
             submitter=self.gateway.address,
         )
@@ -504,7 +499,7 @@ class RulesWorker:
             stream=self.stream,
             event_id=event_id,
             asset_ids=assets or ["urn:fourflow:unassigned"],
-            event_time=_iso(time_ms),
+            event_time=utc_text(time_ms),
             payload=payload,
             submitter=self.gateway.address,
         )
@@ -523,7 +518,7 @@ def _alarm_payload(alarm: Alarm) -> dict[str, Any]:
                 "rule": alarm.rule,
                 "subject": alarm.subject,
                 "severity": alarm.severity,
-                "time": _iso(alarm.time_ms),
+                "time": utc_text(alarm.time_ms),
                 "message": alarm.message,
                 "evidence": list(alarm.evidence),
                 "details": alarm.details,

@@ -18,7 +18,6 @@ import base64
 import hashlib
 import json
 import time
-from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -31,6 +30,7 @@ from api.deps import RuntimeDep
 from ledger.canonical import loads_canonical
 from ledger.errors import InvalidDocument, InvalidInput, NotFound, TooLarge, Unauthenticated
 from ledger.flows import CaptureJobRow, EpcisQuery, Flows, job_errors
+from ledger.models import utc_text
 from oracles.epcis import cbv
 from oracles.epcis.capture import EpcisCapture
 from oracles.epcis.document import EPCIS_CONTEXT, EVENT_TYPES, utc_millis
@@ -70,10 +70,7 @@ def _client(request: Request) -> str:
 
 
 def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    moment = datetime.fromtimestamp(ms // 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return None if ms is None else utc_text(ms)
 
 
 def _job_json(job: CaptureJobRow, statuses: list[tuple[str, str]] | None = None) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -31,7 +30,7 @@ from ledger.flows import (
     Flows,
 )
 from ledger.intake import Intake
-from ledger.models import EventBody
+from ledger.models import EventBody, utc_text
 from ledger.signing import sign_submission
 from ledger.store import Receipt, Store
 from oracles.epcis.document import MAX_IDENTIFIERS, CapturedEvent, parse_capture
@@ -44,11 +43,6 @@ __all__ = ["CaptureOutcome", "EpcisCapture"]
 class CaptureOutcome:
     job: CaptureJobRow
     events: list[tuple[str, str]]  # (event hash ID, "accepted" | "duplicate"), document order
-
-
-def _iso_ms(ms: int) -> str:
-    moment = datetime.fromtimestamp(ms // 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 class EpcisCapture:
@@ -157,7 +151,7 @@ class EpcisCapture:
                 event_id=event.hash_id,
                 asset_ids=effects.assets,
                 event_time=event.event_time,
-                payload={**event.event, "recordTime": _iso_ms(now_ms)},
+                payload={**event.event, "recordTime": utc_text(now_ms)},
                 submitter=self.gateway.address,
             )
         except ValidationError as exc:  # what EPCIS allows but a fourflow event cannot hold

@@ -14,7 +14,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from ledger.collateral import (
     Terms,
     identifier_key,
 )
+from ledger.models import offset_zone
 from ledger.runtime import DevKeys, Runtime
 from oracles.config import OracleConfig
 from oracles.drive import feed_in_process
@@ -209,9 +210,7 @@ def run_oracle_scene(
 
 
 def _local(ms: int, offset: str) -> str:
-    sign = 1 if offset[0] == "+" else -1
-    zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
-    return datetime.fromtimestamp(ms / 1000, tz=zone).strftime("%m-%d %H:%M")
+    return datetime.fromtimestamp(ms / 1000, tz=offset_zone(offset)).strftime("%m-%d %H:%M")
 
 
 def bar_chart(series: list[tuple[str, int, str]], *, minimum: int, width: int = 40) -> list[str]:

@@ -170,16 +170,13 @@ class Flows:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        SQLModel.metadata.create_all(
-            store.engine,
-            tables=[
-                FlowEntryRow.__table__,  # type: ignore[attr-defined]
-                CustodyRow.__table__,  # type: ignore[attr-defined]
-                AggregationRow.__table__,  # type: ignore[attr-defined]
-                EpcisEventRow.__table__,  # type: ignore[attr-defined]
-                EpcisIdentifierRow.__table__,  # type: ignore[attr-defined]
-                CaptureJobRow.__table__,  # type: ignore[attr-defined]
-            ],
+        store.create_tables(
+            FlowEntryRow,
+            CustodyRow,
+            AggregationRow,
+            EpcisEventRow,
+            EpcisIdentifierRow,
+            CaptureJobRow,
         )
 
     # --- writes, inside Store.accept's transaction ---------------------------------------

@@ -13,7 +13,7 @@ one of these types is well formed by the time any other code sees it.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -43,6 +43,7 @@ __all__ = [
     "SubmissionIn",
     "SubmissionRef",
     "event_time_ms",
+    "offset_zone",
     "utc_text",
 ]
 
@@ -97,6 +98,12 @@ def utc_text(ms: int) -> str:
     """Unix milliseconds as ``YYYY-MM-DDThh:mm:ss.sssZ``."""
     moment = datetime.fromtimestamp(ms // 1000, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def offset_zone(offset: str) -> timezone:
+    """The fixed time zone of a ``±HH:MM`` UTC offset (already checked by the caller)."""
+    sign = 1 if offset[0] == "+" else -1
+    return timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
 
 
 def event_time_ms(value: str) -> int:

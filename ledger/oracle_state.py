@@ -93,15 +93,7 @@ class OracleState:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        SQLModel.metadata.create_all(
-            store.engine,
-            tables=[
-                AlarmRow.__table__,  # type: ignore[attr-defined]
-                QuarantineRow.__table__,  # type: ignore[attr-defined]
-                CursorRow.__table__,  # type: ignore[attr-defined]
-                FactRow.__table__,  # type: ignore[attr-defined]
-            ],
-        )
+        store.create_tables(AlarmRow, QuarantineRow, CursorRow, FactRow)
 
     # --- quarantine ----------------------------------------------------------------------
 

@@ -130,6 +130,14 @@ class Store:
             raise StoreError(f"cannot open the store at {_redact(url)}: {exc}") from exc
         return cls(engine)
 
+    def create_tables(self, *models: type[SQLModel]) -> None:
+        """Create the tables of ``models`` (other ledger modules' rows) if missing."""
+        tables = [model.__table__ for model in models]  # type: ignore[attr-defined]
+        try:
+            SQLModel.metadata.create_all(self.engine, tables=tables)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot create tables in the store: {exc}") from exc
+
     def close(self) -> None:
         self.engine.dispose()
 

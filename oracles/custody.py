@@ -8,10 +8,10 @@ payload of a fourflow event on the custodian's custody stream.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ledger.models import EventBody
+from ledger.models import EventBody, offset_zone
 
 _CBV = "urn:epcglobal:cbv"
 MILL = "urn:epc:id:sgln:0614141.00001.0"
@@ -154,9 +154,7 @@ def steel_coil_journey(
 
 def _epcis_time(moment: datetime, offset: str = "+08:00") -> str:
     """``moment`` written in the event's local offset, as a reader in China would."""
-    sign = 1 if offset[0] == "+" else -1
-    zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
-    return moment.astimezone(zone).isoformat(timespec="milliseconds")
+    return moment.astimezone(offset_zone(offset)).isoformat(timespec="milliseconds")
 
 
 def steel_coil_document(

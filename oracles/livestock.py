@@ -98,6 +98,7 @@ from oracles.readings import (
     Weight,
     reading_event_id,
 )
+from oracles.rules import first_time, in_window, offset_ms, require
 
 __all__ = [
     "AMBIENT_C",
@@ -134,7 +135,6 @@ RULES: Final[Mapping[str, tuple[Severity, str | None]]] = {
 _HOUR_MS: Final = 3_600_000
 _DAY_MS: Final = 86_400_000
 _EPOCH: Final = date(1970, 1, 1)
-_OFFSET: Final = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 _DAY: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _COUNTED: Final = frozenset({"present", "sick", "outside_fence"})
 _METHODS: Final = ("tags", "camera", "tags+camera", "none")
@@ -205,35 +205,35 @@ class HerdRules:
     _offset_ms: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
-        _require(bool(self.herd), "herd", "a herd id is required")
+        require(bool(self.herd), "herd", "a herd id is required")
         object.__setattr__(self, "animals", frozenset(self.animals))
-        _require(self.minimum >= 0, "minimum", f"minimum must be >= 0, got {self.minimum}")
-        _require(
+        require(self.minimum >= 0, "minimum", f"minimum must be >= 0, got {self.minimum}")
+        require(
             0 < self.max_daily_drop_pct <= 100,
             "max_daily_drop_pct",
             f"max_daily_drop_pct must be in (0, 100], got {self.max_daily_drop_pct}",
         )
-        _require(self.unseen_hours > 0, "unseen_hours", "unseen_hours must be > 0")
+        require(self.unseen_hours > 0, "unseen_hours", "unseen_hours must be > 0")
         for name in ("geofence", "barn"):
             object.__setattr__(self, name, _polygon(getattr(self, name), name))
         start, end = self.night_hours
-        _require(
+        require(
             0 <= start <= 23 and 0 <= end <= 23 and start != end,
             "night_hours",
             f"night_hours must be two different hours in 0..23, got {self.night_hours}",
         )
         for name in ("temperature_c", "activity"):
             low, high = getattr(self, name)
-            _require(low < high, name, f"{name} must be (low, high) with low < high")
-        _require(self.streak >= 1, "streak", "streak must be >= 1")
-        _require(self.camera_tolerance >= 0, "camera_tolerance", "camera_tolerance must be >= 0")
-        _require(self.evidence_cap >= 1, "evidence_cap", "evidence_cap must be >= 1")
-        _require(
+            require(low < high, name, f"{name} must be (low, high) with low < high")
+        require(self.streak >= 1, "streak", "streak must be >= 1")
+        require(self.camera_tolerance >= 0, "camera_tolerance", "camera_tolerance must be >= 0")
+        require(self.evidence_cap >= 1, "evidence_cap", "evidence_cap must be >= 1")
+        require(
             1 <= self.count_window_hours <= 24,
             "count_window_hours",
             f"count_window_hours must be 1..24, got {self.count_window_hours}",
         )
-        object.__setattr__(self, "_offset_ms", _offset_ms(self.utc_offset))
+        object.__setattr__(self, "_offset_ms", offset_ms(self.utc_offset))
 
     def day_of(self, time_ms: int) -> str:
         """The herd's local date (ISO) of a moment."""
@@ -248,30 +248,15 @@ class HerdRules:
         return ((time_ms + self._offset_ms) // _HOUR_MS) % 24
 
     def is_night(self, time_ms: int) -> bool:
-        hour, (start, end) = self.local_hour(time_ms), self.night_hours
-        return start <= hour < end if start < end else hour >= start or hour < end
-
-
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise InvalidInput(message, field=name)
+        return in_window(self.local_hour(time_ms), self.night_hours)
 
 
 def _polygon(value: Iterable[Sequence[float]] | None, name: str) -> Polygon | None:
     if value is None:
         return None
     points = tuple((float(p[0]), float(p[1])) for p in value)
-    _require(len(points) >= 3, name, f"{name} needs at least 3 (lat, lon) points")
+    require(len(points) >= 3, name, f"{name} needs at least 3 (lat, lon) points")
     return points
-
-
-def _offset_ms(text: str) -> int:
-    match = _OFFSET.fullmatch(text)
-    if match is None:
-        raise InvalidInput(f"utc_offset must be ±HH:MM, got {text!r}", field="utc_offset")
-    sign, hours, minutes = match.groups()
-    _require(int(hours) <= 14 and int(minutes) < 60, "utc_offset", f"no such offset {text!r}")
-    return (1 if sign == "+" else -1) * (int(hours) * 60 + int(minutes)) * 60_000
 
 
 def _check_day(day: str) -> str:
@@ -887,12 +872,7 @@ class HerdMonitor:
 
     def _fresh(self, alarms: list[Alarm]) -> list[Alarm]:
         """The alarms whose key this monitor has not returned before."""
-        fresh = []
-        for alarm in alarms:
-            if alarm.key not in self._raised:
-                self._raised.add(alarm.key)
-                fresh.append(alarm)
-        return fresh
+        return first_time(alarms, self._raised)
 
 
 def _is_ambient(collar: Collar) -> bool:

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -37,7 +37,7 @@ from sqlmodel import Session, col, select
 
 from ledger.canonical import loads_canonical
 from ledger.intake import Intake
-from ledger.models import EventBody, utc_text
+from ledger.models import EventBody, offset_zone, utc_text
 from ledger.oracle_state import AlarmRow, FactRow, OracleState
 from ledger.signing import sign_submission
 from ledger.store import EventRow, Receipt, Store
@@ -94,11 +94,6 @@ def _short(text: str) -> str:
 
 def alarm_event_id(key: str) -> str:
     return f"urn:fourflow:alarm:{_short(key)}"
-
-
-def _offset(text: str) -> timezone:
-    sign = 1 if text[0] == "+" else -1
-    return timezone(sign * timedelta(hours=int(text[1:3]), minutes=int(text[4:6])))
 
 
 class RulesWorker:
@@ -248,7 +243,7 @@ class RulesWorker:
             self._authorize(row, list(read.tags), reading.time_ms, out, door=read.zone)
         if device.subject in self.herds:
             watch, herd = self.herds[device.subject]
-            zone = _offset(watch.rules.utc_offset)
+            zone = offset_zone(watch.rules.utc_offset)
             first_day = datetime.fromtimestamp(reading.time_ms / 1000, tz=zone).date()
             self._open_day.setdefault(watch.rules.herd, first_day)
             self._close_days_before(watch, herd, reading.time_ms, out)
@@ -351,7 +346,7 @@ class RulesWorker:
     def _close_days_before(
         self, watch: HerdWatch, herd: HerdMonitor, time_ms: int, out: _Output
     ) -> None:
-        zone = _offset(watch.rules.utc_offset)
+        zone = offset_zone(watch.rules.utc_offset)
         day = datetime.fromtimestamp(time_ms / 1000, tz=zone).date()
         opened = self._open_day.get(watch.rules.herd)
         if opened is None:

@@ -118,7 +118,6 @@ custody event's id) it rests on, in time order where it has more than one.
 from __future__ import annotations
 
 import hashlib
-import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -140,6 +139,7 @@ from oracles.readings import (
     Weighbridge,
     reading_event_id,
 )
+from oracles.rules import first_time, in_window, offset_ms, require
 
 __all__ = [
     "CLIMATE_READINGS",
@@ -176,7 +176,6 @@ RULES: Final[Mapping[str, tuple[Severity, str | None]]] = {
 
 _HOUR_MS: Final = 3_600_000
 _DAY_MS: Final = 86_400_000
-_OFFSET: Final = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 _METHODS: Final = ("cycle_count", "covers", "cycle_count+covers", "none")
 _BASE_CONFIDENCE: Final[Mapping[str, float]] = {
     "cycle_count+covers": 1.0,
@@ -218,44 +217,44 @@ class LotRules:
     _offset_ms: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
-        _require(bool(self.lot), "lot", "a lot id is required")
-        _require(bool(self.zone), "zone", "a zone is required")
+        require(bool(self.lot), "lot", "a lot id is required")
+        require(bool(self.zone), "zone", "a zone is required")
         object.__setattr__(self, "items", frozenset(self.items))
         object.__setattr__(self, "outbound_doors", frozenset(self.outbound_doors))
-        _require(bool(self.items), "items", "a lot needs at least one pledged item")
-        _require(
+        require(bool(self.items), "items", "a lot needs at least one pledged item")
+        require(
             0 <= self.minimum <= len(self.items),
             "minimum",
             f"minimum must be in 0..{len(self.items)} (the pledged items), got {self.minimum}",
         )
-        _require(self.unit == "item", "unit", f"unit must be 'item', got {self.unit!r}")
+        require(self.unit == "item", "unit", f"unit must be 'item', got {self.unit!r}")
         object.__setattr__(self, "item_weight_t", self._weights())
         object.__setattr__(self, "bays", self._bays())
         low, high = self.temperature_c
-        _require(low < high, "temperature_c", "temperature_c must be (low, high) with low < high")
-        _require(
+        require(low < high, "temperature_c", "temperature_c must be (low, high) with low < high")
+        require(
             0 < self.humidity_pct <= 100,
             "humidity_pct",
             f"humidity_pct must be in (0, 100], got {self.humidity_pct}",
         )
         start, end = self.business_hours
-        _require(
+        require(
             0 <= start <= 23 and 1 <= end <= 24 and start != end,
             "business_hours",
             f"business_hours must be (start 0..23, end 1..24), different, got {self.business_hours}",
         )
-        _require(self.cycle_tolerance >= 0, "cycle_tolerance", "cycle_tolerance must be >= 0")
-        object.__setattr__(self, "_offset_ms", _offset_ms(self.utc_offset))
+        require(self.cycle_tolerance >= 0, "cycle_tolerance", "cycle_tolerance must be >= 0")
+        object.__setattr__(self, "_offset_ms", offset_ms(self.utc_offset))
 
     def _weights(self) -> Mapping[str, float] | float | None:
         weights = self.item_weight_t
         if weights is None:
             return None
         if isinstance(weights, int | float):
-            _require(weights > 0, "item_weight_t", f"item_weight_t must be > 0, got {weights}")
+            require(weights > 0, "item_weight_t", f"item_weight_t must be > 0, got {weights}")
             return float(weights)
         frozen = {item: float(t) for item, t in weights.items()}
-        _require(
+        require(
             frozen.keys() <= self.items and all(t > 0 for t in frozen.values()),
             "item_weight_t",
             "item_weight_t must map pledged items to weights > 0",
@@ -264,7 +263,7 @@ class LotRules:
 
     def _bays(self) -> Mapping[str, str]:
         bays = dict(self.bays)
-        _require(
+        require(
             bays.keys() <= self.items and all(bays.values()),
             "bays",
             "bays must map pledged items to bay names",
@@ -293,8 +292,7 @@ class LotRules:
         return ((time_ms + self._offset_ms) // _HOUR_MS) % 24
 
     def is_business_hour(self, time_ms: int) -> bool:
-        hour, (start, end) = self.local_hour(time_ms), self.business_hours
-        return start <= hour < end if start < end else hour >= start or hour < end
+        return in_window(self.local_hour(time_ms), self.business_hours)
 
     def closing_ms(self, time_ms: int) -> int | None:
         """The first moment at or after ``time_ms`` outside business hours (None: never)."""
@@ -306,20 +304,6 @@ class LotRules:
             if not self.is_business_hour(moment):
                 return moment
         return None
-
-
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise InvalidInput(message, field=name)
-
-
-def _offset_ms(text: str) -> int:
-    match = _OFFSET.fullmatch(text)
-    if match is None:
-        raise InvalidInput(f"utc_offset must be ±HH:MM, got {text!r}", field="utc_offset")
-    sign, hours, minutes = match.groups()
-    _require(int(hours) <= 14 and int(minutes) < 60, "utc_offset", f"no such offset {text!r}")
-    return (1 if sign == "+" else -1) * (int(hours) * 60 + int(minutes)) * 60_000
 
 
 # --- the stock level ----------------------------------------------------------------------
@@ -1144,12 +1128,7 @@ class WarehouseMonitor:
 
     def _fresh(self, alarms: list[Alarm]) -> list[Alarm]:
         """The alarms whose key this monitor has not returned before."""
-        fresh = []
-        for alarm in alarms:
-            if alarm.key not in self._raised:
-                self._raised.add(alarm.key)
-                fresh.append(alarm)
-        return fresh
+        return first_time(alarms, self._raised)
 
 
 def _bounded(key: str) -> str:

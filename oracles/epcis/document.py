@@ -24,14 +24,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ledger.errors import InvalidDocument, InvalidInput, TooLarge
+from ledger.models import offset_zone
 from oracles.epcis import cbv
-from oracles.epcis.event_hash import event_hash_id, utc_timestamp
+from oracles.epcis.event_hash import EVENT_TYPES, event_hash_id, utc_timestamp
 from oracles.epcis.gs1 import normalise_identifier
 
 __all__ = [
@@ -44,13 +45,6 @@ __all__ = [
 ]
 
 EPCIS_CONTEXT: Final = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
-EVENT_TYPES: Final = (
-    "ObjectEvent",
-    "AggregationEvent",
-    "TransactionEvent",
-    "TransformationEvent",
-    "AssociationEvent",
-)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_IDENTIFIERS: Final = 1_000  # identifiers one event may name (fourflow's asset_ids cap)
 
@@ -276,9 +270,7 @@ def utc_millis(value: str) -> tuple[str, int]:
 
 def _in_offset(utc_ms: int, offset: str) -> str:
     """The instant ``utc_ms`` written in the event's own offset, e.g. ...T14:00:00.000+08:00."""
-    sign = 1 if offset[0] == "+" else -1
-    zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
-    local = datetime.fromtimestamp(utc_ms // 1000, tz=UTC).astimezone(zone)
+    local = datetime.fromtimestamp(utc_ms // 1000, tz=UTC).astimezone(offset_zone(offset))
     return local.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc_ms % 1000:03d}" + offset
 
 

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := contracts/node_modules/.installed
 
-.PHONY: demo test lint typecheck contracts contracts-deps gas-table clean
+.PHONY: demo test lint typecheck contracts contracts-deps gas-table clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,18 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check ledger api oracles tests
 	$(VENV)/bin/mypy ledger oracles
 
-test: $(STAMP) $(NODE_STAMP) lint
+test: $(STAMP) $(NODE_STAMP) browser lint
 	$(VENV)/bin/pytest -q
+
+# Debian's chromium for the real-browser tests (Playwright drives it; no browser download)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
+	  else echo "chromium is missing: install it as root (apt-get install chromium)" >&2; exit 1; fi; \
+	  echo "installing chromium (apt)"; \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq chromium; \
+	}
 
 contracts: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/fourflow contracts compile

@@ -6,6 +6,7 @@ fourflow deploy               deploy the registry on a node and write a manifest
 fourflow serve                the HTTP API (and, with an oracle key, the anchoring worker)
 fourflow oracle run           ingestion, rules, covenant facts and anchoring, as a service
 fourflow simulate KIND        simulated farm or warehouse devices, in-process or over MQTT
+fourflow sign-in              Sign-In with Ethereum: a bearer token for the API's reads
 fourflow contracts compile    rebuild contracts/artifacts from the sources
 fourflow contracts check      fail if an artifact is stale
 """
@@ -422,6 +423,48 @@ def capture_token(name: Annotated[str, typer.Argument(help="The capture client's
     out.print(f"server entry:    {name}:{digest}")
 
 
+@app.command("sign-in")
+def sign_in(
+    api: Annotated[str, typer.Option(help="The fourflow API to sign in to.")] = (
+        "http://127.0.0.1:8000"
+    ),
+    key_env: Annotated[
+        str,
+        typer.Option(
+            "--key-env",
+            help="Environment variable with the private key (hex), or NAME_FILE (+ NAME_PASSWORD) "
+            "naming a keyfile.",
+        ),
+    ] = "FOURFLOW_KEY",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the whole answer: token, expiry, address, roles.")
+    ] = False,
+) -> None:
+    """Sign in with Ethereum (EIP-4361): ask the API for a nonce, sign the message with
+    the key, and print the bearer token (send it as 'Authorization: Bearer TOKEN')."""
+    import httpx
+
+    from api.siwe_client import SignInFailed, request_token
+
+    try:
+        account = load_key(env=key_env)
+    except LedgerError as exc:
+        raise _die(exc.message) from exc
+    if account is None:
+        raise _die(f"set {key_env} (hex) or {key_env}_FILE to the key to sign in with")
+    try:
+        with httpx.Client(base_url=api, timeout=30) as client:
+            answer = request_token(client, account)
+    except httpx.InvalidURL as exc:
+        raise _die(f"--api {api!r}: {exc}") from exc
+    except SignInFailed as exc:
+        raise _die(exc.message, code=1) from exc
+    if as_json:
+        out.print_json(data=answer)
+    else:
+        out.print(answer["token"], markup=False)
+
+
 # --- deploy, serve, oracle ----------------------------------------------------------------
 
 
@@ -528,7 +571,12 @@ def serve(
         settings = get_settings()
     except ValueError as exc:
         raise _die(str(exc)) from exc
-    app_ = create_app(runtime, settings=settings, anchorer=anchorer, capture=capture, ingest=ingest)
+    try:  # reads the deployment's contracts for the callers' roles
+        app_ = create_app(
+            runtime, settings=settings, anchorer=anchorer, capture=capture, ingest=ingest
+        )
+    except LedgerError as exc:
+        raise _die(exc.message) from exc
     uvicorn.run(app_, host=host, port=port)
 
 

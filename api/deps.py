@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.access import Access
 from api.settings import Settings
 from ledger.runtime import Runtime
 
@@ -20,5 +21,11 @@ def get_app_settings(request: Request) -> Settings:
     return settings
 
 
+def get_access(request: Request) -> Access:
+    access: Access = request.app.state.access
+    return access
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+AccessDep = Annotated[Access, Depends(get_access)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ledger.errors import (
     ChainError,
     Conflict,
+    Hidden,
     InvalidDocument,
     InvalidInput,
     InvalidSignature,
@@ -33,6 +34,7 @@ _STATUS: list[tuple[type[LedgerError], int]] = [
     (InvalidSignature, 401),
     (Unauthenticated, 401),
     (UnregisteredSigner, 403),
+    (Hidden, 403),
     (Conflict, 409),
     (TooLarge, 413),
     (InvalidInput, 422),
@@ -54,6 +56,7 @@ _EPCIS_BY_CODE: dict[str, tuple[str, int]] = {
 }
 _EPCIS_BY_CLASS: list[tuple[type[LedgerError], str, int]] = [
     (Unauthenticated, "SecurityException", 401),
+    (Hidden, "SecurityException", 403),
     (TooLarge, "CaptureLimitExceededException", 413),
     (Conflict, "ValidationException", 409),
     (InvalidInput, "ValidationException", 400),
@@ -140,6 +143,14 @@ def _field_path(loc: tuple[object, ...]) -> str:
     return path or "body"
 
 
+def _headers_of(exc: LedgerError, status: int) -> dict[str, str] | None:
+    if status == 503:
+        return {"Retry-After": RETRY_AFTER_S}
+    if isinstance(exc, Unauthenticated):  # RFC 6750: a 401 names the scheme to use
+        return {"WWW-Authenticate": 'Bearer realm="fourflow"'}
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(LedgerError)
     async def ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
@@ -155,10 +166,10 @@ def install(app: FastAPI) -> None:
                 detail=exc.message,
                 instance=request.url.path,
                 errors=list(errors) if errors is not None else None,
-                headers={"Retry-After": RETRY_AFTER_S} if status == 503 else None,
+                headers=_headers_of(exc, status),
             )
         status = status_of(exc)
-        headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
+        headers = _headers_of(exc, status)
         details = list(exc.errors) if isinstance(exc, InvalidDocument) else None
         return error_response(
             status, exc.code, exc.message, field=exc.field, details=details, headers=headers

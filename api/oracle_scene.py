@@ -10,13 +10,16 @@ chart (terminal bars, and an SVG file on request).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from eth_account.signers.local import LocalAccount
 
 from ledger.chain import ORACLE_ROLE, SUBMITTER_ROLE, new_account
 from ledger.collateral import (
@@ -59,6 +62,8 @@ class SceneResult:
     facts: dict[str, int]  # "<kind> <state>" -> count
     frozen: list[str]
     detected: dict[str, bool]  # incident kind -> its alarm was raised
+    # the scene's accounts: custodian, bank (lender), owner (borrower, payee), gateway
+    parties: dict[str, LocalAccount] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -133,9 +138,13 @@ def run_oracle_scene(
     pledge_id, _ = contracts.pledges.open(
         terms, nonce=nonce, deadline=now + DAY, signature=signature, lender=bank
     )
+    contracts.pledges.disburse(
+        pledge_id, terms.principal // 2, payee=owner.address,
+        ref=hashlib.sha256(f"{kind} loan {pledge_id}".encode()).digest(), lender=bank,
+    )  # fmt: skip
     say(
         f"{step:2d}. receipt #{receipt_id} for {what}; the bank opened pledge #{pledge_id} "
-        f"against it (covenant minimum {minimum} {unit})"
+        f"against it (covenant minimum {minimum} {unit}) and paid out half the principal"
     )
 
     config = OracleConfig.parse(
@@ -184,6 +193,7 @@ def run_oracle_scene(
         facts=dict(sorted(facts.items())),
         frozen=frozen,
         detected={i.kind: i.expected_rule in raised for i in scenario.incidents},
+        parties={"custodian": custodian, "bank": bank, "owner": owner, "gateway": gateway},
     )
     say(
         f"{step + 1:2d}. the oracle checked {drive.readings:,} device-signed readings"

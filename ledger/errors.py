@@ -10,6 +10,7 @@
     │   └── TooLarge           over a size or count limit
     ├── NotFound               no such event / batch
     │   └── NotAnchored        the event exists but its batch is not anchored yet
+    ├── Hidden                 unknown, or not the caller's to see: one answer for both
     ├── VerificationFailed     a proof bundle failed a numbered verification step
     ├── ChainError             the chain node failed or refused (web3 errors are translated here)
     │   └── ContractReverted   a transaction or call reverted; carries the custom error
@@ -29,6 +30,7 @@ __all__ = [
     "ChainError",
     "Conflict",
     "ContractReverted",
+    "Hidden",
     "InvalidDocument",
     "InvalidInput",
     "InvalidSignature",
@@ -109,6 +111,14 @@ class NotFound(LedgerError):
 
 class NotAnchored(NotFound):
     code = "not_anchored"
+
+
+class Hidden(LedgerError):
+    """The object does not exist or the caller may not see it. Callers who may not see
+    everything get this for both, with the same message, so they learn nothing about
+    whether it exists."""
+
+    code = "not_found_or_forbidden"
 
 
 class VerificationFailed(LedgerError):

@@ -19,7 +19,7 @@ from ledger.merkle import proof_shape, root_from_proof
 from ledger.models import ProofBundle
 from ledger.signing import recover_envelope_signer
 
-__all__ = ["STEPS", "verify_bundle"]
+__all__ = ["STEPS", "AnchorReads", "verify_bundle"]
 
 STEPS = (
     "bundle format",
@@ -39,14 +39,57 @@ def _fail(step: int, message: str) -> VerificationFailed:
     return VerificationFailed(step, STEPS[step - 1], message)
 
 
+class AnchorReads:
+    """The on-chain reads verification needs, remembered: verifying many bundles against
+    one chain at once (an evidence package) reads each batch and each role once. The
+    head is read once too, so all bundles are judged at the same block."""
+
+    def __init__(self, chain: Chain) -> None:
+        self.chain = chain
+        self._head: int | None = None
+        self._registries: dict[str, AnchorRegistry] = {}
+        self._batches: dict[tuple[str, str, int, int], OnChainBatch | None] = {}
+        self._roles: dict[tuple[str, str, int], bool] = {}
+
+    @property
+    def head(self) -> int:
+        if self._head is None:
+            self._head = self.chain.head
+        return self._head
+
+    def _registry(self, contract: str) -> AnchorRegistry:
+        if contract not in self._registries:
+            self._registries[contract] = AnchorRegistry(self.chain, contract)
+        return self._registries[contract]
+
+    def batch(self, contract: str, *, stream: str, seq: int, block: int) -> OnChainBatch | None:
+        key = (contract, stream, seq, block)
+        if key not in self._batches:
+            self._batches[key] = self._registry(contract).batch_of(
+                stream=stream, seq=seq, block=block
+            )
+        return self._batches[key]
+
+    def submitter(self, contract: str, account: str, *, block: int) -> bool:
+        key = (contract, account, block)
+        if key not in self._roles:
+            self._roles[key] = self._registry(contract).has_role(
+                SUBMITTER_ROLE, account, block=block
+            )
+        return self._roles[key]
+
+
 def verify_bundle(
     raw: Mapping[str, Any],
     *,
     chain: Chain,
     confirmations: int = 0,
     on_step: StepCallback | None = None,
+    reads: AnchorReads | None = None,
 ) -> None:
-    """Check ``raw`` (a parsed bundle) step by step; raise at the first failing step."""
+    """Check ``raw`` (a parsed bundle) step by step; raise at the first failing step.
+    Pass one ``reads`` to verify many bundles against the same chain quickly."""
+    reads = reads or AnchorReads(chain)
 
     def passed(step: int, detail: str) -> None:
         if on_step is not None:
@@ -107,13 +150,12 @@ def verify_bundle(
     ref = bundle.batch
     if ref.stream_id != "0x" + stream_id(ref.stream).hex():
         raise _fail(5, f"stream_id {ref.stream_id} is not sha256 of {ref.stream!r}")
-    registry = AnchorRegistry(chain, contract)
     try:
-        at_block = chain.head - confirmations
+        at_block = reads.head - confirmations
         if at_block < 0:
             raise _fail(5, f"the chain has fewer than {confirmations} blocks")
-        on_chain: OnChainBatch | None = registry.batch_of(
-            stream=ref.stream, seq=ref.seq, block=at_block
+        on_chain: OnChainBatch | None = reads.batch(
+            contract, stream=ref.stream, seq=ref.seq, block=at_block
         )
     except ChainError as exc:
         raise _fail(5, f"cannot read the anchor: {exc.message}") from exc
@@ -154,7 +196,7 @@ def verify_bundle(
 
     # 8. the signer held the submitter role when the batch was anchored
     try:
-        allowed = registry.has_role(SUBMITTER_ROLE, signer, block=on_chain.anchored_block)
+        allowed = reads.submitter(contract, signer, block=on_chain.anchored_block)
     except ChainError as exc:
         raise _fail(8, f"cannot read the role: {exc.message}") from exc
     if not allowed:

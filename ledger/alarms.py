@@ -1,0 +1,279 @@
+"""Alarms for lenders: what the oracle rules found, and what the pledge contract did.
+
+Two sources, one list:
+
+- oracle alarms (``alarms`` table, written by the rules worker with a signed, anchored
+  record event): covenant breaches (a count under the minimum, a daily drop),
+  unauthorized movement, tag removal, stale data (a silent device), and sensor
+  findings (climate, fence, intrusion …).
+- chain alarms, derived from the indexed logs: a margin call is open from
+  ``MarginCallOpened`` until ``MarginCallCured`` (or the pledge ends); a freeze reason is
+  open from ``PledgeFrozen`` until ``PledgeUnfrozen`` clears it.
+
+Each alarm has a state: open → acknowledged → cleared. Chain alarms clear themselves
+when the contract says so; a lender's acknowledgement of any alarm (and the clearing of
+an oracle alarm) is kept in ``alarm_acks`` / the ``alarms`` row.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlmodel import Field, SQLModel, col, select
+
+from ledger.chainlog import ChainLog
+from ledger.collateral import Freeze
+from ledger.errors import InvalidInput, NotFound
+from ledger.indexer import ChainIndex
+from ledger.models import utc_text
+from ledger.oracle_state import ACKNOWLEDGED, CLEARED, OPEN, AlarmRow
+from ledger.store import Store
+
+__all__ = ["STATES", "Alarm", "AlarmBook", "category_of"]
+
+STATES = (OPEN, ACKNOWLEDGED, CLEARED)
+_CATEGORY = {
+    "below_minimum": "covenant_breach",
+    "daily_drop": "covenant_breach",
+    "no_count": "stale_data",
+    "stale_device": "stale_data",
+    "unseen": "tag_removal",
+    "tag_removal": "tag_removal",
+    "unauthorized_movement": "unauthorized_movement",
+    "outbound_without_custody": "unauthorized_movement",
+    "stock_discrepancy": "covenant_breach",
+}
+_FREEZE_CATEGORY = {
+    Freeze.BELOW_MINIMUM: "covenant_breach",
+    Freeze.UNAUTHORIZED_MOVEMENT: "unauthorized_movement",
+    Freeze.TAG_REMOVED: "tag_removal",
+    Freeze.STALE_DATA: "stale_data",
+    Freeze.STALE_PRICE: "stale_data",
+    Freeze.AUDIT_FINDING: "audit_finding",
+}
+
+
+def category_of(rule: str) -> str:
+    return _CATEGORY.get(rule, "sensor")
+
+
+class AlarmAckRow(SQLModel, table=True):
+    __tablename__ = "alarm_acks"
+
+    key: str = Field(primary_key=True, max_length=300)
+    state: str = Field(max_length=16)  # acknowledged | cleared (chain alarms: acknowledged)
+    by: str = Field(max_length=42)
+    at_ms: int
+
+
+@dataclass
+class Alarm:
+    id: str
+    source: str  # "oracle" | "chain"
+    category: str
+    rule: str
+    severity: str
+    state: str
+    subject: str
+    pledge_id: int | None
+    opened_ms: int
+    message: str
+    changed_ms: int
+    cleared_ms: int | None = None
+    acknowledged_by: str | None = None
+    evidence: list[str] = field(default_factory=list)
+    record_event_id: str | None = None
+    proof: dict[str, Any] | None = None  # chain alarms: where the contract said it
+
+    def to_json(self) -> dict[str, Any]:
+        links: dict[str, Any] = {}
+        since = self.opened_ms - 3_600_000
+        if self.pledge_id is not None:
+            links["history"] = f"/v1/pledges/{self.pledge_id}/history?since={since}"
+            links["pledge"] = f"/v1/pledges/{self.pledge_id}"
+        elif self.subject:
+            links["history"] = f"/v1/assets/{self.subject}/history?since={since}"
+        if self.record_event_id:
+            links["record"] = f"/v1/events/{self.record_event_id}/proof"
+        links["evidence"] = [f"/v1/events/{e}/proof" for e in self.evidence[:20]]
+        return {
+            "id": self.id,
+            "source": self.source,
+            "category": self.category,
+            "rule": self.rule,
+            "severity": self.severity,
+            "state": self.state,
+            "subject": self.subject,
+            "pledge_id": self.pledge_id,
+            "opened": utc_text(self.opened_ms),
+            "opened_ms": self.opened_ms,
+            "changed_ms": self.changed_ms,
+            "cleared": None if self.cleared_ms is None else utc_text(self.cleared_ms),
+            "acknowledged_by": self.acknowledged_by,
+            "message": self.message,
+            "proof": self.proof,
+            "links": links,
+        }
+
+
+class AlarmBook:
+    def __init__(self, store: Store, index: ChainIndex, *, chain_id: int) -> None:
+        self.store = store
+        self.index = index
+        self.chain_id = chain_id
+        store.create_tables(AlarmRow, AlarmAckRow)
+
+    def all(self) -> list[Alarm]:
+        """Every alarm, oldest first."""
+        with self.store.session() as session:
+            rows = session.exec(select(AlarmRow).order_by(col(AlarmRow.opened_ms))).all()
+            acks = {a.key: a for a in session.exec(select(AlarmAckRow)).all()}
+        alarms = [self._oracle(row, acks.get(row.key)) for row in rows]
+        alarms += self._chain_alarms(acks)
+        return sorted(alarms, key=lambda a: (a.opened_ms, a.id))
+
+    def get(self, alarm_id: str) -> Alarm:
+        for alarm in self.all():
+            if alarm.id == alarm_id:
+                return alarm
+        raise NotFound(f"no alarm {alarm_id!r}")
+
+    def set_state(self, alarm_id: str, state: str, *, by: str) -> Alarm:
+        """A person's acknowledgement (or, for an oracle alarm, clearing)."""
+        if state not in (ACKNOWLEDGED, CLEARED):
+            raise InvalidInput(
+                f"cannot set an alarm to {state!r}", field="state", code="invalid_state"
+            )
+        alarm = self.get(alarm_id)
+        if alarm.state == CLEARED:
+            raise InvalidInput(
+                f"alarm {alarm_id!r} is cleared already", field="state", code="alarm_cleared"
+            )
+        if alarm.source == "chain" and state == CLEARED:
+            raise InvalidInput(
+                "a chain alarm clears when the contract says so (cure the margin call, "
+                "clear the freeze), not by hand",
+                field="state",
+                code="chain_alarm",
+            )
+        now = int(time.time() * 1000)
+        with self.store.session() as session:
+            if alarm.source == "oracle":
+                row = session.get(AlarmRow, alarm_id)
+                assert row is not None
+                row.state = state
+                session.add(row)
+            session.merge(AlarmAckRow(key=alarm_id, state=state, by=by, at_ms=now))
+            session.commit()
+        return self.get(alarm_id)
+
+    @staticmethod
+    def _oracle(row: AlarmRow, ack: AlarmAckRow | None) -> Alarm:
+        return Alarm(
+            id=row.key,
+            source="oracle",
+            category=category_of(row.rule),
+            rule=row.rule,
+            severity=row.severity,
+            state=row.state,
+            subject=row.subject,
+            pledge_id=row.pledge_id,
+            opened_ms=row.opened_ms,
+            message=row.message,
+            changed_ms=ack.at_ms if ack else row.opened_ms,
+            cleared_ms=ack.at_ms if ack and row.state == CLEARED else None,
+            acknowledged_by=ack.by if ack else None,
+            evidence=list(json.loads(row.evidence)),
+            record_event_id=row.record_event_id,
+        )
+
+    def _chain_alarms(self, acks: dict[str, AlarmAckRow]) -> list[Alarm]:
+        logs = [
+            log
+            for name in ("MarginCallOpened", "MarginCallCured", "PledgeFrozen", "PledgeUnfrozen",
+                         "PledgeReleased", "PledgeLiquidated")
+            for log in self.index.logs_of_event(name)
+        ]  # fmt: skip
+        logs.sort(key=lambda g: g.position)
+        open_calls: dict[int, Alarm] = {}
+        open_freezes: dict[tuple[int, int], Alarm] = {}
+        alarms: list[Alarm] = []
+
+        def close(alarm: Alarm, log: ChainLog) -> None:
+            alarm.state = CLEARED
+            alarm.cleared_ms = alarm.changed_ms = log.block_time_ms
+
+        for log in logs:
+            pledge_id = int(log.args["pledgeId"])
+            if log.event == "MarginCallOpened":
+                alarm = self._from_log(
+                    log, "margin_call", "margin_call", "breach",
+                    f"pledge {pledge_id}: LTV {log.args['ltvBps'] / 100:.2f}% reached the "
+                    f"warning line; cure by {utc_text(log.args['deadline'] * 1000)}",
+                    acks,
+                )  # fmt: skip
+                open_calls[pledge_id] = alarm
+                alarms.append(alarm)
+            elif log.event == "PledgeFrozen":
+                for flag in Freeze:
+                    if flag & log.args["reasons"] and flag.name:
+                        alarm = self._from_log(
+                            log, _FREEZE_CATEGORY[flag], f"frozen_{flag.name.lower()}",
+                            "breach", f"pledge {pledge_id} frozen: {flag.name.lower()}", acks,
+                            suffix=flag.name.lower(),
+                        )  # fmt: skip
+                        open_freezes[(pledge_id, int(flag))] = alarm
+                        alarms.append(alarm)
+            elif log.event == "MarginCallCured" and pledge_id in open_calls:
+                close(open_calls.pop(pledge_id), log)
+            elif log.event == "PledgeUnfrozen":
+                for pid, bit in list(open_freezes):
+                    if pid == pledge_id and bit & log.args["cleared"]:
+                        close(open_freezes.pop((pid, bit)), log)
+            elif log.event in ("PledgeReleased", "PledgeLiquidated"):
+                if pledge_id in open_calls:
+                    close(open_calls.pop(pledge_id), log)
+                for pid, bit in list(open_freezes):
+                    if pid == pledge_id:
+                        close(open_freezes.pop((pid, bit)), log)
+        return alarms
+
+    def _from_log(
+        self,
+        log: ChainLog,
+        category: str,
+        rule: str,
+        severity: str,
+        message: str,
+        acks: dict[str, AlarmAckRow],
+        *,
+        suffix: str = "",
+    ) -> Alarm:
+        key = f"chain:{log.block_number}:{log.log_index}" + (f":{suffix}" if suffix else "")
+        ack = acks.get(key)
+        return Alarm(
+            id=key,
+            source="chain",
+            category=category,
+            rule=rule,
+            severity=severity,
+            state=ACKNOWLEDGED if ack else OPEN,
+            subject=f"pledge:{log.args['pledgeId']}",
+            pledge_id=int(log.args["pledgeId"]),
+            opened_ms=log.block_time_ms,
+            message=message,
+            changed_ms=ack.at_ms if ack else log.block_time_ms,
+            acknowledged_by=ack.by if ack else None,
+            proof={
+                "type": "chain_log",
+                "chain_id": self.chain_id,
+                "contract": log.address,
+                "block_number": log.block_number,
+                "block_hash": log.block_hash,
+                "tx_hash": log.tx_hash,
+                "log_index": log.log_index,
+            },
+        )

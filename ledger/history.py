@@ -1,0 +1,1016 @@
+"""Four-flow histories: one timeline per asset or pledge, every entry with its proof.
+
+A history merges two sources, both rebuildable:
+
+- off-chain evidence: the signed events in the store, as ``flow_entries`` rows (one per
+  event, asset and flow). EPCIS capture writes rich rows itself; every other event
+  (device readings, counts, alarms, release records, generic submissions) gets rows
+  from ``Catalog.catch_up``, which follows the events table by arrival position and
+  also keeps ``asset_keys`` (sha256 of each asset id: the receipts' lien-index keys).
+  Proof: the event's Merkle proof bundle (``ledger.bundle``), or "pending" until its
+  batch is anchored.
+- on-chain records: the contract logs the indexer keeps (``ledger.indexer``). Proof:
+  chain id, contract, block number and hash, transaction hash and log index.
+
+Which records belong to a pledge: its own logs and its receipt's; the assets whose
+identifier keys the receipt has bound (``asset_keys`` joins them), and the subjects of
+the events its covenant facts cite. An asset's history: the asset's own events, plus
+the on-chain records of every receipt that has bound its key, and of their pledges.
+
+Order: by time (event time; block time for on-chain records), then off-chain before
+on-chain, then event id and flow, or block and log index. Pages are cut by a cursor
+holding the last entry's sort key, so a page boundary never moves when entries are
+added after it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer, and_, tuple_
+from sqlmodel import Field, SQLModel, col, or_, select
+
+from ledger.bundle import BundleBuilder
+from ledger.canonical import canonical_json
+from ledger.chain import Deployment
+from ledger.chainlog import ChainLog
+from ledger.collateral import Change, FactKind, Freeze, Mode, PledgeStatus, identifier_key
+from ledger.errors import InvalidInput, NotAnchored, NotFound
+from ledger.flows import AggregationRow, CustodyRow, Flow, FlowEntryRow
+from ledger.indexer import ChainIndex
+from ledger.models import utc_text
+from ledger.oracle_state import AlarmRow, CursorRow
+from ledger.replay import ChainState, ReceiptView
+from ledger.store import EventRow, Store
+
+__all__ = [
+    "COUNT_KINDS",
+    "Catalog",
+    "Entry",
+    "Histories",
+    "HistoryFilter",
+    "HistoryPage",
+    "Subject",
+    "default_entries",
+]
+
+_BIG = BigInteger().with_variant(Integer, "sqlite")
+_CATALOG_CURSOR = "history.catalog"
+COUNT_KINDS = ("livestock.daily_count", "warehouse.stock_level")
+MAX_PAGE = 500
+
+
+class AssetKeyRow(SQLModel, table=True):
+    __tablename__ = "asset_keys"
+
+    key: str = Field(primary_key=True, max_length=64)  # hex sha256 of the asset id
+    asset_id: str = Field(primary_key=True, max_length=200)
+
+
+# --- default flow entries for events that are not EPCIS captures ----------------------
+
+
+def _flow_of(kind: str) -> tuple[Flow, str]:
+    if kind.startswith("reading.") or kind in COUNT_KINDS or kind == "file.signed":
+        return Flow.INFORMATION, kind
+    if kind == "oracle.alarm":
+        return Flow.INFORMATION, "alarm"
+    if kind == "oracle.release":
+        return Flow.COMMERCIAL, "release_recorded"
+    if kind.startswith("epcis."):
+        return Flow.LOGISTICS, kind
+    if kind.startswith(("payment.", "capital.")):
+        return Flow.CAPITAL, kind
+    if kind.startswith(("contract.", "invoice.", "order.", "document.")):
+        return Flow.COMMERCIAL, kind
+    return Flow.INFORMATION, kind
+
+
+_SUMMARY_FIELDS = (
+    "head_count",
+    "quantity",
+    "unit",
+    "method",
+    "confidence",
+    "herd",
+    "lot",
+    "day",
+    "rule",
+    "severity",
+    "message",
+    "fact",
+    "bizStep",
+    "bizLocation",
+    "action",
+    "disposition",
+    "device",
+    "kind",
+    "seq",
+    "value",
+    "temperature_c",
+    "humidity_pct",
+    "items",
+    "trigger",
+)
+
+
+def _summary_of(payload: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a payload a timeline shows; the proof bundle carries the rest."""
+    out: dict[str, Any] = {}
+    for name in _SUMMARY_FIELDS:
+        value = payload.get(name)
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            value = value.get("id", None) or canonical_json(value).decode()[:200]
+        if isinstance(value, list):
+            value = value[:20]
+        out[name] = value
+    data = payload.get("data")
+    if isinstance(data, dict):
+        for name, value in data.items():
+            if isinstance(value, int | float | str | bool) and len(out) < 24:
+                out.setdefault(name, value)
+    return out
+
+
+def default_entries(
+    kind: str, asset_ids: Sequence[str], payload: dict[str, Any]
+) -> list[dict[str, Any]]:
+    flow, entry_kind = _flow_of(kind)
+    summary = canonical_json(_summary_of(payload)).decode("utf-8")
+    return [
+        {"asset_id": a, "flow": flow.value, "kind": entry_kind[:64], "summary": summary}
+        for a in asset_ids
+    ]
+
+
+class Catalog:
+    """Keeps ``asset_keys`` and the default flow entries up to date with the events."""
+
+    TABLES = (AssetKeyRow, FlowEntryRow, CursorRow)
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        store.create_tables(*self.TABLES)
+
+    def catch_up(self, *, batch: int = 5_000) -> int:
+        """Catalog the events stored since the last call; returns how many."""
+        done = 0
+        while True:
+            with self.store.session() as session:
+                cursor = session.get(CursorRow, _CATALOG_CURSOR) or CursorRow(
+                    name=_CATALOG_CURSOR, position=0
+                )
+                rows = session.exec(
+                    select(EventRow)
+                    .where(col(EventRow.position) > cursor.position)
+                    .order_by(col(EventRow.position))
+                    .limit(batch)
+                ).all()
+                if not rows:
+                    return done
+                ids = [r.event_id for r in rows]
+                described = set(
+                    session.exec(
+                        select(FlowEntryRow.event_id)
+                        .where(col(FlowEntryRow.event_id).in_(ids))
+                        .distinct()
+                    ).all()
+                )
+                keys: set[tuple[str, str]] = set()
+                for row in rows:
+                    event = json.loads(row.envelope)["event"]
+                    assets = event["asset_ids"]
+                    keys.update((identifier_key(a).hex(), a) for a in assets if a.strip() == a)
+                    if row.event_id in described:
+                        continue
+                    for entry in default_entries(row.kind, assets, event["payload"]):
+                        session.add(
+                            FlowEntryRow(event_id=row.event_id, time_ms=row.event_time_ms, **entry)
+                        )
+                known = set(
+                    session.exec(
+                        select(AssetKeyRow.key, AssetKeyRow.asset_id).where(
+                            col(AssetKeyRow.key).in_([k for k, _ in keys])
+                        )
+                    ).all()
+                )
+                for key, asset in keys - known:
+                    session.add(AssetKeyRow(key=key, asset_id=asset))
+                cursor.position = rows[-1].position or cursor.position
+                session.add(cursor)
+                session.commit()
+                done += len(rows)
+
+    def assets_with_keys(self, keys: Iterable[str]) -> list[str]:
+        wanted = list(keys)
+        if not wanted:
+            return []
+        with self.store.session() as session:
+            found = session.exec(
+                select(AssetKeyRow.asset_id).where(col(AssetKeyRow.key).in_(wanted))
+            ).all()
+        return sorted(set(found))
+
+
+# --- subjects, entries, pages --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a history covers."""
+
+    kind: str  # "asset" | "pledge"
+    id: str
+    assets: tuple[str, ...]
+    receipts: tuple[int, ...]
+    pledges: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.kind,
+            "id": int(self.id) if self.kind == "pledge" else self.id,
+            "assets": list(self.assets),
+            "receipts": list(self.receipts),
+            "pledges": list(self.pledges),
+        }
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    flows: frozenset[str] = frozenset()
+    kinds: frozenset[str] = frozenset()
+    since_ms: int | None = None
+    until_ms: int | None = None  # exclusive
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        flows: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+    ) -> HistoryFilter:
+        names = {f.value for f in Flow}
+        for flow in flows:
+            if flow not in names:
+                raise InvalidInput(
+                    f"unknown flow {flow!r}: expected one of {', '.join(sorted(names))}",
+                    field="flow",
+                    code="invalid_filter",
+                )
+        if since_ms is not None and until_ms is not None and until_ms <= since_ms:
+            raise InvalidInput(
+                "until must be later than since", field="until", code="invalid_filter"
+            )
+        return cls(frozenset(flows), frozenset(kinds), since_ms, until_ms)
+
+    def admits(self, time_ms: int, flow: str, kind: str) -> bool:
+        return (
+            (not self.flows or flow in self.flows)
+            and (not self.kinds or kind in self.kinds)
+            and (self.since_ms is None or time_ms >= self.since_ms)
+            and (self.until_ms is None or time_ms < self.until_ms)
+        )
+
+
+SortKey = tuple[int, int, str, str]  # time, source (0 evidence, 1 chain), then a tie-break
+
+
+def encode_cursor(key: SortKey) -> str:
+    raw = json.dumps(list(key), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> SortKey:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        time_ms, source, a, b = json.loads(raw)
+        if not (
+            isinstance(time_ms, int)
+            and source in (0, 1)
+            and isinstance(a, str)
+            and isinstance(b, str)
+        ):
+            raise ValueError("wrong shape")
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(
+            "cursor is not one this API issued", field="cursor", code="invalid_cursor"
+        ) from exc
+    return (time_ms, source, a, b)
+
+
+@dataclass
+class Entry:
+    """One timeline entry."""
+
+    key: SortKey
+    flow: str
+    kind: str
+    time_ms: int
+    actors: list[dict[str, str]]
+    assets: list[str]
+    summary: dict[str, Any]
+    proof: dict[str, Any]
+    event_id: str | None = None  # off-chain entries
+    chain_log: ChainLog | None = field(default=None, repr=False)
+
+    @property
+    def id(self) -> str:
+        if self.event_id is not None:
+            return f"event:{self.event_id}#{self.flow}"
+        assert self.chain_log is not None
+        return f"log:{self.chain_log.block_number}:{self.chain_log.log_index}"
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "time": utc_text(self.time_ms),
+            "time_ms": self.time_ms,
+            "flow": self.flow,
+            "kind": self.kind,
+            "actors": self.actors,
+            "assets": self.assets,
+            "summary": self.summary,
+            "proof": self.proof,
+        }
+        if self.event_id is not None:
+            body["event_id"] = self.event_id
+        return body
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    subject: Subject
+    entries: list[Entry]
+    next_cursor: str | None
+
+
+# --- on-chain records as entries ------------------------------------------------------
+
+_CAPITAL = {
+    "Disbursed",
+    "Repaid",
+    "MarginToppedUp",
+    "MarginCallOpened",
+    "MarginCallCured",
+    "PledgeLiquidated",
+}
+_INFORMATION = {"FactReported"}
+_SKIP = {
+    "Approval",
+    "ApprovalForAll",
+    "RoleGranted",
+    "RoleRevoked",
+    "RoleAdminChanged",
+    "PriceReported",
+    "PledgeRateSet",
+    "PledgeConsented",
+    "BatchAnchored",
+}
+_KINDS = {
+    "ReceiptIssued": "receipt.issued",
+    "Transfer": "receipt.transferred",
+    "ReceiptKeysBound": "receipt.identifiers_bound",
+    "ReceiptKeysFreed": "receipt.identifiers_freed",
+    "ReceiptQuantityChanged": "receipt.quantity_changed",
+    "ReceiptRetired": "receipt.retired",
+    "ReceiptLocked": "receipt.locked",
+    "ReceiptUnlocked": "receipt.unlocked",
+    "PledgeOpened": "pledge.opened",
+    "Disbursed": "disbursement",
+    "Repaid": "repayment",
+    "MarginToppedUp": "margin.top_up",
+    "MarginCallOpened": "margin_call.opened",
+    "MarginCallCured": "margin_call.cured",
+    "FactReported": "fact.reported",
+    "PledgeFrozen": "pledge.frozen",
+    "PledgeUnfrozen": "pledge.unfrozen",
+    "GoodsAdded": "goods.added",
+    "GoodsSwapped": "goods.swapped",
+    "ReleaseInstructed": "release.instructed",
+    "GoodsReleased": "goods.released",
+    "PledgeReleased": "pledge.released",
+    "PledgeLiquidated": "pledge.liquidated",
+}
+_ZERO = "0x0000000000000000000000000000000000000000"
+
+
+def freeze_reasons(bits: int) -> list[str]:
+    return [flag.name.lower() for flag in Freeze if flag & bits and flag.name]
+
+
+def _log_entry(log: ChainLog, state: ChainState, chain_id: int) -> Entry | None:
+    if log.event in _SKIP:
+        return None
+    a = log.args
+    if log.event == "Transfer" and _ZERO in (a["from"], a["to"]):
+        return None  # mint and burn: the receipt's issue and retirement say it
+    flow = (
+        Flow.CAPITAL
+        if log.event in _CAPITAL
+        else Flow.INFORMATION
+        if log.event in _INFORMATION
+        else Flow.COMMERCIAL
+    )
+    actors: list[dict[str, str]] = []
+    summary: dict[str, Any] = {}
+    pledge = state.pledge(a["pledgeId"]) if a.get("pledgeId") else None
+    if pledge is not None:
+        actors.append({"role": "lender", "address": pledge.terms.lender})
+        summary["pledge_id"] = a["pledgeId"]
+    if "receiptId" in a:
+        summary["receipt_id"] = a["receiptId"]
+    match log.event:
+        case "ReceiptIssued":
+            issue = a["issue"]
+            actors = [
+                {"role": "custodian", "address": a["custodian"]},
+                {"role": "owner", "address": a["owner"]},
+            ]
+            receipt = state.receipts.get(a["receiptId"])
+            summary |= {
+                "quantity": issue["quantity"],
+                "unit": receipt.unit if receipt else None,
+                "asset_class": receipt.asset_class if receipt else None,
+                "location": issue["location"],
+                "registration": issue["registration"],
+                "warehouse_receipt_code": issue["warehouseReceiptCode"],
+            }
+        case "Transfer":
+            actors = [{"role": "from", "address": a["from"]}, {"role": "to", "address": a["to"]}]
+            summary["receipt_id"] = a["tokenId"]
+        case "ReceiptKeysBound" | "ReceiptKeysFreed":
+            summary |= {"identifiers": len(a["keys"]), "key_count": a["keyCount"]}
+        case "ReceiptQuantityChanged":
+            summary |= {
+                "change": Change(a["change"]).name.lower(),
+                "delta": a["delta"],
+                "quantity": a["quantity"],
+                "ref": a["ref"],
+            }
+        case "ReceiptRetired":
+            summary |= {"change": Change(a["change"]).name.lower(), "ref": a["ref"]}
+        case "PledgeOpened":
+            terms = a["terms"]
+            actors = [
+                {"role": "lender", "address": terms["lender"]},
+                {"role": "borrower", "address": a["borrower"]},
+                {"role": "payee", "address": terms["payee"]},
+            ]
+            opened = state.pledge(a["pledgeId"])
+            summary |= {
+                "receipt_id": terms["receiptId"],
+                "principal": terms["principal"],
+                "currency": opened.terms.currency if opened else None,
+                "pledge_rate_bps": terms["pledgeRateBps"],
+                "warning_ltv_bps": terms["warningLtvBps"],
+                "liquidation_ltv_bps": terms["liquidationLtvBps"],
+                "min_quantity": terms["minQuantity"],
+                "min_value": terms["minValue"],
+                "maturity": terms["maturity"],
+                "mode": Mode(terms["mode"]).name.lower(),
+                "consent_digest": a["digest"],
+            }
+        case "Disbursed":
+            actors.append({"role": "payee", "address": a["payee"]})
+            summary |= {
+                "amount": a["amount"],
+                "outstanding": a["outstanding"],
+                "payee": a["payee"],
+                "to_designated_payee": pledge is not None and a["payee"] == pledge.terms.payee,
+                "ref": a["ref"],
+            }
+        case "Repaid":
+            summary |= {
+                "amount": a["amount"],
+                "outstanding": a["outstanding"],
+                "release_credit": a["releaseCredit"],
+                "ref": a["ref"],
+            }
+        case "MarginToppedUp":
+            summary |= {"amount": a["amount"], "margin": a["margin"], "ref": a["ref"]}
+        case "MarginCallOpened":
+            summary |= {"ltv_bps": a["ltvBps"], "deadline": a["deadline"]}
+        case "MarginCallCured":
+            summary |= {"ltv_bps": a["ltvBps"]}
+        case "FactReported":
+            actors.append({"role": "oracle", "address": log.address})
+            summary |= {
+                "receipt_id": a["receiptId"],
+                "fact": FactKind(a["kind"]).name.lower(),
+                "quantity": a["quantity"],
+                "observed_at": a["observedAt"],
+                "evidence": {"stream_id": a["streamId"], "seq": a["seq"], "leaf": a["leaf"]},
+            }
+        case "PledgeFrozen":
+            summary |= {
+                "reasons": freeze_reasons(a["reasons"]),
+                "frozen": freeze_reasons(a["frozen"]),
+                "ref": a["ref"],
+            }
+        case "PledgeUnfrozen":
+            summary |= {"cleared": freeze_reasons(a["cleared"])}
+        case "GoodsAdded":
+            summary |= {"quantity": a["quantity"], "ref": a["ref"]}
+        case "GoodsSwapped":
+            summary |= {
+                "quantity_out": a["quantityOut"],
+                "quantity_in": a["quantityIn"],
+                "ref": a["ref"],
+            }
+        case "ReleaseInstructed":
+            summary |= {"quantity": a["quantity"], "full": a["full"]}
+        case "GoodsReleased":
+            summary |= {"quantity": a["quantity"], "credit_used": a["creditUsed"], "ref": a["ref"]}
+        case "PledgeReleased":
+            summary |= {"margin_returned": a["marginReturned"], "ref": a["ref"]}
+        case "PledgeLiquidated":
+            actors.append({"role": "buyer", "address": a["buyer"]})
+            outcome = a["outcome"]
+            summary |= {
+                "ground": ["none", "liquidation_line", "uncured_margin_call", "default"][
+                    outcome["ground"]
+                ],
+                "proceeds": outcome["proceeds"],
+                "margin_applied": outcome["marginApplied"],
+                "proceeds_applied": outcome["proceedsApplied"],
+                "surplus": outcome["surplus"],
+                "shortfall": outcome["shortfall"],
+                "ref": a["ref"],
+            }
+    return Entry(
+        key=(log.block_time_ms, 1, f"{log.block_number:020d}", f"{log.log_index:010d}"),
+        flow=flow.value,
+        kind=_KINDS.get(log.event, log.event),
+        time_ms=log.block_time_ms,
+        actors=actors,
+        assets=[],
+        summary=summary,
+        proof=chain_proof(log, chain_id),
+        chain_log=log,
+    )
+
+
+def chain_proof(log: ChainLog, chain_id: int) -> dict[str, Any]:
+    return {
+        "type": "chain_log",
+        "chain_id": chain_id,
+        "contract": log.address,
+        "contract_name": log.contract,
+        "event": log.event,
+        "block_number": log.block_number,
+        "block_hash": log.block_hash,
+        "tx_hash": log.tx_hash,
+        "log_index": log.log_index,
+        "topics": list(log.topics),
+        "data": log.data,
+    }
+
+
+# --- the histories ----------------------------------------------------------------------
+
+
+class Histories:
+    """Subjects, timelines and summaries over the store and the chain index."""
+
+    def __init__(
+        self, store: Store, index: ChainIndex, bundles: BundleBuilder, deployment: Deployment
+    ) -> None:
+        self.store = store
+        self.index = index
+        self.bundles = bundles
+        self.deployment = deployment
+        self.catalog = Catalog(store)
+        store.create_tables(CustodyRow, AggregationRow, AlarmRow)
+
+    # --- subjects ---------------------------------------------------------------------
+
+    def pledge_subject(self, pledge_id: int) -> Subject:
+        self.catalog.catch_up()
+        state = self.index.state()
+        pledge = state.pledge(pledge_id)
+        if pledge is None:
+            raise NotFound(f"no pledge {pledge_id}")
+        receipt = state.receipts.get(pledge.terms.receipt_id)
+        assets = set(self._receipt_assets(receipt))
+        assets |= self._fact_subjects([pledge.terms.receipt_id])
+        return Subject(
+            kind="pledge",
+            id=str(pledge_id),
+            assets=tuple(sorted(assets)),
+            receipts=(pledge.terms.receipt_id,),
+            pledges=(pledge_id,),
+        )
+
+    def asset_subject(self, asset_id: str) -> Subject:
+        self.catalog.catch_up()
+        state = self.index.state()
+        key = "0x" + identifier_key(asset_id).hex() if asset_id.strip() == asset_id else ""
+        receipts = {r.receipt_id for r in state.receipts.values() if key in r.ever_keys}
+        receipts |= self._fact_receipts(asset_id)
+        with self.store.session() as session:
+            known = session.exec(
+                select(FlowEntryRow.id).where(FlowEntryRow.asset_id == asset_id).limit(1)
+            ).first()
+        if known is None and not receipts:
+            raise NotFound(f"no history for asset {asset_id!r}")
+        pledges = sorted({p for r in receipts for p in state.receipts[r].pledges})
+        return Subject(
+            kind="asset",
+            id=asset_id,
+            assets=(asset_id,),
+            receipts=tuple(sorted(receipts)),
+            pledges=tuple(pledges),
+        )
+
+    def _receipt_assets(self, receipt: ReceiptView | None) -> list[str]:
+        if receipt is None:
+            return []
+        return self.catalog.assets_with_keys(k.removeprefix("0x") for k in receipt.ever_keys)
+
+    def _fact_logs(self, receipt_ids: Sequence[int]) -> list[ChainLog]:
+        return self.index.logs(receipt_ids=receipt_ids, events=["FactReported"])
+
+    def _fact_subjects(self, receipt_ids: Sequence[int]) -> set[str]:
+        """The assets of the events the receipts' covenant facts cite (a herd, a lot)."""
+        leaves = [log.args["leaf"][2:] for log in self._fact_logs(receipt_ids)]
+        if not leaves:
+            return set()
+        with self.store.session() as session:
+            envelopes = session.exec(
+                select(EventRow.envelope).where(col(EventRow.leaf).in_(leaves))
+            ).all()
+        return {a for e in envelopes for a in json.loads(e)["event"]["asset_ids"]}
+
+    def _fact_receipts(self, asset_id: str) -> set[int]:
+        """The receipts whose covenant facts cite an event about ``asset_id``."""
+        with self.store.session() as session:
+            leaves = session.exec(
+                select(EventRow.leaf)
+                .join(FlowEntryRow, col(FlowEntryRow.event_id) == col(EventRow.event_id))
+                .where(FlowEntryRow.asset_id == asset_id)
+                .where(col(FlowEntryRow.kind).in_([*COUNT_KINDS, "alarm"]))
+            ).all()
+        cited = {"0x" + leaf for leaf in leaves}
+        facts = self.index.logs_of_event("FactReported")
+        return {log.args["receiptId"] for log in facts if log.args["leaf"] in cited}
+
+    # --- timelines ------------------------------------------------------------------------
+
+    def page(
+        self,
+        subject: Subject,
+        *,
+        where: HistoryFilter = HistoryFilter(),
+        cursor: str | None = None,
+        limit: int = 100,
+        with_proofs: bool = True,
+    ) -> HistoryPage:
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(
+                f"limit must be 1 to {MAX_PAGE}, got {limit}", field="limit", code="invalid_limit"
+            )
+        after = decode_cursor(cursor) if cursor else None
+        evidence = self._evidence_entries(subject, where, after, limit + 1)
+        onchain = self._chain_entries(subject, where, after)
+        merged = sorted(evidence + onchain, key=lambda e: e.key)
+        page = merged[:limit]
+        more = len(merged) > limit
+        if with_proofs:
+            self._attach_bundles(page)
+        next_cursor = encode_cursor(page[-1].key) if more and page else None
+        return HistoryPage(subject, page, next_cursor)
+
+    def entries(self, subject: Subject, *, where: HistoryFilter = HistoryFilter()) -> list[Entry]:
+        """The whole timeline (for evidence packages), proofs attached."""
+        out: list[Entry] = []
+        cursor: str | None = None
+        while True:
+            page = self.page(subject, where=where, cursor=cursor, limit=MAX_PAGE)
+            out += page.entries
+            if page.next_cursor is None:
+                return out
+            cursor = page.next_cursor
+
+    def _evidence_entries(
+        self, subject: Subject, where: HistoryFilter, after: SortKey | None, limit: int
+    ) -> list[Entry]:
+        if not subject.assets:
+            return []
+        e = FlowEntryRow
+        conditions: list[Any] = [col(e.asset_id).in_(list(subject.assets))]
+        if where.flows:
+            conditions.append(col(e.flow).in_(sorted(where.flows)))
+        if where.kinds:
+            conditions.append(col(e.kind).in_(sorted(where.kinds)))
+        if where.since_ms is not None:
+            conditions.append(col(e.time_ms) >= where.since_ms)
+        if where.until_ms is not None:
+            conditions.append(col(e.time_ms) < where.until_ms)
+        if after is not None:
+            if after[1] == 0:
+                conditions.append(
+                    tuple_(col(e.time_ms), col(e.event_id), col(e.flow))
+                    > tuple_(after[0], after[2], after[3])
+                )
+            else:
+                conditions.append(col(e.time_ms) > after[0])
+        with self.store.session() as session:
+            keys = session.exec(
+                select(e.time_ms, e.event_id, e.flow)
+                .where(and_(*conditions))
+                .distinct()
+                .order_by(col(e.time_ms), col(e.event_id), col(e.flow))
+                .limit(limit)
+            ).all()
+            if not keys:
+                return []
+            rows = session.exec(
+                select(e)
+                .where(col(e.asset_id).in_(list(subject.assets)))
+                .where(col(e.event_id).in_(sorted({k[1] for k in keys})))
+                .order_by(col(e.id))
+            ).all()
+            submitters = dict(
+                session.exec(
+                    select(EventRow.event_id, EventRow.submitter).where(
+                        col(EventRow.event_id).in_(sorted({k[1] for k in keys}))
+                    )
+                ).all()
+            )
+        grouped: dict[tuple[str, str], list[FlowEntryRow]] = {}
+        for row in rows:
+            grouped.setdefault((row.event_id, row.flow), []).append(row)
+        out = []
+        for time_ms, event_id, flow in keys:
+            group = grouped.get((event_id, flow), [])
+            if not group:
+                continue
+            first = group[0]
+            summary = json.loads(first.summary)
+            actors = [{"role": "submitter", "address": submitters.get(event_id, "")}]
+            for role in ("possessor", "owner", "from", "to"):
+                if isinstance(summary.get(role), str):
+                    actors.append({"role": role, "address": summary[role]})
+            out.append(
+                Entry(
+                    key=(time_ms, 0, event_id, flow),
+                    flow=flow,
+                    kind=first.kind,
+                    time_ms=time_ms,
+                    actors=actors,
+                    assets=sorted({r.asset_id for r in group}),
+                    summary=summary,
+                    proof={"type": "merkle", "status": "pending", "bundle": None},
+                    event_id=event_id,
+                )
+            )
+        return out
+
+    def _chain_entries(
+        self, subject: Subject, where: HistoryFilter, after: SortKey | None
+    ) -> list[Entry]:
+        logs = self.index.logs(receipt_ids=subject.receipts, pledge_ids=subject.pledges)
+        state = self.index.state()
+        out = []
+        for log in logs:
+            entry = _log_entry(log, state, self.deployment.chain_id)
+            if entry is None or not where.admits(entry.time_ms, entry.flow, entry.kind):
+                continue
+            if after is not None and entry.key <= after:
+                continue
+            out.append(entry)
+        return out
+
+    def _attach_bundles(self, entries: Sequence[Entry]) -> None:
+        for entry in entries:
+            if entry.event_id is None:
+                continue
+            try:
+                bundle = self.bundles.bundle(entry.event_id)
+            except NotAnchored:
+                continue
+            entry.proof = {"type": "merkle", "status": "anchored", "bundle": bundle.to_json_dict()}
+
+    # --- the summary block --------------------------------------------------------------
+
+    def summary(self, subject: Subject) -> dict[str, Any]:
+        state = self.index.state()
+        return {
+            "custody": self._custody(subject),
+            "quantity": self._quantity(subject, state),
+            "ownership": self._ownership(subject, state),
+            "money": [self._money(p, state) for p in subject.pledges],
+            "alarms": self._alarms(subject),
+        }
+
+    def _custody(self, subject: Subject) -> dict[str, Any]:
+        with self.store.session() as session:
+            current = session.exec(
+                select(CustodyRow).where(col(CustodyRow.asset_id).in_(list(subject.assets)))
+            ).all()
+            moves = session.exec(
+                select(FlowEntryRow)
+                .where(col(FlowEntryRow.asset_id).in_(list(subject.assets)))
+                .where(FlowEntryRow.flow == Flow.LOGISTICS.value)
+                .order_by(col(FlowEntryRow.time_ms), col(FlowEntryRow.event_id))
+            ).all()
+        chain: list[dict[str, Any]] = []
+        for move in moves:
+            summary = json.loads(move.summary)
+            where = summary.get("biz_location") or summary.get("read_point")
+            step = {
+                "time": utc_text(move.time_ms),
+                "event_id": move.event_id,
+                "kind": move.kind,
+                "location": where,
+            }
+            last = chain[-1] if chain else None
+            if last is None or (last["location"], last["kind"]) != (where, move.kind):
+                chain.append(step)
+        holders: dict[tuple[Any, ...], list[str]] = {}
+        for row in current:
+            holders.setdefault((row.status, row.location, row.possessor, row.owner), []).append(
+                row.asset_id
+            )
+        return {
+            "now": [
+                {
+                    "status": s,
+                    "location": loc,
+                    "possessor": p,
+                    "owner": o,
+                    "assets": len(ids),
+                    "examples": sorted(ids)[:5],
+                }
+                for (s, loc, p, o), ids in sorted(holders.items(), key=lambda kv: -len(kv[1]))
+            ],
+            "assets_tracked": len(current),
+            "chain": chain[-100:],
+        }
+
+    def _quantity(self, subject: Subject, state: ChainState) -> dict[str, Any]:
+        with self.store.session() as session:
+            counts = session.exec(
+                select(
+                    FlowEntryRow.event_id,
+                    FlowEntryRow.time_ms,
+                    FlowEntryRow.kind,
+                    FlowEntryRow.summary,
+                )
+                .where(col(FlowEntryRow.asset_id).in_(list(subject.assets)))
+                .where(col(FlowEntryRow.kind).in_(COUNT_KINDS))
+                .distinct()
+                .order_by(col(FlowEntryRow.time_ms))
+            ).all()
+        trend = []
+        for event_id, time_ms, kind, text in counts:
+            summary = json.loads(text)
+            value = summary.get("head_count", summary.get("quantity"))
+            if isinstance(value, int):
+                trend.append(
+                    {
+                        "time_ms": time_ms,
+                        "time": utc_text(time_ms),
+                        "quantity": value,
+                        "source": kind,
+                        "event_id": event_id,
+                        "method": summary.get("method"),
+                        "confidence": summary.get("confidence"),
+                    }
+                )
+        facts = [
+            {
+                "time_ms": log.args["observedAt"] * 1000,
+                "quantity": log.args["quantity"],
+                "leaf": log.args["leaf"],
+                "block_number": log.block_number,
+            }
+            for log in self._fact_logs(subject.receipts)
+            if log.args["kind"] == FactKind.QUANTITY
+        ]
+        receipts = [state.receipts[r] for r in subject.receipts if r in state.receipts]
+        minimum = None
+        for pledge_id in subject.pledges:
+            pledge = state.pledge(pledge_id)
+            if pledge is not None and pledge.status == PledgeStatus.ACTIVE:
+                minimum = max(minimum or 0, pledge.terms.min_quantity)
+        latest = trend[-1] if trend else None
+        return {
+            "unit": receipts[0].unit if receipts else None,
+            "booked": sum(r.quantity for r in receipts) if receipts else None,
+            "minimum": minimum,
+            "latest": latest,
+            "latest_on_chain": facts[-1] if facts else None,
+            "below_minimum": (
+                latest is not None and minimum is not None and latest["quantity"] < minimum
+            ),
+            "trend": trend[-365:],
+        }
+
+    def _ownership(self, subject: Subject, state: ChainState) -> dict[str, Any]:
+        receipts = []
+        for receipt_id in subject.receipts:
+            r = state.receipts.get(receipt_id)
+            if r is None:
+                continue
+            receipts.append(
+                {
+                    "receipt_id": r.receipt_id,
+                    "owner": r.owner,
+                    "custodian": r.custodian,
+                    "status": r.status.name.lower(),
+                    "quantity": r.quantity,
+                    "unit": r.unit,
+                    "asset_class": r.asset_class,
+                    "location": r.location,
+                    "registration": r.registration,
+                    "warehouse_receipt_code": r.warehouse_receipt_code,
+                    "pledge_id": r.pledge_id or None,
+                }
+            )
+        liens = []
+        for pledge_id in subject.pledges:
+            p = state.pledge(pledge_id)
+            if p is None:
+                continue
+            liens.append(
+                {
+                    "pledge_id": pledge_id,
+                    "receipt_id": p.terms.receipt_id,
+                    "lender": p.terms.lender,
+                    "borrower": p.borrower,
+                    "status": p.status.name.lower(),
+                    "frozen": freeze_reasons(int(p.frozen)),
+                    "lien_active": p.status == PledgeStatus.ACTIVE,
+                }
+            )
+        return {"receipts": receipts, "pledges": liens}
+
+    def _money(self, pledge_id: int, state: ChainState) -> dict[str, Any]:
+        pledge = state.pledge(pledge_id)
+        assert pledge is not None
+        disbursements, repayments = [], []
+        liquidation = None
+        for log in self.index.logs(pledge_ids=[pledge_id]):
+            a = log.args
+            at = {"time": utc_text(log.block_time_ms), "tx_hash": log.tx_hash, "ref": a.get("ref")}
+            if log.event == "Disbursed":
+                disbursements.append(
+                    at
+                    | {
+                        "amount": a["amount"],
+                        "payee": a["payee"],
+                        "to_designated_payee": a["payee"] == pledge.terms.payee,
+                    }
+                )
+            elif log.event == "Repaid":
+                repayments.append(at | {"amount": a["amount"], "outstanding": a["outstanding"]})
+            elif log.event == "PledgeLiquidated":
+                liquidation = at | {k: v for k, v in a["outcome"].items() if k != "ground"}
+        return {
+            "pledge_id": pledge_id,
+            "currency": pledge.terms.currency,
+            "principal": pledge.terms.principal,
+            "payee": pledge.terms.payee,
+            "disbursed": pledge.disbursed,
+            "repaid": pledge.repaid,
+            "outstanding": pledge.outstanding,
+            "margin": pledge.margin,
+            "all_to_designated_payee": all(d["to_designated_payee"] for d in disbursements),
+            "disbursements": disbursements,
+            "repayments": repayments,
+            "liquidation": liquidation,
+        }
+
+    def _alarms(self, subject: Subject) -> dict[str, Any]:
+        with self.store.session() as session:
+            conditions = [col(AlarmRow.subject).in_(list(subject.assets))]
+            if subject.pledges:
+                conditions.append(col(AlarmRow.pledge_id).in_(list(subject.pledges)))
+            rows = session.exec(
+                select(AlarmRow).where(or_(*conditions)).order_by(col(AlarmRow.opened_ms))
+            ).all()
+        return {
+            "open": sum(1 for r in rows if r.state == "open"),
+            "acknowledged": sum(1 for r in rows if r.state == "acknowledged"),
+            "cleared": sum(1 for r in rows if r.state == "cleared"),
+            "latest": [
+                {
+                    "key": r.key,
+                    "rule": r.rule,
+                    "state": r.state,
+                    "severity": r.severity,
+                    "time": utc_text(r.opened_ms),
+                    "message": r.message,
+                }
+                for r in rows[-10:]
+            ],
+        }

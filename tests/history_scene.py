@@ -1,0 +1,105 @@
+"""A watched warehouse against a live pledge, served by the API, for the history, evidence,
+alarm and permission tests: in-process chain, SQLite, the four contracts, two simulated
+days of RFID cycle counts, climate and door sensors and EPCIS custody documents (with a
+theft that freezes the pledge), the oracle's alarms and facts, a disbursement and a
+repayment, and the indexer caught up.
+
+``scene`` is module-scoped: build it once, read it many times. ``Scene.token(role)``
+signs in (EIP-4361) as one of: auditor, lender, borrower, custodian, lender2 (a lender
+with no part in this pledge), outsider (no role at all).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.oracle_scene import SceneResult, run_oracle_scene
+from api.settings import Settings
+from api.siwe_client import sign_in
+from ledger.chain import new_account
+from ledger.collateral import AUDITOR_ROLE, LENDER_ROLE, Contracts, deploy_collateral
+from ledger.indexer import Indexer
+from ledger.runtime import DevKeys, Runtime
+
+ROLES = ("auditor", "lender", "borrower", "custodian", "lender2", "outsider")
+
+
+@dataclass
+class Scene:
+    runtime: Runtime
+    keys: DevKeys
+    contracts: Contracts
+    result: SceneResult
+    client: TestClient
+    indexer: Indexer
+    accounts: dict[str, LocalAccount]
+    _tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pledge_id(self) -> int:
+        return self.result.pledge_id
+
+    def token(self, role: str) -> str:
+        if role not in self._tokens:
+            self._tokens[role] = sign_in(self.client, self.accounts[role])
+        return self._tokens[role]
+
+    def get(self, url: str, role: str | None, **params: Any) -> Any:
+        headers = {} if role is None else {"Authorization": f"Bearer {self.token(role)}"}
+        return self.client.get(url, headers=headers, params=params or None)
+
+    def post(self, url: str, role: str | None) -> Any:
+        headers = {} if role is None else {"Authorization": f"Bearer {self.token(role)}"}
+        return self.client.post(url, headers=headers)
+
+    def repay(self, amount: int, memo: str) -> None:
+        self.contracts.pledges.repay(
+            self.pledge_id,
+            amount,
+            ref=hashlib.sha256(memo.encode()).digest(),
+            lender=self.accounts["lender"],
+        )
+        self.indexer.catch_up()
+
+
+def _quiet(*_: Any, **__: Any) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+    path: Path = tmp_path_factory.mktemp("history") / "store.sqlite"
+    runtime, keys = Runtime.dev(db_url=f"sqlite:///{path}")
+    contracts, deployment = deploy_collateral(
+        runtime.registry, runtime.deployment, admin=keys.admin
+    )
+    runtime.deployment = deployment
+    result = run_oracle_scene(
+        runtime, keys, contracts, kind="warehouse", days=2, seed=11, say=_quiet
+    )
+    auditor, lender2, outsider = new_account(), new_account(), new_account()
+    contracts.pledges.grant(AUDITOR_ROLE, auditor.address, admin=keys.admin)
+    contracts.pledges.grant(LENDER_ROLE, lender2.address, admin=keys.admin)
+    indexer = Indexer(runtime.store, runtime.chain, deployment)
+    indexer.catch_up()
+    accounts = {
+        "auditor": auditor,
+        "lender": result.parties["bank"],
+        "borrower": result.parties["owner"],
+        "custodian": result.parties["custodian"],
+        "lender2": lender2,
+        "outsider": outsider,
+    }
+    app = create_app(runtime, settings=Settings())
+    with TestClient(app, base_url="http://testserver") as client:
+        yield Scene(runtime, keys, contracts, result, client, indexer, accounts)
+    runtime.close()

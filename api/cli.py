@@ -31,6 +31,7 @@ from rich.console import Console
 
 from api.oracle_scene import run_oracle_scene, svg_chart
 from api.pledge_demo import run_pledge_scene
+from api.siwe_client import sign_in as siwe_sign_in
 from ledger.chain import ORACLE_ROLE, SUBMITTER_ROLE, Chain
 from ledger.collateral import AUDITOR_ROLE, CUSTODIAN_ROLE, LENDER_ROLE, deploy_contracts
 from ledger.errors import LedgerError, VerificationFailed
@@ -221,9 +222,12 @@ def demo(
                     f"{coils} steel coils, one EIP-712 signature → {answer.status_code}, "
                     f"{answer.json()['accepted']} stored"
                 )
+                token = siwe_sign_in(client, firm)  # EIP-4361: reads need a sign-in
+                client.headers["Authorization"] = f"Bearer {token}"
                 pending = client.get(f"/v1/events/{events[3].event_id}/proof")
                 say(
-                    f"    proof before anchoring → {pending.status_code} {pending.json()['error']['code']}"
+                    f"    signed in with Ethereum (EIP-4361) as the firm; proof before anchoring "
+                    f"→ {pending.status_code} {pending.json()['error']['code']}"
                 )
 
                 summary = runtime.anchorer(keys.oracle).run_once(force=True)

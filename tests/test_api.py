@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
+from api.siwe_client import sign_in
 from ledger.runtime import DevKeys, Runtime
 from ledger.signing import domain_for, sign_submission
 from ledger.verify import verify_bundle
@@ -21,9 +22,11 @@ from tests.conftest import make_events
 
 @pytest.fixture
 def client(dev: tuple[Runtime, DevKeys]) -> Iterator[TestClient]:
-    runtime, _ = dev
+    runtime, keys = dev
     settings = Settings(max_body_bytes=256 * 1024, max_events_per_submission=50)
     with TestClient(create_app(runtime, settings=settings)) as c:
+        # reads need a sign-in (EIP-4361); the firm reads back what it submitted
+        c.headers["Authorization"] = f"Bearer {sign_in(c, keys.submitters[0])}"
         yield c
 
 
@@ -103,7 +106,7 @@ def test_same_id_other_content_is_a_conflict_and_stores_nothing(
         "field": "events[1].event_id",
     }
     assert stored(dev) == 2
-    assert client.get(f"/v1/events/{fresh.event_id}").status_code == 404
+    assert runtime.store.stored_ids([fresh.event_id]) == set()
 
 
 def _mutate(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -241,9 +244,14 @@ def test_oversized_input_is_413(client: TestClient, dev: Any) -> None:
     assert stored(dev) == 0
 
 
-def test_unknown_things_are_404_with_codes(client: TestClient) -> None:
-    assert client.get("/v1/events/nope").json()["error"]["code"] == "not_found"
-    assert client.get("/v1/events/nope/proof").status_code == 404
+def test_unknown_things_are_answered_with_codes(client: TestClient) -> None:
+    # an event the caller may not see and one that does not exist: the same answer
+    unknown = client.get("/v1/events/nope")
+    assert unknown.status_code == 403
+    assert unknown.json()["error"]["code"] == "not_found_or_forbidden"
+    assert client.get("/v1/events/nope/proof").json() == unknown.json() | {
+        "error": unknown.json()["error"]
+    }
     assert client.get("/v1/batches/acme.custody/0").status_code == 404
     assert client.get("/v1/batches/Not%20A%20Stream/0").status_code == 422
     assert client.get("/v1/batches/acme.custody/-1").status_code == 422

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.siwe_client import sign_in
 from ledger.chain import Chain
 from ledger.runtime import Runtime
 from ledger.signing import sign_submission
@@ -75,6 +76,7 @@ def _anchor_on(runtime: Runtime, oracle: Any, firm: Any, n: int) -> list[dict[st
     with TestClient(create_app(runtime)) as client:
         assert client.post("/v1/events", json=body.model_dump(mode="json")).status_code == 202
         runtime.anchorer(oracle, max_batch=4).run_once(force=True)
+        client.headers["Authorization"] = f"Bearer {sign_in(client, firm)}"
         return [client.get(f"/v1/events/{e.event_id}/proof").json() for e in events]
 
 

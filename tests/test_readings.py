@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from api.app import create_app
+from api.siwe_client import sign_in
 from ledger.errors import InvalidSignature
 from ledger.oracle_state import OracleState
 from ledger.runtime import DevKeys, Runtime
@@ -150,6 +151,8 @@ def ingest(dev: tuple[Runtime, DevKeys]) -> ReadingIngest:
 @pytest.fixture
 def client(dev: tuple[Runtime, DevKeys], ingest: ReadingIngest) -> Iterator[TestClient]:
     with TestClient(create_app(dev[0], ingest=ingest)) as c:
+        # reads need a sign-in (EIP-4361): the gateway reads back the events it signed
+        c.headers["Authorization"] = f"Bearer {sign_in(c, dev[1].submitters[0])}"
         yield c
 
 

@@ -10,6 +10,7 @@ from eth_account import Account
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.siwe_client import sign_in
 from ledger.errors import Conflict, NotFound, StoreError
 from ledger.merkle import build_tree
 from ledger.runtime import Runtime
@@ -118,6 +119,7 @@ def test_the_whole_api_flow_on_each_database(any_db_url: str) -> None:
     with TestClient(create_app(runtime)) as client:
         assert client.post("/v1/events", json=body.model_dump(mode="json")).status_code == 202
         runtime.anchorer(keys.oracle, max_batch=4).run_once(force=True)
+        client.headers["Authorization"] = f"Bearer {sign_in(client, firm)}"
         for event in events:
             verify_bundle(
                 client.get(f"/v1/events/{event.event_id}/proof").json(), chain=runtime.chain

@@ -26,7 +26,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic_core import from_json
 
-from api.deps import RuntimeDep
+from api.auth import CallerDep
+from api.deps import AccessDep, RuntimeDep
 from ledger.canonical import loads_canonical
 from ledger.errors import InvalidDocument, InvalidInput, NotFound, TooLarge, Unauthenticated
 from ledger.flows import CaptureJobRow, EpcisQuery, Flows, job_errors
@@ -157,6 +158,8 @@ async def capture(request: Request) -> JSONResponse:
 
 @router.get("/capture/{capture_id}", summary="A capture job")
 def capture_job(request: Request, capture_id: str) -> JSONResponse:
+    """For capture clients (the same bearer token as the capture)."""
+    _client(request)
     job = _capture_service(request).flows.capture_job(capture_id)
     return JSONResponse(_job_json(job), headers=_EPCIS_HEADERS)
 
@@ -287,12 +290,16 @@ def _query_document(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @router.get("/events", summary="Query captured events (EPCIS 2.0 SimpleEventQuery)")
-def query_events(request: Request, runtime: RuntimeDep) -> JSONResponse:
+def query_events(
+    request: Request, runtime: RuntimeDep, caller: CallerDep, access: AccessDep
+) -> JSONResponse:
     """Filters: eventType, EQ_bizStep, EQ_bizLocation, EQ_readPoint, EQ_disposition,
     EQ_action, MATCH_epc, MATCH_anyEPC, MATCH_parentID, MATCH_epcClass, GE_/LT_eventTime,
     GE_/LT_recordTime; several values with `|` or a repeated parameter. Identifiers may
     be URNs or Digital Links. Ordered by eventTime, then event hash ID; `perPage` and
-    `nextPageToken` page through, with a `Link: rel="next"` header."""
+    `nextPageToken` page through, with a `Link: rel="next"` header. Needs a sign-in
+    token; answers only events the caller may see (a page may then hold fewer than
+    `perPage`: follow `Link` until it is absent)."""
     query, per_page, after = _query_from(request)
     flows: Flows = request.app.state.flows
     hits = flows.epcis_event_ids(query, after=after, limit=per_page + 1)
@@ -300,6 +307,7 @@ def query_events(request: Request, runtime: RuntimeDep) -> JSONResponse:
     events = [
         loads_canonical(runtime.store.event(event_id).envelope)["event"]["payload"]
         for _, event_id in page
+        if access.may_see_event(caller, event_id)
     ]
     headers = dict(_EPCIS_HEADERS)
     if len(hits) > per_page:
@@ -310,9 +318,12 @@ def query_events(request: Request, runtime: RuntimeDep) -> JSONResponse:
 
 
 @router.get("/events/{event_id:path}", summary="One captured event by its GS1 event hash ID")
-def get_event(runtime: RuntimeDep, event_id: str, request: Request) -> JSONResponse:
+def get_event(
+    runtime: RuntimeDep, caller: CallerDep, access: AccessDep, event_id: str, request: Request
+) -> JSONResponse:
     if request.url.query and event_id.startswith("ni:"):
         event_id = f"{event_id}?{request.url.query}"  # an unescaped '?ver=CBV2.0'
+    access.event(caller, event_id)
     try:
         row = runtime.store.event(event_id)
     except NotFound:

@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, status
 
-from api.deps import RuntimeDep, SettingsDep
+from api.auth import CallerDep
+from api.deps import AccessDep, RuntimeDep, SettingsDep
 from api.schemas import BatchLink, ErrorBody, EventPublic, ReceiptPublic, SubmissionAccepted
 from ledger.canonical import loads_canonical
 from ledger.errors import TooLarge
@@ -97,23 +98,35 @@ def submit_events(
 @router.get(
     "/{event_id:path}/proof",
     responses={
-        404: {"model": ErrorBody, "description": "unknown, or not anchored yet (code not_anchored)"}
+        401: {"model": ErrorBody, "description": "no or bad sign-in token"},
+        403: {"model": ErrorBody, "description": "unknown, or not the caller's to see"},
+        404: {"model": ErrorBody, "description": "not anchored yet (code not_anchored)"},
     },
     summary="The proof bundle of an anchored event",
 )
-def event_proof(runtime: RuntimeDep, event_id: EventId) -> dict[str, Any]:
+def event_proof(
+    runtime: RuntimeDep, caller: CallerDep, access: AccessDep, event_id: EventId
+) -> dict[str, Any]:
     """A self-contained proof bundle (docs/proof-format.md); 404 `not_anchored` until
-    the event's batch is anchored."""
+    the event's batch is anchored. For the event's submitter and whoever may see one of
+    its assets (api.access)."""
+    access.event(caller, event_id)
     return runtime.bundles.bundle(event_id).to_json_dict()
 
 
 @router.get(
     "/{event_id:path}",
     response_model=EventPublic,
-    responses={404: {"model": ErrorBody}},
+    responses={
+        401: {"model": ErrorBody, "description": "no or bad sign-in token"},
+        403: {"model": ErrorBody, "description": "unknown, or not the caller's to see"},
+    },
     summary="One stored event and where it stands",
 )
-def get_event(runtime: RuntimeDep, event_id: EventId) -> EventPublic:
+def get_event(
+    runtime: RuntimeDep, caller: CallerDep, access: AccessDep, event_id: EventId
+) -> EventPublic:
+    access.event(caller, event_id)
     row = runtime.store.event(event_id)
     batch_link = None
     state = "pending"

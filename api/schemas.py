@@ -67,7 +67,10 @@ class BatchPublic(BaseModel):
     gas_used: int | None
     chain_id: int
     contract: str
-    event_ids: list[str] = Field(description="the first 1,000 events, in leaf order")
+    event_ids: list[str] = Field(
+        description="the first 1,000 events in leaf order: all for an auditor, the "
+        "caller's own submissions for anyone else"
+    )
 
 
 class StreamBacklog(BaseModel):

@@ -314,16 +314,17 @@ class Store:
             ).all()
         return [bytes.fromhex(leaf) for leaf in leaves]
 
-    def batch_event_ids(self, stream: str, seq: int, *, limit: int = 1000) -> list[str]:
+    def batch_event_ids(
+        self, stream: str, seq: int, *, limit: int = 1000, submitter: str | None = None
+    ) -> list[str]:
+        """The batch's event ids in leaf order; with ``submitter``, only that one's."""
+        query = select(EventRow.event_id).where(
+            EventRow.stream == stream, EventRow.batch_seq == seq
+        )
+        if submitter is not None:
+            query = query.where(EventRow.submitter == submitter)
         with self._session() as session:
-            return list(
-                session.exec(
-                    select(EventRow.event_id)
-                    .where(EventRow.stream == stream, EventRow.batch_seq == seq)
-                    .order_by(col(EventRow.leaf_index))
-                    .limit(limit)
-                )
-            )
+            return list(session.exec(query.order_by(col(EventRow.leaf_index)).limit(limit)))
 
     def mark_sent(self, stream: str, seq: int, *, tx_hash: bytes) -> None:
         self._update_batch(stream, seq, state=SENT, tx_hash=tx_hash.hex())

@@ -5,8 +5,9 @@ theft that freezes the pledge), the oracle's alarms and facts, a disbursement an
 repayment, and the indexer caught up.
 
 ``scene`` is module-scoped: build it once, read it many times. ``Scene.token(role)``
-signs in (EIP-4361) as one of: auditor, lender, borrower, custodian, lender2 (a lender
-with no part in this pledge), outsider (no role at all).
+signs in (EIP-4361) as one of: auditor, lender, borrower, custodian, gateway (the key
+that signed the warehouse's events), lender2 (a lender with no part in this pledge),
+outsider (no role at all).
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from ledger.chain import new_account
 from ledger.collateral import AUDITOR_ROLE, LENDER_ROLE, Contracts, deploy_collateral
 from ledger.indexer import Indexer
 from ledger.runtime import DevKeys, Runtime
-
-ROLES = ("auditor", "lender", "borrower", "custodian", "lender2", "outsider")
 
 
 @dataclass
@@ -96,6 +95,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         "lender": result.parties["bank"],
         "borrower": result.parties["owner"],
         "custodian": result.parties["custodian"],
+        "gateway": result.parties["gateway"],
         "lender2": lender2,
         "outsider": outsider,
     }

@@ -25,7 +25,6 @@ PARTIES = {"auditor", "lender", "borrower", "custodian"}  # party to the pledge
 @pytest.fixture(scope="module")
 def targets(scene: Scene) -> dict[str, Any]:
     """Real objects of each kind, and a made-up one of each."""
-    scene.accounts.setdefault("gateway", scene.result.parties["gateway"])
     history = scene.get(f"/v1/pledges/{scene.pledge_id}/history", "auditor", limit=500).json()
     coil = history["summary"]["custody"]["now"][0]["examples"][0]
     epcis = next(e for e in history["entries"] if e["kind"] == "epcis.receiving")["event_id"]
@@ -100,6 +99,21 @@ def test_every_read_needs_a_sign_in(scene: Scene, targets: dict[str, Any], endpo
     answer = scene.get(template.format(targets[kind][0]), None)
     assert answer.status_code == 401
     assert answer.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_batch_shows_its_root_to_all_and_its_events_only_as_far_as_one_may_see(
+    scene: Scene, role: str
+) -> None:
+    proof = scene.get(f"/v1/pledges/{scene.pledge_id}/history", "auditor", limit=1).json()
+    bundle = proof["entries"][0]["proof"]["bundle"]
+    url = f"/v1/batches/{bundle['batch']['stream']}/{bundle['batch']['seq']}"
+    answer = scene.get(url, role)
+    assert answer.status_code == 200
+    assert answer.json()["root"] == bundle["batch"]["root"]
+    ids = answer.json()["event_ids"]
+    assert bool(ids) == (role in ("auditor", "gateway"))  # the gateway signed them all
+    assert scene.get(url, None).status_code == 401
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -11,8 +11,9 @@ Two sources, one list:
   open from ``PledgeFrozen`` until ``PledgeUnfrozen`` clears it.
 
 Each alarm has a state: open → acknowledged → cleared. Chain alarms clear themselves
-when the contract says so; a lender's acknowledgement of any alarm (and the clearing of
-an oracle alarm) is kept in ``alarm_acks`` / the ``alarms`` row.
+when the contract says so; a person's acknowledgement of any alarm (and a lender's
+clearing of an oracle alarm) is a signed statement (EIP-191 ``personal_sign`` of
+``change_statement``), kept with the signature in ``alarm_acks``.
 """
 
 from __future__ import annotations
@@ -20,19 +21,23 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
 from sqlmodel import Field, SQLModel, col, select
 
 from ledger.chainlog import ChainLog
 from ledger.collateral import Freeze
-from ledger.errors import InvalidInput, NotFound
+from ledger.errors import InvalidInput, InvalidSignature, NotFound
 from ledger.indexer import ChainIndex
 from ledger.models import utc_text
 from ledger.oracle_state import ACKNOWLEDGED, CLEARED, OPEN, AlarmRow
 from ledger.store import Store
 
-__all__ = ["STATES", "Alarm", "AlarmBook", "category_of"]
+__all__ = ["STATES", "Alarm", "AlarmBook", "category_of", "change_statement", "sign_change"]
 
 STATES = (OPEN, ACKNOWLEDGED, CLEARED)
 _CATEGORY = {
@@ -60,6 +65,22 @@ def category_of(rule: str) -> str:
     return _CATEGORY.get(rule, "sensor")
 
 
+MAX_SKEW_MS = 5 * 60_000
+
+
+def change_statement(*, alarm_id: str, state: str, at: str, chain_id: int) -> str:
+    """The text a person signs (EIP-191 personal_sign) to acknowledge or clear an alarm:
+    who did it is the signer; ``at`` (RFC 3339) must be within five minutes of the
+    server's clock, so an old signature cannot be replayed later."""
+    return f"fourflow: mark alarm {state}\nalarm: {alarm_id}\nat: {at}\nchain: {chain_id}"
+
+
+def sign_change(account: LocalAccount, *, alarm_id: str, state: str, at: str, chain_id: int) -> str:
+    text = change_statement(alarm_id=alarm_id, state=state, at=at, chain_id=chain_id)
+    signature: str = account.sign_message(encode_defunct(text=text)).signature.to_0x_hex()
+    return signature
+
+
 class AlarmAckRow(SQLModel, table=True):
     __tablename__ = "alarm_acks"
 
@@ -67,6 +88,8 @@ class AlarmAckRow(SQLModel, table=True):
     state: str = Field(max_length=16)  # acknowledged | cleared (chain alarms: acknowledged)
     by: str = Field(max_length=42)
     at_ms: int
+    statement: str  # what ``by`` signed (change_statement)
+    signature: str = Field(max_length=132)
 
 
 @dataclass
@@ -141,12 +164,15 @@ class AlarmBook:
                 return alarm
         raise NotFound(f"no alarm {alarm_id!r}")
 
-    def set_state(self, alarm_id: str, state: str, *, by: str) -> Alarm:
-        """A person's acknowledgement (or, for an oracle alarm, clearing)."""
+    def set_state(self, alarm_id: str, state: str, *, by: str, at: str, signature: str) -> Alarm:
+        """A person's acknowledgement (or, for an oracle alarm, clearing), signed by them
+        over ``change_statement``."""
         if state not in (ACKNOWLEDGED, CLEARED):
             raise InvalidInput(
                 f"cannot set an alarm to {state!r}", field="state", code="invalid_state"
             )
+        statement = change_statement(alarm_id=alarm_id, state=state, at=at, chain_id=self.chain_id)
+        self._check_signed(statement, at=at, signature=signature, by=by)
         alarm = self.get(alarm_id)
         if alarm.state == CLEARED:
             raise InvalidInput(
@@ -166,9 +192,41 @@ class AlarmBook:
                 assert row is not None
                 row.state = state
                 session.add(row)
-            session.merge(AlarmAckRow(key=alarm_id, state=state, by=by, at_ms=now))
+            session.merge(
+                AlarmAckRow(
+                    key=alarm_id, state=state, by=by, at_ms=now, statement=statement,
+                    signature=signature,
+                )
+            )  # fmt: skip
             session.commit()
         return self.get(alarm_id)
+
+    @staticmethod
+    def _check_signed(statement: str, *, at: str, signature: str, by: str) -> None:
+        try:
+            when = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except ValueError:
+            when = None
+        if when is None or when.tzinfo is None:
+            raise InvalidInput(f"at: expected RFC 3339 with an offset, got {at!r}", field="at")
+        if abs(int(when.timestamp() * 1000) - int(time.time() * 1000)) > MAX_SKEW_MS:
+            raise InvalidInput(
+                f"at: {at} is more than five minutes from now: sign a fresh statement",
+                field="at",
+                code="stale_statement",
+            )
+        try:
+            signer = Account.recover_message(
+                encode_defunct(text=statement),
+                signature=bytes.fromhex(signature.removeprefix("0x")),
+            )
+        except (ValueError, TypeError) as exc:
+            raise InvalidSignature(f"not a signature: {exc}", field="signature") from exc
+        if signer != by:
+            raise InvalidSignature(
+                f"the statement is signed by {signer}, not by the signed-in {by}",
+                field="signature",
+            )
 
     @staticmethod
     def _oracle(row: AlarmRow, ack: AlarmAckRow | None) -> Alarm:

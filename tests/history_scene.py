@@ -13,10 +13,12 @@ outsider (no role at all).
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from eth_account.signers.local import LocalAccount
@@ -26,9 +28,11 @@ from api.app import create_app
 from api.oracle_scene import SceneResult, run_oracle_scene
 from api.settings import Settings
 from api.siwe_client import sign_in
+from ledger.alarms import sign_change
 from ledger.chain import new_account
 from ledger.collateral import AUDITOR_ROLE, LENDER_ROLE, Contracts, deploy_collateral
 from ledger.indexer import Indexer
+from ledger.models import utc_text
 from ledger.runtime import DevKeys, Runtime
 
 
@@ -56,9 +60,31 @@ class Scene:
         headers = {} if role is None else {"Authorization": f"Bearer {self.token(role)}"}
         return self.client.get(url, headers=headers, params=params or None)
 
-    def post(self, url: str, role: str | None) -> Any:
+    def post(self, url: str, role: str | None, body: Any = None) -> Any:
         headers = {} if role is None else {"Authorization": f"Bearer {self.token(role)}"}
-        return self.client.post(url, headers=headers)
+        return self.client.post(url, headers=headers, json=body)
+
+    def change_alarm(
+        self,
+        alarm_id: str,
+        state: str,
+        role: str,
+        *,
+        signer: LocalAccount | None = None,
+        at: str | None = None,
+    ) -> Any:
+        """POST /v1/alarms/{id}/acknowledge|clear with the signed statement of it."""
+        at = at or utc_text(int(time.time() * 1000))
+        signature = sign_change(
+            signer or self.accounts[role],
+            alarm_id=alarm_id,
+            state=state,
+            at=at,
+            chain_id=self.runtime.deployment.chain_id,
+        )
+        action = "acknowledge" if state == "acknowledged" else "clear"
+        body = {"at": at, "signature": signature}
+        return self.post(f"/v1/alarms/{quote(alarm_id, safe=':')}/{action}", role, body)
 
     def repay(self, amount: int, memo: str) -> None:
         self.contracts.pledges.repay(

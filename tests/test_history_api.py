@@ -245,19 +245,30 @@ def test_alarms_list_with_states_links_and_acknowledgement(scene: Scene) -> None
     assert oracle["links"]["history"].startswith(f"/v1/pledges/{scene.pledge_id}/history")
     assert scene.get(oracle["links"]["record"], "lender").status_code == 200
 
-    done = scene.post(f"/v1/alarms/{oracle['id']}/acknowledge", "lender")
+    # a write is signed, not only authenticated: by the signed-in caller, and fresh
+    forged = scene.change_alarm(
+        oracle["id"], "acknowledged", "lender", signer=scene.accounts["borrower"]
+    )
+    assert forged.status_code == 401 and forged.json()["error"]["code"] == "invalid_signature"
+    stale = scene.change_alarm(oracle["id"], "acknowledged", "lender", at="2026-01-01T00:00:00Z")
+    assert stale.status_code == 422 and stale.json()["error"]["code"] == "stale_statement"
+    unsigned = scene.post(f"/v1/alarms/{oracle['id']}/acknowledge", "lender")
+    assert unsigned.status_code == 422
+    assert scene.get(f"/v1/alarms/{oracle['id']}", "lender").json()["state"] == "open"
+
+    done = scene.change_alarm(oracle["id"], "acknowledged", "lender")
     assert done.status_code == 200 and done.json()["state"] == "acknowledged"
     assert done.json()["acknowledged_by"] == scene.accounts["lender"].address
     listed = scene.get("/v1/alarms", "lender", state="acknowledged").json()["alarms"]
     assert oracle["id"] in {a["id"] for a in listed}
 
-    refused = scene.post(f"/v1/alarms/{oracle['id']}/clear", "borrower")
+    refused = scene.change_alarm(oracle["id"], "cleared", "borrower")
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "role_required"
-    cleared = scene.post(f"/v1/alarms/{oracle['id']}/clear", "lender")
+    cleared = scene.change_alarm(oracle["id"], "cleared", "lender")
     assert cleared.json()["state"] == "cleared"
-    by_hand = scene.post(f"/v1/alarms/{frozen[0]['id']}/clear", "lender")
+    by_hand = scene.change_alarm(frozen[0]["id"], "cleared", "lender")
     assert by_hand.status_code == 422 and by_hand.json()["error"]["code"] == "chain_alarm"
-    again = scene.post(f"/v1/alarms/{oracle['id']}/acknowledge", "lender")
+    again = scene.change_alarm(oracle["id"], "acknowledged", "lender")
     assert again.status_code == 422 and again.json()["error"]["code"] == "alarm_cleared"
     assert scene.get("/v1/alarms", "lender", category="weather").status_code == 422
 

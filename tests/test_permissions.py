@@ -131,5 +131,5 @@ def test_lists_hold_only_what_the_caller_may_see(
     events = epcis["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
     assert bool(events) == (party or role == "gateway")
 
-    acknowledge = scene.post(f"/v1/alarms/{targets['alarm'][0]}/acknowledge", role)
+    acknowledge = scene.change_alarm(targets["alarm"][0], "acknowledged", role)
     assert acknowledge.status_code == (200 if party else 403)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.access import Access
 from api.auth import CallerDep, Identity
@@ -160,30 +161,49 @@ def get_alarm(caller: CallerDep, access: AccessDep, book: BookDep, alarm_id: str
     return _visible(access, book, caller, alarm_id).to_json()
 
 
+class AlarmChange(BaseModel):
+    """The caller's signed statement of the change (EIP-191 personal_sign of
+    `ledger.alarms.change_statement`:
+    `fourflow: mark alarm <state>\\nalarm: <id>\\nat: <at>\\nchain: <chain id>`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: str = Field(max_length=40, examples=["2026-11-27T05:00:00.000Z"])
+    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
+
+
 def _change(
-    access: Access, book: AlarmBook, who: Identity, alarm_id: str, state: str
+    access: Access,
+    book: AlarmBook,
+    who: Identity,
+    alarm_id: str,
+    state: str,
+    change: AlarmChange,
 ) -> dict[str, Any]:
-    alarm = _visible(access, book, who, alarm_id)
+    _visible(access, book, who, alarm_id)
     if state == "cleared" and not {"lender", "auditor"} & who.roles:
         raise UnregisteredSigner(
             "only a lender or an auditor clears an alarm", field="state", code="role_required"
         )
-    del alarm
-    return book.set_state(alarm_id, state, by=who.address).to_json()
+    return book.set_state(
+        alarm_id, state, by=who.address, at=change.at, signature=change.signature
+    ).to_json()
 
 
 @router.post("/{alarm_id:path}/acknowledge", responses=_ERRORS, summary="Acknowledge an alarm")
 def acknowledge_alarm(
-    caller: CallerDep, access: AccessDep, book: BookDep, alarm_id: str
+    caller: CallerDep, access: AccessDep, book: BookDep, alarm_id: str, change: AlarmChange
 ) -> dict[str, Any]:
-    """Marks the alarm seen; it stays in the list as `acknowledged` until it clears."""
-    return _change(access, book, caller, alarm_id, "acknowledged")
+    """Marks the alarm seen; it stays in the list as `acknowledged` until it clears. The
+    body is the caller's signed statement of it (a write is signed, not only
+    authenticated); who acknowledged, when, and the signature are kept."""
+    return _change(access, book, caller, alarm_id, "acknowledged", change)
 
 
 @router.post("/{alarm_id:path}/clear", responses=_ERRORS, summary="Clear an oracle alarm")
 def clear_alarm(
-    caller: CallerDep, access: AccessDep, book: BookDep, alarm_id: str
+    caller: CallerDep, access: AccessDep, book: BookDep, alarm_id: str, change: AlarmChange
 ) -> dict[str, Any]:
-    """A lender or auditor closes an oracle alarm it has dealt with. Chain alarms (margin
-    calls, freezes) clear only when the contract says so."""
-    return _change(access, book, caller, alarm_id, "cleared")
+    """A lender or auditor closes an oracle alarm it has dealt with, with its signed
+    statement. Chain alarms (margin calls, freezes) clear only when the contract says so."""
+    return _change(access, book, caller, alarm_id, "cleared", change)

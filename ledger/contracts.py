@@ -7,17 +7,24 @@ native ``solc`` of the pinned version if one is on PATH, otherwise solc-js from
 following their imports (relative, or from ``contracts/node_modules``) and passed
 inline, so both compilers see exactly the same input; its sha256 is stored in each
 artifact so staleness is a hash comparison.
+
+A fresh compile also says where each ``immutable`` sits in the runtime code
+(``Artifact.immutables``): the constructor writes those values into the deployed code,
+so ``fourflow audit`` masks them to compare it with the compiled code, then checks the
+values themselves. Committed artifacts do not carry them.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import posixpath
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -45,6 +52,10 @@ _SETTINGS: dict[str, Any] = {
     "evmVersion": "cancun",
     "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
 }
+# asked of the compiler on top of _SETTINGS; output selection changes no code, so the
+# artifacts' input hash stays that of _SETTINGS
+_IMMUTABLE_OUTPUTS = ["evm.deployedBytecode.immutableReferences"]
+_WORD = 32
 _IMPORT = re.compile(r'^\s*import\s+(?:[^"\']*\s+from\s+)?["\']([^"\']+)["\']\s*;', re.M)
 
 
@@ -56,6 +67,9 @@ class Artifact:
     deployed_bytecode: bytes
     input_sha256: str
     compiler: str
+    # qualified name ("EIP712._cachedThis") -> offsets of its 32-byte value in the runtime
+    # code; from compile_contracts only (committed artifacts leave it empty)
+    immutables: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def sha256(self) -> str:
@@ -122,8 +136,12 @@ def compile_contracts() -> dict[str, Artifact]:
 
     data = compiler_input()
     binary = _solc_binary()
+    request = copy.deepcopy(data)
+    selection = request["settings"]["outputSelection"]
+    selection["*"]["*"] = [*selection["*"]["*"], *_IMMUTABLE_OUTPUTS]
+    selection["*"][""] = ["ast"]  # to name the immutables
     try:
-        output = solcx.compile_standard(data, solc_binary=binary)
+        output = solcx.compile_standard(request, solc_binary=binary)
     except solcx.exceptions.SolcError as exc:
         raise ArtifactError(f"solc failed: {exc.message}") from exc
     errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
@@ -131,18 +149,51 @@ def compile_contracts() -> dict[str, Artifact]:
         raise ArtifactError("; ".join(e["formattedMessage"] for e in errors))
     compiler = solcx.wrapper.get_version_str_from_solc_binary(binary)
     digest = _input_sha256(data)
+    names = {
+        node_id: name
+        for source in output["sources"].values()
+        for node_id, name in _immutable_declarations(source["ast"], None)
+    }
     artifacts = {}
     for name in CONTRACTS:
         out = output["contracts"][f"{name}.sol"][name]
+        deployed = out["evm"]["deployedBytecode"]
         artifacts[name] = Artifact(
             name=name,
             abi=out["abi"],
             bytecode=bytes.fromhex(out["evm"]["bytecode"]["object"]),
-            deployed_bytecode=bytes.fromhex(out["evm"]["deployedBytecode"]["object"]),
+            deployed_bytecode=bytes.fromhex(deployed["object"]),
             input_sha256=digest,
             compiler=compiler,
+            immutables=_immutables(deployed.get("immutableReferences", {}), names),
         )
     return artifacts
+
+
+def _immutable_declarations(node: Any, contract: str | None) -> Iterator[tuple[int, str]]:
+    """(AST id, "Contract.variable") of every immutable state variable under ``node``."""
+    if isinstance(node, dict):
+        if node.get("nodeType") == "ContractDefinition":
+            contract = node.get("name")
+        if node.get("nodeType") == "VariableDeclaration" and node.get("mutability") == "immutable":
+            yield int(node["id"]), f"{contract}.{node['name']}"
+        for value in node.values():
+            yield from _immutable_declarations(value, contract)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _immutable_declarations(value, contract)
+
+
+def _immutables(
+    references: dict[str, list[dict[str, int]]], names: dict[int, str]
+) -> dict[str, tuple[int, ...]]:
+    found: dict[str, tuple[int, ...]] = {}
+    for node_id, places in references.items():
+        if any(place["length"] != _WORD for place in places):
+            raise ArtifactError(f"immutable {node_id} is not a {_WORD}-byte word: {places}")
+        name = names.get(int(node_id), f"#{node_id}")
+        found[name] = tuple(sorted(place["start"] for place in places))
+    return found
 
 
 def write_artifacts(artifacts: dict[str, Artifact], directory: Path = ARTIFACTS_DIR) -> None:

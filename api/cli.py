@@ -1,9 +1,11 @@
 """The `fourflow` command.
 
 fourflow demo                 the whole path on an in-process chain and SQLite
-fourflow verify BUNDLE        check a proof bundle against a node, step by step
+fourflow verify FILE          check a proof bundle, or a pledge's evidence package, against a node
+fourflow audit                replay the deployment from the chain and the evidence, trusting nobody
 fourflow deploy               deploy the registry on a node and write a manifest
-fourflow serve                the HTTP API (and, with an oracle key, the anchoring worker)
+fourflow serve                the HTTP API and dashboard, following the chain (and anchoring, with an oracle key)
+fourflow index                follow the contracts' logs into the store (--rebuild: from the chain alone)
 fourflow oracle run           ingestion, rules, covenant facts and anchoring, as a service
 fourflow simulate KIND        simulated farm or warehouse devices, in-process or over MQTT
 fourflow sign-in              Sign-In with Ethereum: a bearer token for the API's reads
@@ -17,6 +19,7 @@ import copy
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -29,6 +32,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from api.lender_scene import run_lender_scene
 from api.oracle_scene import run_oracle_scene, svg_chart
 from api.pledge_demo import run_pledge_scene
 from api.siwe_client import sign_in as siwe_sign_in
@@ -103,10 +107,60 @@ def _print_result(result: dict[str, Any]) -> None:
         )
 
 
+def _verify_package(
+    package: dict[str, Any], chain: Chain, confirmations: int, *, as_json: bool
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from ledger.evidence import CHECKS, check_package
+
+    with Progress(
+        TextColumn("checking entries"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+        disable=as_json or not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("entries", total=len(package.get("entries") or []))
+        result = check_package(
+            package,
+            chain=chain,
+            confirmations=confirmations,
+            progress=lambda done, _total: bar.update(task, completed=done),
+        )
+    if as_json:
+        out.print_json(data=result.to_json())
+    else:
+        subject = package.get("subject") or {}
+        out.print(
+            f"evidence package for {subject.get('type')} {subject.get('id')}: "
+            f"{result.entries} entries, {result.bundles_verified} proof bundles and "
+            f"{result.logs_verified} chain logs verified"
+        )
+        for finding in result.findings:
+            mark = "[yellow]![/yellow]" if finding.severity == "warning" else "[red]✗[/red]"
+            where = f" {finding.entry}" if finding.entry else ""
+            out.print(f"  {mark} {finding.check}{where}: {finding.message}")
+        failed = {f.check for f in result.findings if f.severity == "error"}
+        checks = "  ".join(
+            f"{'[red]✗[/red]' if c in failed else '[green]✓[/green]'} {c}" for c in CHECKS
+        )
+        out.print(f"  {checks}")
+        verdict = (
+            "[bold green]VERIFIED[/bold green]" if result.ok else "[bold red]FAILED[/bold red]"
+        )
+        out.print(f"  {verdict}")
+    raise typer.Exit(0 if result.ok else 1)
+
+
 @app.command()
 def verify(
     bundle_path: Annotated[
-        str, typer.Argument(metavar="BUNDLE", help="Bundle JSON file, or - for stdin.")
+        str,
+        typer.Argument(
+            metavar="FILE", help="A proof bundle or an evidence package (JSON), or - for stdin."
+        ),
     ],
     rpc: RpcOpt,
     confirmations: Annotated[
@@ -114,7 +168,8 @@ def verify(
     ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
 ) -> None:
-    """Verify a proof bundle against a node: exit 0 if it holds, 1 if a step fails."""
+    """Verify a proof bundle, or a pledge's whole evidence package, against a node: exit
+    0 if it holds, 1 if anything fails, 2 for bad input."""
     try:
         text = (
             sys.stdin.read()
@@ -130,12 +185,157 @@ def verify(
         chain = Chain.connect(rpc)
     except LedgerError as exc:
         raise _die(f"cannot reach the node at {rpc}: {exc.message}") from exc
+    if bundle.get("format") == "fourflow/evidence-package":
+        _verify_package(bundle, chain, confirmations, as_json=as_json)
     result = _verify_one(bundle, chain, confirmations)
     if as_json:
         out.print_json(data=result)
     else:
         _print_result(result)
     raise typer.Exit(0 if result["ok"] else 1)
+
+
+# --- audit -------------------------------------------------------------------------------
+
+_AUDIT_LONG_RUN = 10_000  # events: off a terminal, such a run reports progress in lines
+
+
+def _audit_progress(stack: Any) -> Any:
+    """Progress on stderr: a transient bar on a terminal; off one, for a long run, a line
+    per stage and per tenth of the events (a log keeps those)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    state: dict[str, Any] = {"stage": None, "tenth": -1}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if err.is_terminal:
+            if "bar" not in state:
+                bar = Progress(
+                    TextColumn("{task.description:<22}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=err,
+                    transient=True,
+                )
+                state["bar"] = stack.enter_context(bar)
+                state["task"] = bar.add_task(stage, total=max(total, 1))
+            state["bar"].update(
+                state["task"], description=stage, completed=done, total=max(total, 1)
+            )
+            return
+        if stage == "events" and total >= _AUDIT_LONG_RUN:
+            state["long"] = True
+        if not state.get("long"):
+            return
+        tenth = 10 * done // max(total, 1)
+        if stage != state["stage"] or (stage == "events" and tenth > state["tenth"]):
+            state["stage"], state["tenth"] = stage, tenth
+            err.print(f"audit: {stage} {done:,}/{total:,}")
+
+    return update
+
+
+def _print_audit(report: Any) -> None:
+    from rich.markup import escape
+
+    c = report.counts
+    out.print(f"audit of chain {report.chain_id} at block {report.head}, from the {report.source}")
+    out.print(
+        f"  {c.contracts} contracts · {c.logs} logs · {c.streams} streams · {c.batches} batches "
+        f"({c.leaves} leaves, {c.batches_recomputed} roots recomputed) · {c.events} events "
+        f"({c.events_pending} not anchored yet) · {c.signatures} signatures · {c.facts} facts · "
+        f"{c.pledges} pledges · {c.receipts} receipts"
+    )
+    for finding in report.findings:
+        mark = "[red]✗[/red]" if finding.severity == "error" else "[yellow]![/yellow]"
+        out.print(f"  {mark} {finding.code}: {escape(finding.message)}")
+    for note in report.skipped:
+        out.print(f"  – not checked: {escape(note)}")
+    errors = sum(1 for f in report.findings if f.severity == "error")
+    if report.ok:
+        out.print("  [bold green]CLEAN[/bold green]: no discrepancy")
+    else:
+        out.print(f"  [bold red]{errors} DISCREPANCIES[/bold red]")
+
+
+@app.command()
+def audit(
+    rpc: RpcOpt,
+    manifest: ManifestOpt,
+    db: Annotated[
+        str | None, typer.Option("--db", help="SQLAlchemy URL of the operator's store to audit.")
+    ] = None,
+    package: Annotated[
+        Path | None,
+        typer.Option(
+            "--package",
+            help="An evidence package (JSON) to audit instead: nothing from the operator's database.",
+        ),
+    ] = None,
+    skip_bytecode: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bytecode",
+            help="Do not compile the sources (solc-js, ~10 s); the report says the deployed "
+            "code was not compared.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Every finding, machine-readable.")
+    ] = False,
+) -> None:
+    """Replay the deployment from the chain and the evidence, trusting nobody: exit 0 if
+    everything checks out, 1 on any discrepancy, 2 if the audit cannot run."""
+    from contextlib import ExitStack
+
+    from ledger.audit import Auditor
+    from ledger.chain import Deployment
+    from ledger.store import Store
+
+    if (db is None) == (package is None):
+        raise _die("say what to audit: --db URL (the operator's store) or --package FILE")
+    try:
+        deployment = Deployment.read(manifest)
+    except LedgerError as exc:
+        raise _die(exc.message) from exc
+    source: Any
+    if package is not None:
+        try:
+            source = json.loads(package.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise _die(f"cannot read package {package}: {exc}") from exc
+        if not isinstance(source, dict):
+            raise _die(f"{package} is not a JSON object")
+    else:
+        assert db is not None
+        if db.startswith("sqlite:///") and not Path(db.removeprefix("sqlite:///")).is_file():
+            raise _die(f"no SQLite store at {db}")
+        try:
+            source = Store.open(db)
+        except LedgerError as exc:
+            raise _die(exc.message) from exc
+    try:
+        chain = Chain.connect(rpc)
+        auditor = Auditor(chain, deployment, source=source, bytecode=not skip_bytecode)
+        with ExitStack() as stack:
+            report = auditor.run(progress=_audit_progress(stack))
+    except LedgerError as exc:
+        raise _die(f"the audit could not run against {rpc}: {exc.message}") from exc
+    finally:
+        if isinstance(source, Store):
+            source.close()
+    if as_json:
+        out.print_json(data=report.to_json())
+    else:
+        _print_audit(report)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 # --- demo --------------------------------------------------------------------------------
@@ -153,9 +353,16 @@ def _serve_in_thread(runtime: Runtime) -> tuple[str, Any, threading.Thread]:
     import uvicorn
 
     from api.app import create_app
+    from api.settings import Settings
 
+    # one process signs and checks the demo's sign-in tokens: a fresh secret will do
+    settings = Settings(auth_secret=secrets.token_bytes(32))
     config = uvicorn.Config(
-        create_app(runtime), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+        create_app(runtime, settings=settings),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="fourflow-demo-api", daemon=True)
@@ -186,7 +393,8 @@ def demo(
     """Deploy, register a logistics firm and an oracle, submit signed RFID custody events
     over HTTP, anchor them, then verify a proof bundle and show a tampered one fail; then
     pledge the coils to a bank and run the pledge's rules on-chain; then watch a pledged
-    dairy herd for three simulated days until a theft freezes its pledge."""
+    dairy herd for three simulated days until a theft freezes its pledge; then let the
+    bank read the pledge's four-flow history and check its evidence package."""
     import httpx
 
     from ledger.signing import sign_submission
@@ -262,6 +470,9 @@ def demo(
             herd = run_oracle_scene(
                 runtime, keys, contracts, kind="dairy", days=3, seed=1, size=40, say=say
             )
+            lender = run_lender_scene(
+                runtime, contracts, herd, serve=_serve_in_thread, say=say, out_dir=out_dir
+            )
         except LedgerError as exc:
             raise _die(exc.message) from exc
 
@@ -287,11 +498,13 @@ def demo(
                     "all_verified": all_ok,
                     "pledge": pledge,
                     "herd": herd.to_json(),
+                    "lender": lender,
                 }
             )
         runtime.close()
         herd_ok = all(herd.detected.values()) and "BELOW_MINIMUM" in herd.frozen
-        ok = result["ok"] and not forged_result["ok"] and all_ok and herd_ok
+        lender_ok = lender["package"]["ok"] and lender["outsider_status"] == 403
+        ok = result["ok"] and not forged_result["ok"] and all_ok and herd_ok and lender_ok
         raise typer.Exit(0 if ok else 1)
 
 
@@ -427,6 +640,50 @@ def capture_token(name: Annotated[str, typer.Argument(help="The capture client's
     out.print(f"server entry:    {name}:{digest}")
 
 
+@app.command("index")
+def index(
+    db: DbOpt,
+    rpc: RpcOpt,
+    manifest: ManifestOpt,
+    confirmations: Annotated[
+        int, typer.Option(min=0, help="Index only blocks this many below the head.")
+    ] = 0,
+    rebuild: Annotated[
+        bool, typer.Option(help="Forget the index and read the chain again from the deployment.")
+    ] = False,
+    follow: Annotated[bool, typer.Option(help="Keep following new blocks until stopped.")] = False,
+) -> None:
+    """Follow the contracts' logs into the store (`fourflow serve` does this itself)."""
+    from ledger.indexer import ChainIndex, Indexer
+
+    runtime = _open_runtime(db, rpc, manifest)
+    try:
+        indexer = Indexer(
+            runtime.store, runtime.chain, runtime.deployment, confirmations=confirmations
+        )
+        passes = indexer.rebuild() if rebuild else indexer.catch_up()
+        for done in passes:
+            if done.rewound_to is not None:
+                err.print(f"blocks after {done.rewound_to} disappeared: rewound and re-indexed")
+        logs = sum(p.logs for p in passes)
+        state = ChainIndex(runtime.store, runtime.deployment).describe()
+        out.print(
+            f"indexed to block {state['indexed_to']} ({logs} new logs, {state['logs']} in all; "
+            f"head {passes[-1].head}, {confirmations} confirmations)"
+        )
+        if follow:
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            try:
+                indexer.run_forever(stop)
+            except KeyboardInterrupt:
+                stop.set()
+    except LedgerError as exc:
+        raise _die(exc.message, 1) from exc
+    finally:
+        runtime.close()
+
+
 @app.command("sign-in")
 def sign_in(
     api: Annotated[str, typer.Option(help="The fourflow API to sign in to.")] = (
@@ -540,17 +797,23 @@ def serve(
     oracle_config: ConfigOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    confirmations: Annotated[
+        int, typer.Option(min=0, help="Index contract logs only this many blocks deep.")
+    ] = 0,
 ) -> None:
-    """Serve the HTTP API. With $FOURFLOW_ORACLE_KEY set, anchor in the same process;
-    with $FOURFLOW_GATEWAY_KEY, take EPCIS 2.0 captures at /v1/epcis, and with an
-    oracle config as well, signed device readings at /v1/readings."""
+    """Serve the HTTP API and the lender dashboard, following the contracts' logs into
+    the store (histories, pledges, alarms). With $FOURFLOW_ORACLE_KEY set, anchor in the
+    same process; with $FOURFLOW_GATEWAY_KEY, take EPCIS 2.0 captures at /v1/epcis, and
+    with an oracle config as well, signed device readings at /v1/readings."""
     import uvicorn
 
     from api.app import create_app
+    from ledger.indexer import Indexer
     from oracles.config import OracleConfig
     from oracles.service import OracleService
 
     runtime = _open_runtime(db, rpc, manifest)
+    indexer = Indexer(runtime.store, runtime.chain, runtime.deployment, confirmations=confirmations)
     oracle = load_key()
     anchorer = runtime.anchorer(oracle) if oracle else None
     gateway = _gateway()
@@ -577,7 +840,12 @@ def serve(
         raise _die(str(exc)) from exc
     try:  # reads the deployment's contracts for the callers' roles
         app_ = create_app(
-            runtime, settings=settings, anchorer=anchorer, capture=capture, ingest=ingest
+            runtime,
+            settings=settings,
+            anchorer=anchorer,
+            capture=capture,
+            ingest=ingest,
+            indexer=indexer,
         )
     except LedgerError as exc:
         raise _die(exc.message) from exc

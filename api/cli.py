@@ -503,7 +503,9 @@ def demo(
             )
         runtime.close()
         herd_ok = all(herd.detected.values()) and "BELOW_MINIMUM" in herd.frozen
-        lender_ok = lender["package"]["ok"] and lender["outsider_status"] == 403
+        lender_ok = (
+            lender["package"]["ok"] and lender["audit"]["ok"] and lender["outsider_status"] == 403
+        )
         ok = result["ok"] and not forged_result["ok"] and all_ok and herd_ok and lender_ok
         raise typer.Exit(0 if ok else 1)
 

@@ -20,6 +20,7 @@ import httpx
 
 from api.oracle_scene import SceneResult
 from api.siwe_client import sign_in
+from ledger.audit import Auditor
 from ledger.chain import new_account
 from ledger.collateral import Contracts
 from ledger.evidence import check_package, package_zip
@@ -125,6 +126,17 @@ def run_lender_scene(
         f"proof bundles and {check.logs_verified} chain logs verified, nothing left out, "
         f"summary consistent → {'VERIFIED' if check.ok else 'FAILED'}"
     )
+    started = time.monotonic()
+    audit = Auditor(runtime.chain, runtime.deployment, source=runtime.store, bytecode=False).run()
+    counts = audit.counts
+    say(
+        f"{step + 3:2d}. the auditor replayed everything from the chain and the store in "
+        f"{time.monotonic() - started:.1f} s: {counts.batches} batches, {counts.events:,} events, "
+        f"{counts.signatures:,} signatures, {counts.facts} facts, {counts.pledges} pledges and "
+        f"{counts.receipts} receipts against the contracts "
+        f"→ {'no discrepancy' if audit.ok else f'{len(audit.findings)} findings'}"
+        f" (`fourflow audit` also checks the bytecode against the sources)"
+    )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / f"pledge-{herd.pledge_id}-evidence.zip"
@@ -138,4 +150,5 @@ def run_lender_scene(
         "open_alarms": len(alarms),
         "outsider_status": hidden.status_code,
         "package": check.to_json(),
+        "audit": audit.to_json(),
     }

@@ -2,8 +2,9 @@
 
 A bonded warehouse issues a receipt for the pallet it received, a bank lends against it
 with the trader's EIP-712 consent and pays the mill directly, the oracle reports the
-stock the warehouse's RFID dock door counted, citing the anchored receiving event, and
-the contract checks that citation against the anchor registry. Then the price falls, a
+stock the warehouse counted at its RFID dock door and weighbridge (a signed, anchored
+stock-level event), citing it, and the contract checks that citation against the
+anchor registry. Then the price falls, a
 margin call opens and is cured, the trader repays part, and the bank and the warehouse
 release two coils: exactly what the rules allow. Every refusal shown is a real revert.
 """
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger.chain import ORACLE_ROLE, new_account
+from ledger.chain import ORACLE_ROLE, SUBMITTER_ROLE, new_account
 from ledger.collateral import (
     CUSTODIAN_ROLE,
     LENDER_ROLE,
@@ -29,8 +30,9 @@ from ledger.collateral import (
     identifier_key,
 )
 from ledger.errors import ContractReverted, LedgerError
-from ledger.models import ProofBundle
+from ledger.models import EventBody, utc_text
 from ledger.runtime import DevKeys, Runtime
+from ledger.signing import sign_submission
 
 COIL_KG = 24_600
 STEEL = "steel.hrc"
@@ -136,15 +138,39 @@ def run_pledge_scene(
     )
     say(f"    paying the trader instead of the designated payee → refused: {wrong}")
 
-    bundle = ProofBundle.model_validate(receiving)
+    # the warehouse's count: RFID at the dock door, the weighbridge for the kilograms
+    runtime.registry.grant(SUBMITTER_ROLE, warehouse.address, admin=admin)
+    counted_ms = int(datetime.fromisoformat(event["event_time"]).timestamp() * 1000) + 60_000
+    count = EventBody(
+        kind="warehouse.stock_level",
+        schema_version=1,
+        stream="bonded-warehouse.stock",
+        event_id=f"urn:fourflow:stock:receipt-{receipt_id}:{counted_ms}",
+        asset_ids=coils + pallet,
+        event_time=utc_text(counted_ms),
+        payload={
+            "lot": f"receipt-{receipt_id}",
+            "quantity": booked,
+            "unit": "kg",
+            "method": "rfid_dock+weighbridge",
+            "confidence": 1.0,
+            "present": coils,
+        },
+        submitter=warehouse.address,
+    )
+    runtime.intake.submit(
+        sign_submission([count], private_key=warehouse.key, domain=runtime.intake.domain)
+    )
+    runtime.anchorer(oracle).run_once(force=True)
+    bundle = runtime.bundles.bundle(count.event_id)
     evidence = evidence_from_bundle(bundle)
-    seen_at = int(datetime.fromisoformat(event["event_time"]).timestamp())
-    fact = Fact(receipt_id, FactKind.QUANTITY, booked, seen_at)
+    fact = Fact(receipt_id, FactKind.QUANTITY, booked, counted_ms // 1000)
     reported = contracts.pledges.report_fact(fact, evidence, oracle=oracle)
     say(
-        f"10. the oracle reported {booked:,} kg in stock citing the receiving event "
-        f"({bundle.batch.stream}/{bundle.batch.seq}, leaf {bundle.batch.leaf_index}); the contract "
-        f"checked its Merkle proof against the anchor registry ({reported.gas_used:,} gas)"
+        f"10. the warehouse counted the pallet (RFID dock door and weighbridge: {booked:,} kg) "
+        f"as a signed, anchored event ({bundle.batch.stream}/{bundle.batch.seq}); the oracle "
+        f"reported it citing that event, and the contract checked the Merkle proof against "
+        f"the anchor registry ({reported.gas_used:,} gas)"
     )
     replay = _refused(lambda: contracts.pledges.report_fact(fact, evidence, oracle=oracle))
     say(f"    the same evidence again → refused: {replay}")

@@ -50,6 +50,13 @@ def test_demo_verifies_its_bundles_and_catches_the_tampered_one() -> None:
     # 450,000 CNY lent, 150,000 repaid; two 24.6 t coils of eight released
     assert pledge["outstanding"] == 300_000_00
     assert (pledge["released_kg"], pledge["remaining_kg"]) == (49_200, 6 * 24_600)
+    # the last act: the bank reads the frozen herd's history and checks it; the audit
+    lender = report["lender"]
+    assert lender["package"]["ok"] and lender["package"]["bundles_verified"] > 1_000
+    assert lender["audit"]["ok"] and lender["audit"]["findings"] == []
+    assert lender["outsider_status"] == 403
+    assert set(lender["flows"]) >= {"information", "commercial", "capital"}
+    assert lender["summary"]["quantity"]["below_minimum"] is True
 
 
 def test_demo_human_output_tells_the_story() -> None:
@@ -64,8 +71,13 @@ def test_demo_human_output_tells_the_story() -> None:
         "FAILED at step 3 (signature)",
         "in the lien index",
         "margin call",
-        "checked its Merkle proof against the anchor registry",
+        "checked the Merkle proof against the anchor registry",
         "stay pledged",
+        "the bank signed in with Ethereum and read pledge #2's history",
+        "BELOW THE MINIMUM",
+        "an outsider asking for the same history → 403 not_found_or_forbidden",
+        "summary consistent → VERIFIED",
+        "→ no discrepancy",
     ):
         assert line in result.stdout
 

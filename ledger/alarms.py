@@ -27,6 +27,7 @@ from typing import Any
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
+from sqlalchemy import BigInteger, Integer
 from sqlmodel import Field, SQLModel, col, select
 
 from ledger.chainlog import ChainLog
@@ -40,6 +41,7 @@ from ledger.store import Store
 __all__ = ["STATES", "Alarm", "AlarmBook", "category_of", "change_statement", "sign_change"]
 
 STATES = (OPEN, ACKNOWLEDGED, CLEARED)
+_BIG = BigInteger().with_variant(Integer, "sqlite")
 _CATEGORY = {
     "below_minimum": "covenant_breach",
     "daily_drop": "covenant_breach",
@@ -87,7 +89,7 @@ class AlarmAckRow(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=300)
     state: str = Field(max_length=16)  # acknowledged | cleared (chain alarms: acknowledged)
     by: str = Field(max_length=42)
-    at_ms: int
+    at_ms: int = Field(sa_type=_BIG)
     statement: str  # what ``by`` signed (change_statement)
     signature: str = Field(max_length=132)
 

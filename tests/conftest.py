@@ -10,6 +10,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -131,9 +132,9 @@ def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
     node.stop()
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database on the local server for one test, dropped after it."""
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server, dropped afterwards."""
     import psycopg2
 
     name = f"fourflow_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -142,13 +143,23 @@ def pg_url() -> Iterator[str]:
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"postgresql+psycopg2://{base.split('://', 1)[1]}/{name}"
-    with admin.cursor() as cur:
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.close()
+    try:
+        yield f"postgresql+psycopg2://{base.split('://', 1)[1]}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server for one test, dropped after it."""
+    with fresh_pg_database() as url:
+        yield url
 
 
 def fourflow_bin() -> str:

@@ -4,7 +4,8 @@ days of RFID cycle counts, climate and door sensors and EPCIS custody documents 
 theft that freezes the pledge), the oracle's alarms and facts, a disbursement and a
 repayment, and the indexer caught up.
 
-``scene`` is module-scoped: build it once, read it many times. ``Scene.token(role)``
+``scene`` (SQLite) and ``pg_scene`` (the PostgreSQL server) are module-scoped: build
+once, read many times. ``Scene.token(role)``
 signs in (EIP-4361) as one of: auditor, lender, borrower, custodian, gateway (the key
 that signed the warehouse's events), lender2 (a lender with no part in this pledge),
 outsider (no role at all).
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from ledger.collateral import AUDITOR_ROLE, LENDER_ROLE, Contracts, deploy_colla
 from ledger.indexer import Indexer
 from ledger.models import utc_text
 from ledger.runtime import DevKeys, Runtime
+from tests.conftest import fresh_pg_database
 
 
 @dataclass
@@ -100,10 +103,9 @@ def _quiet(*_: Any, **__: Any) -> None:
     pass
 
 
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
-    path: Path = tmp_path_factory.mktemp("history") / "store.sqlite"
-    runtime, keys = Runtime.dev(db_url=f"sqlite:///{path}")
+@contextmanager
+def build_scene(db_url: str) -> Iterator[Scene]:
+    runtime, keys = Runtime.dev(db_url=db_url)
     contracts, deployment = deploy_collateral(
         runtime.registry, runtime.deployment, admin=keys.admin
     )
@@ -126,6 +128,23 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         "outsider": outsider,
     }
     app = create_app(runtime, settings=Settings())
-    with TestClient(app, base_url="http://testserver") as client:
-        yield Scene(runtime, keys, contracts, result, client, indexer, accounts)
-    runtime.close()
+    try:
+        with TestClient(app, base_url="http://testserver") as client:
+            yield Scene(runtime, keys, contracts, result, client, indexer, accounts)
+    finally:
+        runtime.close()
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+    """The scene on SQLite."""
+    path: Path = tmp_path_factory.mktemp("history") / "store.sqlite"
+    with build_scene(f"sqlite:///{path}") as built:
+        yield built
+
+
+@pytest.fixture(scope="module")
+def pg_scene() -> Iterator[Scene]:
+    """The scene on the PostgreSQL server, in a database of its own."""
+    with fresh_pg_database() as url, build_scene(url) as built:
+        yield built

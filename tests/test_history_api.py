@@ -15,7 +15,7 @@ from hexbytes import HexBytes
 
 from ledger.evidence import check_package
 from ledger.verify import verify_bundle
-from tests.history_scene import Scene, scene  # noqa: F401 - the module fixture
+from tests.history_scene import Scene, pg_scene, scene  # noqa: F401 - the module fixtures
 
 # ruff: noqa: F811 - `scene`, imported above, is each test's fixture parameter
 
@@ -303,3 +303,24 @@ def test_alarms_are_pushed_as_server_sent_events(scene: Scene) -> None:
     with outsider as answer:
         text = "".join(answer.iter_text())
     assert "event: alarm" not in text and "event: end" in text
+
+
+@pytest.mark.postgres
+def test_the_same_reads_on_postgresql(pg_scene: Scene) -> None:
+    """Keyset pages, the summary, the evidence package, alarms and permissions on the
+    PostgreSQL server: the same answers as on SQLite."""
+    url = history_url(pg_scene)
+    whole = [e["id"] for e in all_entries(pg_scene, url, limit=500)]
+    assert [e["id"] for e in all_entries(pg_scene, url, limit=61)] == whole
+    assert {e["flow"] for e in all_entries(pg_scene, url, flow="capital")} == {"capital"}
+    summary = pg_scene.get(url, "lender", limit=1).json()["summary"]
+    assert summary["money"][0]["all_to_designated_payee"] is True
+    coil = summary["custody"]["now"][0]["examples"][0]
+    assert pg_scene.get(f"/v1/assets/{coil}/history", "custodian").status_code == 200
+    assert pg_scene.get(url, "outsider").status_code == 403
+    package = pg_scene.get(f"/v1/pledges/{pg_scene.pledge_id}/evidence", "auditor").json()
+    assert check_package(package, chain=pg_scene.runtime.chain).ok
+    alarms = pg_scene.get("/v1/alarms", "lender").json()["alarms"]
+    oracle = next(a for a in alarms if a["source"] == "oracle")
+    answer = pg_scene.change_alarm(oracle["id"], "acknowledged", "lender")
+    assert answer.status_code == 200 and answer.json()["state"] == "acknowledged"

@@ -12,7 +12,7 @@ from api import errors
 from api.access import Access
 from api.auth import ChainRoles, Nonces, RoleResolver, TokenSigner
 from api.limits import BodySizeLimit, JsonNestingLimit
-from api.routes import alarms, auth, batches, epcis, events, health, history, readings
+from api.routes import alarms, auth, batches, dashboard, epcis, events, health, history, readings
 from api.settings import Settings, get_settings
 from ledger.alarms import AlarmBook
 from ledger.anchoring import Anchorer
@@ -97,6 +97,7 @@ def create_app(
     app.include_router(auth.router)
     app.include_router(history.router)
     app.include_router(alarms.router)
+    app.include_router(dashboard.router)
     app.add_middleware(JsonNestingLimit)  # inside the size limit: it reads bounded bodies
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ANVIL = ROOT / "contracts" / "node_modules" / ".bin" / "anvil"
 # anvil's first dev account: a well-known, publicly documented test key, funded by anvil
 ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+# the real-browser fixtures (chromium through Playwright), registered once for the session
+pytest_plugins = ("tests.browser",)
+
 PG_ADMIN_URL = os.environ.get("FOURFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -24,7 +24,7 @@ from ledger.merkle import build_tree, proof_shape
 from ledger.runtime import Runtime
 from ledger.signing import sign_submission
 from ledger.verify import STEPS
-from tests.browser import StaticSite, browser, page, save_screenshot  # noqa: F401 - fixtures
+from tests.browser import StaticSite, save_screenshot
 from tests.conftest import AnvilNode, free_port, make_events
 
 STATIC = Path(__file__).resolve().parent.parent / "api" / "static"
@@ -103,7 +103,7 @@ def site() -> Iterator[StaticSite]:
 
 
 @pytest.fixture
-def verifier(page: Page, site: StaticSite) -> Page:  # noqa: F811 - the imported fixture
+def verifier(page: Page, site: StaticSite) -> Page:
     """The test page, with verify.js imported as ``window.verifier``."""
     page.goto(f"{site.url}/verify-test.html")
     page.wait_for_function("() => window.verifier !== undefined")

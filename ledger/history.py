@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, and_, tuple_
-from sqlmodel import Field, SQLModel, col, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, SQLModel, col, select
 
+from ledger.alarms import AlarmBook
 from ledger.bundle import BundleBuilder
 from ledger.canonical import canonical_json
 from ledger.chain import Deployment
@@ -43,7 +46,7 @@ from ledger.errors import InvalidInput, NotAnchored, NotFound
 from ledger.flows import AggregationRow, CustodyRow, Flow, FlowEntryRow
 from ledger.indexer import ChainIndex
 from ledger.models import utc_text
-from ledger.oracle_state import AlarmRow, CursorRow
+from ledger.oracle_state import CursorRow
 from ledger.replay import ChainState, ReceiptView
 from ledger.store import EventRow, Store
 
@@ -60,6 +63,7 @@ __all__ = [
 
 _BIG = BigInteger().with_variant(Integer, "sqlite")
 _CATALOG_CURSOR = "history.catalog"
+_CATALOG_LOCK = threading.Lock()
 COUNT_KINDS = ("livestock.daily_count", "warehouse.stock_level")
 MAX_PAGE = 500
 
@@ -159,13 +163,31 @@ class Catalog:
         store.create_tables(*self.TABLES)
 
     def catch_up(self, *, batch: int = 5_000) -> int:
-        """Catalog the events stored since the last call; returns how many."""
+        """Catalog the events stored since the last call; returns how many.
+
+        One catch-up at a time: in this process a lock, across processes the cursor row
+        locked for the pass (PostgreSQL ``SELECT … FOR UPDATE``; SQLite has one writer)."""
+        with _CATALOG_LOCK:
+            self._ensure_cursor()
+            return self._catch_up(batch)
+
+    def _ensure_cursor(self) -> None:
+        with self.store.session() as session:
+            if session.get(CursorRow, _CATALOG_CURSOR) is not None:
+                return
+            session.add(CursorRow(name=_CATALOG_CURSOR, position=0))
+            try:
+                session.commit()
+            except IntegrityError:  # another process made it first
+                session.rollback()
+
+    def _catch_up(self, batch: int) -> int:
         done = 0
         while True:
             with self.store.session() as session:
-                cursor = session.get(CursorRow, _CATALOG_CURSOR) or CursorRow(
-                    name=_CATALOG_CURSOR, position=0
-                )
+                cursor = session.exec(
+                    select(CursorRow).where(CursorRow.name == _CATALOG_CURSOR).with_for_update()
+                ).one()
                 rows = session.exec(
                     select(EventRow)
                     .where(col(EventRow.position) > cursor.position)
@@ -425,6 +447,8 @@ def _log_entry(log: ChainLog, state: ChainState, chain_id: int) -> Entry | None:
     if pledge is not None:
         actors.append({"role": "lender", "address": pledge.terms.lender})
         summary["pledge_id"] = a["pledgeId"]
+        if flow == Flow.CAPITAL:
+            summary["currency"] = pledge.terms.currency  # amounts are its minor units
     if "receiptId" in a:
         summary["receipt_id"] = a["receiptId"]
     match log.event:
@@ -588,7 +612,8 @@ class Histories:
         self.bundles = bundles
         self.deployment = deployment
         self.catalog = Catalog(store)
-        store.create_tables(CustodyRow, AggregationRow, AlarmRow)
+        self.alarm_book = AlarmBook(store, index, chain_id=deployment.chain_id)
+        store.create_tables(CustodyRow, AggregationRow)
 
     # --- subjects ---------------------------------------------------------------------
 
@@ -991,26 +1016,28 @@ class Histories:
         }
 
     def _alarms(self, subject: Subject) -> dict[str, Any]:
-        with self.store.session() as session:
-            conditions = [col(AlarmRow.subject).in_(list(subject.assets))]
-            if subject.pledges:
-                conditions.append(col(AlarmRow.pledge_id).in_(list(subject.pledges)))
-            rows = session.exec(
-                select(AlarmRow).where(or_(*conditions)).order_by(col(AlarmRow.opened_ms))
-            ).all()
+        """The subject's alarms, as GET /v1/alarms lists them: the rules' and the
+        contract's (margin calls, freezes)."""
+        pledges, assets = set(subject.pledges), set(subject.assets)
+        alarms = [
+            a
+            for a in self.alarm_book.all()
+            if (a.pledge_id in pledges if a.pledge_id is not None else a.subject in assets)
+        ]
         return {
-            "open": sum(1 for r in rows if r.state == "open"),
-            "acknowledged": sum(1 for r in rows if r.state == "acknowledged"),
-            "cleared": sum(1 for r in rows if r.state == "cleared"),
+            "open": sum(1 for a in alarms if a.state == "open"),
+            "acknowledged": sum(1 for a in alarms if a.state == "acknowledged"),
+            "cleared": sum(1 for a in alarms if a.state == "cleared"),
             "latest": [
                 {
-                    "key": r.key,
-                    "rule": r.rule,
-                    "state": r.state,
-                    "severity": r.severity,
-                    "time": utc_text(r.opened_ms),
-                    "message": r.message,
+                    "id": a.id,
+                    "category": a.category,
+                    "rule": a.rule,
+                    "state": a.state,
+                    "severity": a.severity,
+                    "time": utc_text(a.opened_ms),
+                    "message": a.message,
                 }
-                for r in rows[-10:]
+                for a in alarms[-10:]
             ],
         }

@@ -8,13 +8,18 @@ import io
 import json
 import zipfile
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from hexbytes import HexBytes
+from sqlmodel import select
 
 from ledger.evidence import check_package
+from ledger.flows import FlowEntryRow
+from ledger.signing import sign_submission
 from ledger.verify import verify_bundle
+from tests.conftest import make_events
 from tests.history_scene import Scene, pg_scene, scene  # noqa: F401 - the module fixtures
 
 # ruff: noqa: F811 - `scene`, imported above, is each test's fixture parameter
@@ -324,3 +329,27 @@ def test_the_same_reads_on_postgresql(pg_scene: Scene) -> None:
     oracle = next(a for a in alarms if a["source"] == "oracle")
     answer = pg_scene.change_alarm(oracle["id"], "acknowledged", "lender")
     assert answer.status_code == 200 and answer.json()["state"] == "acknowledged"
+
+
+def test_concurrent_reads_catalog_new_events_once(scene: Scene) -> None:
+    """Histories catalog new events on read; readers racing after new events neither
+    fail nor write an entry twice."""
+    gateway = scene.accounts["gateway"]
+    fresh = make_events(gateway.address, 20, stream="warehouse.extra", asset="urn:test:racer")
+    runtime = scene.runtime
+    runtime.intake.submit(
+        sign_submission(fresh, private_key=gateway.key, domain=runtime.intake.domain)
+    )
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(
+            pool.map(
+                lambda _: scene.get("/v1/assets/urn:test:racer/history", "gateway").status_code,
+                range(12),
+            )
+        )
+    assert answers == [200] * 12
+    with runtime.store.session() as session:
+        rows = session.exec(
+            select(FlowEntryRow.event_id).where(FlowEntryRow.asset_id == "urn:test:racer")
+        ).all()
+    assert sorted(rows) == sorted(e.event_id for e in fresh)  # each once

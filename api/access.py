@@ -2,10 +2,14 @@
 what they are party to is what the contracts' logs say (ledger.indexer).
 
     auditor     everything
-    lender      the pledges it opened (as the pledge's lender), their receipts and goods
-    borrower    the pledges it is borrower on, the receipts it owns and their goods
-    custodian   the receipts it issued (holds), their pledges and goods, and every event
-                it submitted itself
+    lender      the pledges it is lender on, and their goods
+    borrower    the pledges it is borrower on, the receipts it owns now, and their goods
+    custodian   the receipts it issued (the goods it holds), their pledges and goods
+    submitter   the events it submitted itself (an event, not the asset's whole history)
+
+An asset's history shows only the pledges on it that the caller may see: a lender whose
+pledge was released does not see the next lender's loan on the same goods, and a buyer
+of liquidated goods does not see the loan they were seized under.
 
 Anyone else, and anyone asking for something outside the above, gets ``Hidden`` (403)
 whether or not the object exists, with the same message either way; only callers who
@@ -15,15 +19,14 @@ may see everything get a real ``NotFound`` (404) for what does not exist.
 from __future__ import annotations
 
 import json
-
-from sqlmodel import col, select
+from dataclasses import replace
 
 from api.auth import Identity
 from ledger.errors import Hidden, NotFound
 from ledger.history import Histories, Subject
 from ledger.indexer import ChainIndex
 from ledger.replay import ChainState
-from ledger.store import EventAssetRow, EventRow, Store
+from ledger.store import Store
 
 __all__ = ["Access"]
 
@@ -43,18 +46,17 @@ class Access:
     # --- what one is party to ------------------------------------------------------------
 
     def receipt_ids(self, who: Identity, state: ChainState | None = None) -> set[int]:
+        """The receipts ``who`` owns now or issued as their custodian."""
         state = state or self.index.state()
-        mine = set()
-        for receipt in state.receipts.values():
-            if who.address in (receipt.owner, receipt.custodian):
-                mine.add(receipt.receipt_id)
-        for pledge in state.pledges.values():
-            if who.address in (pledge.terms.lender, pledge.borrower):
-                mine.add(pledge.terms.receipt_id)
-        return mine
+        return {
+            receipt.receipt_id
+            for receipt in state.receipts.values()
+            if who.address in (receipt.owner, receipt.custodian)
+        }
 
     def pledge_ids(self, who: Identity) -> list[int]:
-        """The pledges ``who`` may see, in id order."""
+        """The pledges ``who`` may see, in id order: as lender, borrower, or custodian of
+        the pledged receipt (never as a later owner of the receipt)."""
         state = self.index.state()
         if self.sees_everything(who):
             return sorted(state.pledges)
@@ -62,13 +64,13 @@ class Access:
             pledge_id
             for pledge_id, pledge in state.pledges.items()
             if who.address in (pledge.terms.lender, pledge.borrower)
-            or who.address in self._receipt_parties(state, pledge.terms.receipt_id)
+            or who.address == self._custodian(state, pledge.terms.receipt_id)
         )
 
     @staticmethod
-    def _receipt_parties(state: ChainState, receipt_id: int) -> set[str | None]:
+    def _custodian(state: ChainState, receipt_id: int) -> str | None:
         receipt = state.receipts.get(receipt_id)
-        return set() if receipt is None else {receipt.owner, receipt.custodian}
+        return None if receipt is None else receipt.custodian
 
     # --- the checks the routes make ----------------------------------------------------------
 
@@ -92,29 +94,13 @@ class Access:
             if self.sees_everything(who):
                 raise
             raise hidden from None
-        if not self.sees_everything(who) and not self._sees_subject(who, subject):
+        if self.sees_everything(who):
+            return subject
+        pledges = set(self.pledge_ids(who)) & set(subject.pledges)
+        if not pledges and not self.receipt_ids(who) & set(subject.receipts):
             raise hidden
-        return subject
-
-    def _sees_subject(self, who: Identity, subject: Subject) -> bool:
-        state = self.index.state()
-        mine = self.receipt_ids(who, state)
-        if mine & set(subject.receipts):
-            return True
-        if set(self.pledge_ids(who)) & set(subject.pledges):
-            return True
-        return self._submitted_about(who, subject.assets)
-
-    def _submitted_about(self, who: Identity, assets: tuple[str, ...]) -> bool:
-        with self.store.session() as session:
-            found = session.exec(
-                select(EventRow.event_id)
-                .join(EventAssetRow, col(EventAssetRow.event_id) == col(EventRow.event_id))
-                .where(col(EventAssetRow.asset_id).in_(list(assets[:MAX_ASSETS_CHECKED])))
-                .where(EventRow.submitter == who.address)
-                .limit(1)
-            ).first()
-        return found is not None
+        # only the pledges on these goods that the caller may see
+        return replace(subject, pledges=tuple(sorted(pledges)))
 
     def event(self, who: Identity, event_id: str) -> None:
         """Raises unless ``who`` may see the event (and its proof)."""

@@ -806,6 +806,9 @@ class Histories:
         state = self.index.state()
         out = []
         for log in logs:
+            pledge_id = log.args.get("pledgeId")
+            if pledge_id and pledge_id not in subject.pledges:
+                continue  # another pledge on the same receipt: not this subject's
             entry = _log_entry(log, state, self.deployment.chain_id)
             if entry is None or not where.admits(entry.time_ms, entry.flow, entry.kind):
                 continue
@@ -920,6 +923,7 @@ class Histories:
             }
             for log in self._fact_logs(subject.receipts)
             if log.args["kind"] == FactKind.QUANTITY
+            and log.args["pledgeId"] in (0, *subject.pledges)
         ]
         receipts = [state.receipts[r] for r in subject.receipts if r in state.receipts]
         minimum = None

@@ -298,19 +298,25 @@ def query_events(
     GE_/LT_recordTime; several values with `|` or a repeated parameter. Identifiers may
     be URNs or Digital Links. Ordered by eventTime, then event hash ID; `perPage` and
     `nextPageToken` page through, with a `Link: rel="next"` header. Needs a sign-in
-    token; answers only events the caller may see (a page may then hold fewer than
-    `perPage`: follow `Link` until it is absent)."""
+    token; answers only events the caller may see, and pages count only those."""
     query, per_page, after = _query_from(request)
     flows: Flows = request.app.state.flows
-    hits = flows.epcis_event_ids(query, after=after, limit=per_page + 1)
-    page = hits[:per_page]
+    # filter before paging: a page, its next-page token and its Link header are made of
+    # events the caller may see only, so hidden matches leave no trace (not even a count)
+    visible: list[tuple[int, str]] = []
+    while len(visible) <= per_page:
+        hits = flows.epcis_event_ids(query, after=after, limit=max(per_page + 1, 500))
+        visible += [hit for hit in hits if access.may_see_event(caller, hit[1])]
+        if len(hits) < max(per_page + 1, 500):
+            break
+        after = hits[-1]
+    page = visible[:per_page]
     events = [
         loads_canonical(runtime.store.event(event_id).envelope)["event"]["payload"]
         for _, event_id in page
-        if access.may_see_event(caller, event_id)
     ]
     headers = dict(_EPCIS_HEADERS)
-    if len(hits) > per_page:
+    if len(visible) > per_page:
         token = _encode_token(*page[-1])
         next_url = request.url.include_query_params(nextPageToken=token)
         headers["Link"] = f'<{next_url}>; rel="next"'

@@ -36,7 +36,7 @@ from api.lender_scene import run_lender_scene
 from api.oracle_scene import run_oracle_scene, svg_chart
 from api.pledge_demo import run_pledge_scene
 from api.siwe_client import sign_in as siwe_sign_in
-from ledger.chain import ORACLE_ROLE, SUBMITTER_ROLE, Chain
+from ledger.chain import ORACLE_ROLE, SUBMITTER_ROLE, Chain, Deployment
 from ledger.collateral import AUDITOR_ROLE, CUSTODIAN_ROLE, LENDER_ROLE, deploy_contracts
 from ledger.errors import LedgerError, VerificationFailed
 from ledger.runtime import Runtime, load_key
@@ -108,7 +108,12 @@ def _print_result(result: dict[str, Any]) -> None:
 
 
 def _verify_package(
-    package: dict[str, Any], chain: Chain, confirmations: int, *, as_json: bool
+    package: dict[str, Any],
+    chain: Chain,
+    confirmations: int,
+    *,
+    as_json: bool,
+    deployment: Deployment | None,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -128,6 +133,7 @@ def _verify_package(
             chain=chain,
             confirmations=confirmations,
             progress=lambda done, _total: bar.update(task, completed=done),
+            deployment=deployment,
         )
     if as_json:
         out.print_json(data=result.to_json())
@@ -167,6 +173,13 @@ def verify(
         int, typer.Option(min=0, help="Read the anchor this many blocks below the head.")
     ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
+    trusted: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest",
+            help="For a package: the deployment you trust; its contracts must be the package's.",
+        ),
+    ] = None,
 ) -> None:
     """Verify a proof bundle, or a pledge's whole evidence package, against a node: exit
     0 if it holds, 1 if anything fails, 2 for bad input."""
@@ -186,7 +199,11 @@ def verify(
     except LedgerError as exc:
         raise _die(f"cannot reach the node at {rpc}: {exc.message}") from exc
     if bundle.get("format") == "fourflow/evidence-package":
-        _verify_package(bundle, chain, confirmations, as_json=as_json)
+        try:
+            deployment = Deployment.read(trusted) if trusted is not None else None
+        except LedgerError as exc:
+            raise _die(exc.message) from exc
+        _verify_package(bundle, chain, confirmations, as_json=as_json, deployment=deployment)
     result = _verify_one(bundle, chain, confirmations)
     if as_json:
         out.print_json(data=result)
@@ -810,10 +827,20 @@ def serve(
     import uvicorn
 
     from api.app import create_app
+    from api.settings import get_settings
     from ledger.indexer import Indexer
     from oracles.config import OracleConfig
     from oracles.service import OracleService
 
+    try:
+        settings = get_settings()
+    except ValueError as exc:
+        raise _die(str(exc)) from exc
+    if settings.siwe_domain is None and host not in ("127.0.0.1", "localhost", "::1"):
+        raise _die(
+            f"serving on {host}: set FOURFLOW_SIWE_DOMAIN to the host name clients use "
+            "(sign-in messages must name it; the Host header can be forged)"
+        )
     runtime = _open_runtime(db, rpc, manifest)
     indexer = Indexer(runtime.store, runtime.chain, runtime.deployment, confirmations=confirmations)
     oracle = load_key()
@@ -834,12 +861,6 @@ def serve(
         ingest = service.ingest if oracle_config else None
     elif oracle_config:
         raise _die("an oracle config needs the gateway key: set FOURFLOW_GATEWAY_KEY")
-    from api.settings import get_settings
-
-    try:
-        settings = get_settings()
-    except ValueError as exc:
-        raise _die(str(exc)) from exc
     try:  # reads the deployment's contracts for the callers' roles
         app_ = create_app(
             runtime,

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 from eth_account import Account
@@ -129,13 +130,25 @@ def request_token(
     private_key: str | bytes | LocalAccount,
     *,
     issued_at: datetime | None = None,
+    expected_domain: str | None = None,
 ) -> dict[str, Any]:
     """Nonce, message, signature, token: the API's answer ``{token, token_type,
-    expires_at, address, roles}``."""
+    expires_at, address, roles}``. The offer must name the domain we are talking to
+    (``expected_domain``, default the client's base URL host[:port]): a look-alike API
+    relaying the real one's offer would otherwise get a token for our key."""
     account = _account(private_key)
     offer = _post(client, "/v1/auth/nonce", None)
     if offer.status_code != 201:
         raise _refused(offer, "asking for a nonce")
+    expected = expected_domain or urlsplit(str(getattr(client, "base_url", ""))).netloc
+    offered = offer.json().get("domain")
+    if expected and offered != expected:
+        raise SignInFailed(
+            f"the API at {expected} asks us to sign in to {offered!r}: refusing to sign a "
+            "message for another domain",
+            status=None,
+            code="siwe_domain_mismatch",
+        )
     try:
         signed = compose_sign_in(offer.json(), account=account, issued_at=issued_at)
     except (ValueError, KeyError, TypeError) as exc:  # pydantic's errors are ValueErrors
@@ -163,7 +176,10 @@ def sign_in(
     private_key: str | bytes | LocalAccount,
     *,
     issued_at: datetime | None = None,
+    expected_domain: str | None = None,
 ) -> str:
     """A bearer token for ``private_key``'s address: send ``Authorization: Bearer …``."""
-    token: str = request_token(client, private_key, issued_at=issued_at)["token"]
+    token: str = request_token(
+        client, private_key, issued_at=issued_at, expected_domain=expected_domain
+    )["token"]
     return token

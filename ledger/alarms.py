@@ -87,8 +87,9 @@ class AlarmAckRow(SQLModel, table=True):
     __tablename__ = "alarm_acks"
 
     key: str = Field(primary_key=True, max_length=300)
-    state: str = Field(max_length=16)  # acknowledged | cleared (chain alarms: acknowledged)
-    by: str = Field(max_length=42)
+    # acknowledged | cleared (chain alarms: acknowledged): one signed row per change
+    state: str = Field(primary_key=True, max_length=16)
+    by: str = Field(primary_key=True, max_length=42)  # each party's own signed record
     at_ms: int = Field(sa_type=_BIG)
     statement: str  # what ``by`` signed (change_statement)
     signature: str = Field(max_length=132)
@@ -155,7 +156,10 @@ class AlarmBook:
         """Every alarm, oldest first."""
         with self.store.session() as session:
             rows = session.exec(select(AlarmRow).order_by(col(AlarmRow.opened_ms))).all()
-            acks = {a.key: a for a in session.exec(select(AlarmAckRow)).all()}
+            # the latest signed change of each alarm (acknowledged, then cleared)
+            acks: dict[str, AlarmAckRow] = {}
+            for ack in session.exec(select(AlarmAckRow).order_by(col(AlarmAckRow.at_ms))).all():
+                acks[ack.key] = ack
         alarms = [self._oracle(row, acks.get(row.key)) for row in rows]
         alarms += self._chain_alarms(acks)
         return sorted(alarms, key=lambda a: (a.opened_ms, a.id))
@@ -312,7 +316,8 @@ class AlarmBook:
         *,
         suffix: str = "",
     ) -> Alarm:
-        key = f"chain:{log.block_number}:{log.log_index}" + (f":{suffix}" if suffix else "")
+        # by transaction, not block: a reorganization that re-includes it keeps the id
+        key = f"chain:{log.tx_hash[2:18]}:{log.log_index}" + (f":{suffix}" if suffix else "")
         ack = acks.get(key)
         return Alarm(
             id=key,

@@ -34,10 +34,11 @@ from typing import Any
 
 from hexbytes import HexBytes
 
-from ledger.chain import Chain
-from ledger.chainlog import ChainLog, LogReader
+from ledger.chain import Chain, Deployment
+from ledger.chainlog import ChainLog, LogReader, watched_contracts
+from ledger.collateral import identifier_key
 from ledger.errors import ChainError, LedgerError, VerificationFailed
-from ledger.history import Histories, Subject
+from ledger.history import Histories, Subject, freeze_reasons
 from ledger.models import utc_text
 from ledger.replay import replay
 from ledger.verify import AnchorReads, verify_bundle
@@ -61,8 +62,6 @@ def build_package(histories: Histories, subject: Subject) -> dict[str, Any]:
     """The evidence package of ``subject`` (a pledge) as a JSON-ready dict."""
     deployment = histories.deployment
     entries = histories.entries(subject)
-    from ledger.chainlog import watched_contracts
-
     return {
         "format": PACKAGE_FORMAT,
         "version": PACKAGE_VERSION,
@@ -119,8 +118,11 @@ def check_package(
     chain: Chain,
     confirmations: int = 0,
     progress: Progress | None = None,
+    deployment: Deployment | None = None,
 ) -> PackageCheck:
-    """Check ``package`` against the node behind ``chain`` (see the module docstring)."""
+    """Check ``package`` against the node behind ``chain`` (see the module docstring).
+    With ``deployment`` (the manifest the checker trusts), the package's contracts must
+    be its contracts: a package built on a look-alike deployment fails."""
     result = PackageCheck()
 
     def fail(check: str, message: str, entry: str | None = None, *, warn: bool = False) -> None:
@@ -141,6 +143,18 @@ def check_package(
         fail("format", f"missing or malformed field: {exc}")
         return result
     result.entries = len(entries)
+    ids = [str(e.get("id")) for e in entries]
+    for twice in sorted({i for i in ids if ids.count(i) > 1}):
+        fail("format", "the entry appears more than once", twice)
+    if (
+        subject.get("type") != "pledge"
+        or not isinstance(subject.get("id"), int)
+        or subject.get("pledges") != [subject["id"]]
+    ):
+        fail("format", "the subject is not one pledge (type pledge, pledges [its id])")
+        return result
+    if not result.ok:
+        return result
 
     # 2. chain
     if chain.chain_id != chain_info.get("chain_id"):
@@ -148,6 +162,10 @@ def check_package(
             "chain", f"package is for chain {chain_info.get('chain_id')}, node is {chain.chain_id}"
         )
         return result
+    if deployment is not None and contracts != watched_contracts(deployment):
+        fail("chain", "the package's contracts are not the trusted manifest's")
+    if "AnchorRegistry" not in contracts or "PledgeRegistry" not in contracts:
+        fail("chain", "the package names no AnchorRegistry or PledgeRegistry")
     for name, address in contracts.items():
         if not chain.code_at(address):
             fail("chain", f"{name} {address} has no code on this chain")
@@ -158,14 +176,26 @@ def check_package(
     reads = AnchorReads(chain)
     proven_logs: list[ChainLog] = []
     counts: dict[str, Any] = {}  # event id -> verified payload
+    # event id -> (event, entry id, leaf), of the verified bundles
+    events: dict[str, tuple[dict[str, Any], str, str]] = {}
     for done, entry in enumerate(entries, 1):
         entry_id = str(entry.get("id"))
         proof = entry.get("proof") or {}
         if proof.get("type") == "merkle":
+            bundle = proof.get("bundle") or {}
+            registry = (bundle.get("anchor") or {}).get("contract")
+            if proof.get("status") == "anchored" and registry != contracts["AnchorRegistry"]:
+                fail("bundles", f"anchored in {registry}, not the package's registry", entry_id)
+                continue
             payload = _check_bundle(entry, proof, reads, confirmations, fail)
             if payload is not None:
                 result.bundles_verified += 1
                 counts[str(entry.get("event_id"))] = payload
+                events[str(entry.get("event_id"))] = (
+                    bundle["envelope"]["event"],
+                    entry_id,
+                    str(bundle["leaf"]),
+                )
         elif proof.get("type") == "chain_log":
             log = _check_log(entry_id, proof, reader, chain, confirmations, fail)
             if log is not None:
@@ -176,11 +206,70 @@ def check_package(
         if progress is not None:
             progress(done, len(entries))
 
+    proven_logs = _about_subject(subject, proven_logs, fail)
+    _check_related(subject, proven_logs, events, fail)
     # 5. completeness: everything the chain says about the pledge and its receipt
     _check_complete(subject, proven_logs, reader, chain_info, fail)
     # 6. the summary's money and counts
     _check_summary(summary, subject, proven_logs, counts, fail)
     return result
+
+
+def _about_subject(
+    subject: Mapping[str, Any], logs: Sequence[ChainLog], fail: Callable[..., None]
+) -> list[ChainLog]:
+    """The logs about the pledge and its receipt; the receipt is the one the pledge's
+    PledgeOpened names, whatever the package says."""
+    pledge_id = subject["id"]
+    opened = [g for g in logs if g.event == "PledgeOpened" and g.args["pledgeId"] == pledge_id]
+    receipt = opened[0].args["terms"]["receiptId"] if opened else None
+    if subject.get("receipts") != ([receipt] if receipt is not None else []):
+        fail("format", f"the subject's receipts are not the pledge's receipt ({receipt})")
+    kept = []
+    for log in logs:
+        a = log.args
+        if a.get("pledgeId") not in (None, 0, pledge_id):
+            fail(
+                "chain logs",
+                f"{log.event} in block {log.block_number} is about pledge {a['pledgeId']}, not this one",
+            )
+            continue
+        about = a.get("receiptId", a.get("tokenId"))
+        if log.event == "PledgeOpened":
+            about = a["terms"]["receiptId"]
+        if about is not None and about != receipt and a.get("pledgeId") != pledge_id:
+            fail(
+                "chain logs",
+                f"{log.event} in block {log.block_number} is about receipt {about}, not the pledge's",
+            )
+            continue
+        kept.append(log)
+    return kept
+
+
+def _check_related(
+    subject: Mapping[str, Any],
+    logs: Sequence[ChainLog],
+    events: Mapping[str, tuple[dict[str, Any], str, str]],
+    fail: Callable[..., None],
+) -> None:
+    """Every off-chain entry is about the pledge's goods: one of its event's assets has an
+    identifier key the receipt bound on-chain, or it is (or shares a subject with) an
+    event a covenant fact about the receipt cites."""
+    bound = {k for g in logs if g.event == "ReceiptKeysBound" for k in g.args["keys"]}
+    cited = {g.args["leaf"] for g in logs if g.event == "FactReported"}
+    cited_subjects: set[str] = set()
+    for event, _, leaf in events.values():
+        if leaf in cited:
+            cited_subjects.update(event["asset_ids"])
+    for event, entry_id, _ in events.values():
+        assets = event["asset_ids"]
+        keyed = any(
+            a.strip() == a and a and "0x" + identifier_key(a).hex() in bound for a in assets
+        )
+        if not keyed and not cited_subjects & set(assets):
+            fail("bundles", "the event is about none of the pledge's goods", entry_id)
+    del subject
 
 
 def _check_bundle(
@@ -304,32 +393,77 @@ def _check_summary(
     counts: Mapping[str, Any],
     fail: Callable[..., None],
 ) -> None:
-    state = replay(sorted(proven, key=lambda g: g.position))
-    for money in summary.get("money") or []:
-        pledge = state.pledge(int(money.get("pledge_id", 0)))
-        if pledge is None:
-            fail("summary", f"pledge {money.get('pledge_id')}: not opened in the package's logs")
-            continue
+    """Everything the summary says that the verified records can say too."""
+    ordered = sorted(proven, key=lambda g: g.position)
+    try:
+        state = replay(ordered)
+    except KeyError as exc:  # e.g. a repayment with no PledgeOpened before it
+        fail("summary", f"the package's logs do not replay: no record of {exc}")
+        return
+
+    def differs(what: str, said: Any, truth: Any) -> None:
+        if said != truth:
+            fail("summary", f"{what}: the package says {said!r}, the records say {truth!r}")
+
+    pledge_id = subject["id"]
+    pledge = state.pledge(pledge_id)
+    if pledge is None:
+        fail("summary", f"pledge {pledge_id} is not opened in the package's logs")
+        return
+    moneys = summary.get("money") or []
+    if [m.get("pledge_id") for m in moneys] != [pledge_id]:
+        fail("summary", "the money block is not the pledge's")
+    for money in moneys:
         for name in ("disbursed", "repaid", "outstanding", "margin"):
-            if money.get(name) != getattr(pledge, name):
-                fail(
-                    "summary",
-                    f"pledge {money['pledge_id']} {name}: package says {money.get(name)}, "
-                    f"the logs say {getattr(pledge, name)}",
-                )
-    for point in (summary.get("quantity") or {}).get("trend") or []:
+            differs(f"money.{name}", money.get(name), getattr(pledge, name))
+        differs("money.principal", money.get("principal"), pledge.terms.principal)
+        differs("money.currency", money.get("currency"), pledge.terms.currency)
+        differs("money.payee", money.get("payee"), pledge.terms.payee)
+        paid = [
+            (g.args["amount"], g.args["payee"])
+            for g in ordered
+            if g.event == "Disbursed" and g.args["pledgeId"] == pledge_id
+        ]
+        listed = [(d.get("amount"), d.get("payee")) for d in money.get("disbursements") or []]
+        differs("money.disbursements", listed, paid)
+        differs(
+            "money.all_to_designated_payee",
+            money.get("all_to_designated_payee"),
+            all(payee == pledge.terms.payee for _, payee in paid),
+        )
+    ownership = summary.get("ownership") or {}
+    for lien in ownership.get("pledges") or []:
+        differs("ownership lender", lien.get("lender"), pledge.terms.lender)
+        differs("ownership borrower", lien.get("borrower"), pledge.borrower)
+        differs("ownership status", lien.get("status"), pledge.status.name.lower())
+        differs("ownership frozen", lien.get("frozen"), freeze_reasons(int(pledge.frozen)))
+    for owned in ownership.get("receipts") or []:
+        receipt = state.receipts.get(owned.get("receipt_id"))
+        if receipt is None:
+            fail(
+                "summary", f"receipt {owned.get('receipt_id')} is not issued in the package's logs"
+            )
+            continue
+        for name in ("owner", "custodian", "quantity"):
+            differs(f"ownership receipt {name}", owned.get(name), getattr(receipt, name))
+    quantity = summary.get("quantity") or {}
+    trend = quantity.get("trend") or []
+    for point in trend:
         payload = counts.get(str(point.get("event_id")))
         if payload is None:
             fail("summary", f"count {point.get('event_id')!r} has no verified entry")
             continue
         said = payload.get("head_count", payload.get("quantity"))
-        if said != point.get("quantity"):
-            fail(
-                "summary",
-                f"count {point['event_id']!r}: summary says {point.get('quantity')}, "
-                f"its event says {said}",
-            )
-    del subject
+        differs(f"count {point['event_id']!r}", point.get("quantity"), said)
+    minimum = pledge.terms.min_quantity if pledge.status.name == "ACTIVE" else None
+    differs("quantity.minimum", quantity.get("minimum"), minimum)
+    latest = quantity.get("latest")
+    if trend:
+        differs("quantity.latest", (latest or {}).get("event_id"), trend[-1].get("event_id"))
+    if latest is not None and minimum is not None:
+        differs(
+            "quantity.below_minimum", quantity.get("below_minimum"), latest["quantity"] < minimum
+        )
 
 
 # --- the human-readable report ---------------------------------------------------------------

@@ -739,11 +739,15 @@ class Histories:
             conditions.append(col(e.time_ms) >= where.since_ms)
         if where.until_ms is not None:
             conditions.append(col(e.time_ms) < where.until_ms)
+        # ids compare by code point, as Python compares the merged keys: PostgreSQL's
+        # default collation may not (SQLite's does)
+        binary = self.store.engine.dialect.name == "postgresql"
+        by_id = col(e.event_id).collate("C") if binary else col(e.event_id)
+        by_flow = col(e.flow).collate("C") if binary else col(e.flow)
         if after is not None:
             if after[1] == 0:
                 conditions.append(
-                    tuple_(col(e.time_ms), col(e.event_id), col(e.flow))
-                    > tuple_(after[0], after[2], after[3])
+                    tuple_(col(e.time_ms), by_id, by_flow) > tuple_(after[0], after[2], after[3])
                 )
             else:
                 conditions.append(col(e.time_ms) > after[0])
@@ -751,8 +755,8 @@ class Histories:
             keys = session.exec(
                 select(e.time_ms, e.event_id, e.flow)
                 .where(and_(*conditions))
-                .distinct()
-                .order_by(col(e.time_ms), col(e.event_id), col(e.flow))
+                .group_by(col(e.time_ms), col(e.event_id), col(e.flow))
+                .order_by(col(e.time_ms), by_id, by_flow)
                 .limit(limit)
             ).all()
             if not keys:

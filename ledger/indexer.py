@@ -221,9 +221,11 @@ class Indexer:
         end = min(head - self.confirmations, start + self.max_blocks - 1)
         if end < start:
             return IndexPass(start, start - 1, 0, rewound, head)
-        logs = list(self.reader.read(start, end))
         end_hash = self.reader.block_hash(end)
-        if end_hash is None:  # the node went back under us: rewind on the next pass
+        logs = list(self.reader.read(start, end))
+        # the range's last block before and after the read: a reorganization during the
+        # read changes it (block hashes chain), and the pass is then dropped and retried
+        if end_hash is None or self.reader.block_hash(end) != end_hash:
             return IndexPass(start, start - 1, 0, rewound, head)
         with self.store.session() as session:
             for log in logs:
@@ -270,11 +272,14 @@ class ChainIndex:
         self.deployment = deployment
         store.create_tables(*Indexer.TABLES)
         self._lock = threading.Lock()
-        self._state: tuple[tuple[int, int], ChainState] | None = None
+        self._state: tuple[tuple[int, int, str], ChainState] | None = None
 
-    def _version(self, session: Session) -> tuple[int, int]:
+    def _version(self, session: Session) -> tuple[int, int, str]:
+        """Changes whenever the index does: log count, last row id, and the cursor's
+        block hash (a rewind can re-insert as many rows under reused ids)."""
         count, last = session.exec(select(func.count(), func.max(ChainLogRow.id))).one()
-        return int(count), int(last or 0)
+        cursor = session.get(ChainCursorRow, _CURSOR)
+        return int(count), int(last or 0), "" if cursor is None else cursor.block_hash
 
     def state(self) -> ChainState:
         """Receipts, pledges and roles replayed from every indexed log (cached until the
@@ -343,5 +348,5 @@ class ChainIndex:
 
     def describe(self) -> dict[str, Any]:
         with self.store.session() as session:
-            count, _ = self._version(session)
+            count, _, _ = self._version(session)
         return {"logs": count, "indexed_to": self.indexed_to()}

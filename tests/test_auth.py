@@ -241,6 +241,31 @@ def test_a_configured_domain_replaces_the_host_header(world: World, clock: Clock
         assert client.post("/v1/auth/token", json=signed.to_json()).status_code == 200
 
 
+def test_the_client_refuses_to_sign_in_to_another_domain(world: World, clock: Clock) -> None:
+    """A look-alike API relaying the real one's nonce offer gets no signature: the offer
+    must name the domain the client is talking to."""
+    settings = Settings(auth_secret=SECRET, siwe_domain="fourflow.example.com")
+    with TestClient(make_app(world, clock, settings)) as client:  # we talk to "testserver"
+        with pytest.raises(SignInFailed) as refused_here:
+            sign_in(client, world.lender)
+        assert refused_here.value.code == "siwe_domain_mismatch"
+        token = sign_in(client, world.lender, expected_domain="fourflow.example.com")
+        assert token.startswith("ff1.")
+
+
+def test_serve_on_a_public_address_needs_the_sign_in_domain(tmp_path: Path) -> None:
+    manifest = tmp_path / "none.json"
+    manifest.write_text("{}")
+    env = {k: v for k, v in os.environ.items() if k != "FOURFLOW_SIWE_DOMAIN"}
+    answer = subprocess.run(
+        [fourflow_bin(), "serve", "--host", "0.0.0.0", "--db", f"sqlite:///{tmp_path}/s.db",
+         "--rpc", "http://127.0.0.1:9", "--manifest", str(manifest)],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert answer.returncode == 2
+    assert "set FOURFLOW_SIWE_DOMAIN" in answer.stderr  # before anything else is opened
+
+
 def test_roles_without_collateral_contracts_are_the_anchor_registrys(
     dev: tuple[Runtime, DevKeys],
 ) -> None:

@@ -9,6 +9,7 @@ import json
 import zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -227,6 +228,52 @@ def test_the_evidence_package_verifies_against_the_chain_and_catches_tampering(
     elsewhere = json.loads(json.dumps(package))
     elsewhere["chain"]["chain_id"] += 1
     assert findings(elsewhere) == {"chain"}
+
+    twice = json.loads(json.dumps(package))
+    twice["entries"].append(next(e for e in twice["entries"] if e["kind"] == "disbursement"))
+    assert "format" in findings(twice)
+
+    lender = json.loads(json.dumps(package))
+    lender["summary"]["ownership"]["pledges"][0]["lender"] = scene.accounts["lender2"].address
+    assert findings(lender) == {"summary"}
+
+    widened = json.loads(json.dumps(package))
+    widened["subject"]["receipts"] = [1, 2]
+    assert "format" in findings(widened)
+
+    # a real, anchored event about other goods, slipped into the pledge's package
+    gateway = scene.accounts["gateway"]
+    (stray,) = make_events(gateway.address, 1, stream="elsewhere", asset="urn:test:elsewhere")
+    runtime = scene.runtime
+    runtime.intake.submit(
+        sign_submission([stray], private_key=gateway.key, domain=runtime.intake.domain)
+    )
+    runtime.anchorer(scene.keys.oracle).run_once(force=True)
+    foreign = json.loads(json.dumps(package))
+    foreign["entries"].append(
+        {
+            "id": f"event:{stray.event_id}#information",
+            "event_id": stray.event_id,
+            "time_ms": stray.event_time_ms,
+            "assets": [],
+            "kind": "reading.heartbeat",
+            "flow": "information",
+            "summary": {},
+            "proof": {
+                "type": "merkle",
+                "status": "anchored",
+                "bundle": runtime.bundles.bundle(stray.event_id).to_json_dict(),
+            },
+        }
+    )
+    assert findings(foreign) == {"bundles"}
+
+    trusted = scene.runtime.deployment
+    lookalike = replace(trusted, pledge_registry=trusted.receipt_registry)
+    assert check_package(package, chain=chain, deployment=trusted).ok
+    assert {
+        f.check for f in check_package(package, chain=chain, deployment=lookalike).findings
+    } == {"chain"}
 
     archive = scene.get(f"/v1/pledges/{scene.pledge_id}/evidence", "lender", format="zip")
     assert archive.headers["content-type"] == "application/zip"

@@ -60,7 +60,7 @@ def test_index_then_verify_a_package_as_real_processes(anvil: AnvilNode, tmp_pat
     assert answer.returncode == 0, answer.stdout + answer.stderr
     report: dict[str, Any] = json.loads(answer.stdout)
     assert report["ok"] and report["bundles_verified"] > 0 and report["logs_verified"] > 0
-    human = run("verify", str(good), "--rpc", anvil.url)
+    human = run("verify", str(good), "--rpc", anvil.url, "--manifest", str(manifest))
     assert human.returncode == 0 and "VERIFIED" in human.stdout
 
     package["summary"]["money"][0]["disbursed"] -= 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 # ruff: noqa: F811 - the `world` fixture, imported from tests.collateral_world, is each test's parameter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,3 +179,32 @@ def test_the_index_rebuilds_from_the_chain_alone(
     finally:
         other.close()
     assert ref  # the world's helpers are importable with the fixtures
+
+
+def test_a_reorganization_during_a_read_is_not_indexed(world: World, store: Store) -> None:
+    """The chain changes while a pass reads its logs (the reorg is real, on eth-tester;
+    only its timing is arranged, by reading through a wrapper): the pass is dropped, and
+    the next one indexes the new chain."""
+    follower = indexer(world, store)
+    follower.catch_up()
+    fork_point = world.tester.take_snapshot()
+    old = world.issue_steel(lot="OLD")
+    world.pledges.set_pledge_rate("steel.hrc", 5900, lender=world.lender)
+    read = follower.reader.read
+
+    def read_then_reorganize(start: int, end: int) -> Any:
+        logs = list(read(start, end))
+        world.tester.revert_to_snapshot(fork_point)  # the node switches branch meanwhile
+        world.issue_steel(lot="NEW", quantity=3_000)
+        world.pledges.set_pledge_rate("steel.hrc", 5800, lender=world.lender)
+        follower.reader.read = read  # type: ignore[method-assign]
+        return iter(logs)
+
+    follower.reader.read = read_then_reorganize  # type: ignore[method-assign]
+    dropped = follower.run_once()
+    assert dropped.to_block < dropped.from_block and dropped.logs == 0
+    follower.catch_up()
+    assert indexed(store, world) == chain_logs(world)
+    assert world.deployment is not None
+    receipts = ChainIndex(store, world.deployment).state().receipts
+    assert receipts[old].quantity == 3_000  # the id went to the new branch's receipt

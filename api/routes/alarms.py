@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.access import Access
-from api.auth import CallerDep, Identity
+from api.auth import CallerDep, ClaimsDep, Identity, RoleResolver
 from api.deps import AccessDep
 from api.schemas import ErrorBody
 from ledger.alarms import STATES, Alarm, AlarmBook
@@ -100,7 +100,7 @@ async def _stream(
     request: Request,
     access: Access,
     book: AlarmBook,
-    who: Identity,
+    caller: Callable[[], Identity],
     *,
     poll_s: float,
     timeout_s: float,
@@ -110,6 +110,7 @@ async def _stream(
     quiet = 0.0
     yield b"retry: 3000\n\n"
     while time.monotonic() - started < timeout_s:
+        who = await anyio.to_thread.run_sync(caller)  # roles as they stand now
         alarms = await anyio.to_thread.run_sync(visible_alarms, access, book, who)
         changed = [a for a in alarms if seen.get(a.id) != (a.state, a.changed_ms)]
         for alarm in changed:
@@ -138,6 +139,7 @@ async def _stream(
 def stream_alarms(
     request: Request,
     caller: CallerDep,
+    claims: ClaimsDep,
     access: AccessDep,
     book: BookDep,
     timeout: Annotated[
@@ -146,11 +148,21 @@ def stream_alarms(
 ) -> StreamingResponse:
     """`text/event-stream`: first every alarm that is open or acknowledged, then each
     new alarm and each change of state, as `event: alarm` with the alarm's JSON (the
-    same shape as the list). The stream ends after `timeout` seconds with `event: end`;
-    EventSource clients reconnect by themselves."""
+    same shape as the list). The stream ends after `timeout` seconds, or when the sign-in
+    token expires, with `event: end`; clients reconnect (with a fresh token). The caller's
+    roles are read again at every poll, so a revoked role stops showing at once."""
     poll_s = float(getattr(request.app.state.settings, "alarm_poll_seconds", 1.0))
+    timeout_s = max(0.0, min(timeout, claims.exp - time.time()))
+    roles: RoleResolver = request.app.state.roles
     return StreamingResponse(
-        _stream(request, access, book, caller, poll_s=poll_s, timeout_s=timeout),
+        _stream(
+            request,
+            access,
+            book,
+            lambda: Identity(caller.address, roles.roles_of(caller.address)),
+            poll_s=poll_s,
+            timeout_s=timeout_s,
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -158,9 +158,12 @@ async def capture(request: Request) -> JSONResponse:
 
 @router.get("/capture/{capture_id}", summary="A capture job")
 def capture_job(request: Request, capture_id: str) -> JSONResponse:
-    """For capture clients (the same bearer token as the capture)."""
-    _client(request)
+    """For the capture client that made it (the same bearer token as the capture);
+    another client's job is as unknown as one that does not exist."""
+    client = _client(request)
     job = _capture_service(request).flows.capture_job(capture_id)
+    if job.captured_by != client:
+        raise NotFound(f"no capture job {capture_id!r}")
     return JSONResponse(_job_json(job), headers=_EPCIS_HEADERS)
 
 

@@ -406,6 +406,10 @@ def demo(
     ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write the bundles here.")] = None,
     coils: Annotated[int, typer.Option(min=1, max=500, help="Steel coils on the demo pallet.")] = 8,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Also write what --json prints to this file."),
+    ] = None,
 ) -> None:
     """Deploy, register a logistics firm and an oracle, submit signed RFID custody events
     over HTTP, anchor them, then verify a proof bundle and show a tampered one fail; then
@@ -505,19 +509,20 @@ def demo(
                 f"    wrote {len(bundles)} bundles to {out_dir}/"
                 + (f"; check one with: fourflow verify {out_dir}/<file> --rpc {rpc}" if rpc else "")
             )
+        data = {
+            "deployment": dep.__dict__,
+            "bundles": bundles,
+            "verification": result,
+            "tampered": {"bundle": forged, "verification": forged_result},
+            "all_verified": all_ok,
+            "pledge": pledge,
+            "herd": herd.to_json(),
+            "lender": lender,
+        }
         if as_json:
-            out.print_json(
-                data={
-                    "deployment": dep.__dict__,
-                    "bundles": bundles,
-                    "verification": result,
-                    "tampered": {"bundle": forged, "verification": forged_result},
-                    "all_verified": all_ok,
-                    "pledge": pledge,
-                    "herd": herd.to_json(),
-                    "lender": lender,
-                }
-            )
+            out.print_json(data=data)
+        if report is not None:
+            report.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
         runtime.close()
         herd_ok = all(herd.detected.values()) and "BELOW_MINIMUM" in herd.frozen
         lender_ok = (

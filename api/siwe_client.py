@@ -141,8 +141,9 @@ def request_token(
     if offer.status_code != 201:
         raise _refused(offer, "asking for a nonce")
     expected = expected_domain or urlsplit(str(getattr(client, "base_url", ""))).netloc
-    offered = offer.json().get("domain")
-    if expected and offered != expected:
+    body = offer.json()
+    offered = body.get("domain") if isinstance(body, dict) else None
+    if expected and isinstance(offered, str) and offered != expected:  # else: malformed, below
         raise SignInFailed(
             f"the API at {expected} asks us to sign in to {offered!r}: refusing to sign a "
             "message for another domain",

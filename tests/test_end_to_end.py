@@ -29,10 +29,19 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
     )
 
 
-def test_demo_verifies_its_bundles_and_catches_the_tampered_one() -> None:
-    result = run("demo", "--json")
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """One demo run, read twice: its story (stdout) and its report (--report)."""
+    report = tmp_path_factory.mktemp("demo") / "report.json"
+    result = run("demo", "--report", str(report))
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    return result, json.loads(report.read_text())
+
+
+def test_demo_verifies_its_bundles_and_catches_the_tampered_one(
+    demo: tuple[subprocess.CompletedProcess[str], Any],
+) -> None:
+    _, report = demo
     assert report["all_verified"] is True
     assert report["verification"]["ok"] is True
     assert [s["step"] for s in report["verification"]["steps"]] == list(range(1, 9))
@@ -59,9 +68,10 @@ def test_demo_verifies_its_bundles_and_catches_the_tampered_one() -> None:
     assert lender["summary"]["quantity"]["below_minimum"] is True
 
 
-def test_demo_human_output_tells_the_story() -> None:
-    result = run("demo")
-    assert result.returncode == 0, result.stderr
+def test_demo_human_output_tells_the_story(
+    demo: tuple[subprocess.CompletedProcess[str], Any],
+) -> None:
+    result, _ = demo
     for line in (
         "deployed AnchorRegistry",
         "→ 202",

@@ -390,7 +390,7 @@ def test_concurrent_reads_catalog_new_events_once(scene: Scene) -> None:
     with ThreadPoolExecutor(max_workers=6) as pool:
         answers = list(
             pool.map(
-                lambda _: scene.get("/v1/assets/urn:test:racer/history", "gateway").status_code,
+                lambda _: scene.get("/v1/assets/urn:test:racer/history", "auditor").status_code,
                 range(12),
             )
         )

@@ -74,15 +74,9 @@ def _filter(
 
 
 def _timeline(
-    request: Request,
-    histories: Histories,
-    subject: Subject,
-    *,
-    where: HistoryFilter,
-    cursor: str | None,
-    limit: int,
-    summary: bool | None,
+    request: Request, histories: Histories, subject: Subject, query: TimelineQuery
 ) -> dict[str, Any]:
+    where, cursor, limit, summary = query.where, query.cursor, query.limit, query.summary
     page = histories.page(subject, where=where, cursor=cursor, limit=limit)
     body: dict[str, Any] = {"subject": subject.to_json()}
     if summary if summary is not None else cursor is None:
@@ -189,6 +183,28 @@ def get_pledge(
     return _pledge_row(pledge_id, access.index.state(), _contracts(request))
 
 
+class TimelineQuery:
+    """The query parameters of both timelines."""
+
+    def __init__(
+        self,
+        flow: FlowQuery = None,
+        kind: KindQuery = None,
+        since: SinceQuery = None,
+        until: UntilQuery = None,
+        cursor: CursorQuery = None,
+        limit: LimitQuery = 100,
+        summary: SummaryQuery = None,
+    ) -> None:
+        self.where = _filter(flow, kind, since, until)
+        self.cursor = cursor
+        self.limit = limit
+        self.summary = summary
+
+
+TimelineDep = Annotated[TimelineQuery, Depends()]
+
+
 @router.get(
     "/v1/pledges/{pledge_id}/history",
     responses=_ERRORS,
@@ -200,13 +216,7 @@ def pledge_history(
     access: AccessDep,
     histories: HistoriesDep,
     pledge_id: PledgeId,
-    flow: FlowQuery = None,
-    kind: KindQuery = None,
-    since: SinceQuery = None,
-    until: UntilQuery = None,
-    cursor: CursorQuery = None,
-    limit: LimitQuery = 100,
-    summary: SummaryQuery = None,
+    query: TimelineDep,
 ) -> dict[str, Any]:
     """One timeline merged from the information, logistics, commercial and capital
     flows of the pledge, its receipt and its goods, sorted by time (ties: off-chain
@@ -215,10 +225,7 @@ def pledge_history(
     id, contract, block, transaction and log index. The first page carries a summary:
     custody now, count against the covenant minimum, ownership and liens, and money."""
     subject = access.pledge(caller, pledge_id)
-    where = _filter(flow, kind, since, until)
-    return _timeline(
-        request, histories, subject, where=where, cursor=cursor, limit=limit, summary=summary
-    )
+    return _timeline(request, histories, subject, query)
 
 
 @router.get(
@@ -232,22 +239,13 @@ def asset_history(
     access: AccessDep,
     histories: HistoriesDep,
     asset_id: str,
-    flow: FlowQuery = None,
-    kind: KindQuery = None,
-    since: SinceQuery = None,
-    until: UntilQuery = None,
-    cursor: CursorQuery = None,
-    limit: LimitQuery = 100,
-    summary: SummaryQuery = None,
+    query: TimelineDep,
 ) -> dict[str, Any]:
     """The timeline of one asset (an EPC, an ear tag, a herd or lot): its own events,
-    and the on-chain records of every receipt that bound its identifier and of their
-    pledges."""
+    and the on-chain records of every receipt that bound its identifier and of those
+    receipts' pledges the caller may see."""
     subject = access.asset(caller, asset_id)
-    where = _filter(flow, kind, since, until)
-    return _timeline(
-        request, histories, subject, where=where, cursor=cursor, limit=limit, summary=summary
-    )
+    return _timeline(request, histories, subject, query)
 
 
 @router.get(

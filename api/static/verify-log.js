@@ -16,6 +16,9 @@
 // address with the deployment manifest you were given), and that the entry's decoded
 // summary matches the raw data (decoding needs the contract ABI: `fourflow verify`).
 
+// one JSON-RPC client and one step failure for both verifiers
+import { StepFailed, fail, rpc } from "./verify.js";
+
 export const LOG_STEPS = [
   "entry format",
   "chain",
@@ -26,34 +29,6 @@ export const LOG_STEPS = [
   "topics and data",
 ];
 
-const RPC_TIMEOUT_MS = 30_000;
-
-class StepFailed extends Error {}
-
-function fail(message) {
-  throw new StepFailed(message);
-}
-
-let rpcId = 0;
-
-async function rpc(url, method, params) {
-  let reply;
-  try {
-    const response = await fetch(url, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ jsonrpc: "2.0", id: ++rpcId, method, params }),
-      signal: AbortSignal.timeout(RPC_TIMEOUT_MS),
-    });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    reply = await response.json();
-  } catch (error) {
-    fail(`cannot reach the node at ${url} (${method}): ${error.message}`);
-  }
-  if (reply === null || typeof reply !== "object") fail(`${method}: not a JSON-RPC response`);
-  if (reply.error) fail(`${method} failed: ${JSON.stringify(reply.error)}`);
-  return reply.result;
-}
 
 // a JSON-RPC quantity ("0x1b") as a Number; node answers are checked, not trusted
 function quantity(value, what) {

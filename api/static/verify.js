@@ -54,9 +54,9 @@ const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 // The check of the current step does not hold; the message says why.
-class StepFailed extends Error {}
+export class StepFailed extends Error {}
 
-function fail(message) {
+export function fail(message) {
   throw new StepFailed(message);
 }
 
@@ -169,7 +169,7 @@ export async function rootFromProof(leafBytes, proof) {
 
 let rpcId = 0;
 
-async function rpc(url, method, params) {
+export async function rpc(url, method, params) {
   let reply;
   try {
     const response = await fetch(url, {

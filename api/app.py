@@ -14,7 +14,6 @@ from api.auth import ChainRoles, Nonces, RoleResolver, TokenSigner
 from api.limits import BodySizeLimit, JsonNestingLimit
 from api.routes import alarms, auth, batches, dashboard, epcis, events, health, history, readings
 from api.settings import Settings, get_settings
-from ledger.alarms import AlarmBook
 from ledger.anchoring import Anchorer
 from ledger.collateral import Contracts, contracts_from
 from ledger.flows import Flows
@@ -86,7 +85,7 @@ def create_app(
     app.state.index = index
     app.state.histories = histories
     app.state.access = Access(runtime.store, index, histories)
-    app.state.alarms = AlarmBook(runtime.store, index, chain_id=runtime.deployment.chain_id)
+    app.state.alarms = histories.alarm_book
     app.state.contracts = _contracts(runtime)
     errors.install(app)
     app.include_router(events.router)

@@ -38,7 +38,7 @@ from ledger.chain import Chain, Deployment
 from ledger.chainlog import ChainLog, LogReader, watched_contracts
 from ledger.collateral import identifier_key
 from ledger.errors import ChainError, LedgerError, VerificationFailed
-from ledger.history import Histories, Subject, freeze_reasons
+from ledger.history import SKIPPED_EVENTS, Histories, Subject, freeze_reasons
 from ledger.models import utc_text
 from ledger.replay import replay
 from ledger.verify import AnchorReads, verify_bundle
@@ -354,8 +354,6 @@ def _check_complete(
     chain_info: Mapping[str, Any],
     fail: Callable[..., None],
 ) -> None:
-    from ledger.history import _SKIP
-
     pledges = set(subject.get("pledges") or [])
     receipts = set(subject.get("receipts") or [])
     have = {(g.block_number, g.log_index) for g in proven}
@@ -366,7 +364,7 @@ def _check_complete(
         fail("completeness", f"cannot read the chain's logs: {exc.message}")
         return
     for log in logs:
-        if log.event in _SKIP:
+        if log.event in SKIPPED_EVENTS:
             continue
         a = log.args
         about = a.get("pledgeId") in pledges or a.get("receiptId") in receipts

@@ -34,7 +34,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Integer, and_, tuple_
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, SQLModel, col, select
+from sqlmodel import Field, SQLModel, col, func, select
 
 from ledger.alarms import AlarmBook
 from ledger.bundle import BundleBuilder
@@ -52,6 +52,7 @@ from ledger.store import EventRow, Store
 
 __all__ = [
     "COUNT_KINDS",
+    "SKIPPED_EVENTS",
     "Catalog",
     "Entry",
     "Histories",
@@ -167,9 +168,17 @@ class Catalog:
 
         One catch-up at a time: in this process a lock, across processes the cursor row
         locked for the pass (PostgreSQL ``SELECT … FOR UPDATE``; SQLite has one writer)."""
+        if self._caught_up():
+            return 0  # the common case on every read: one small query, no lock
         with _CATALOG_LOCK:
             self._ensure_cursor()
             return self._catch_up(batch)
+
+    def _caught_up(self) -> bool:
+        with self.store.session() as session:
+            newest = session.exec(select(func.max(EventRow.position))).one()
+            cursor = session.get(CursorRow, _CATALOG_CURSOR)
+        return newest is None or (cursor is not None and cursor.position >= newest)
 
     def _ensure_cursor(self) -> None:
         with self.store.session() as session:
@@ -385,7 +394,9 @@ _CAPITAL = {
     "PledgeLiquidated",
 }
 _INFORMATION = {"FactReported"}
-_SKIP = {
+# logs no timeline shows (roles, prices, rates, consents, anchors): evidence packages
+# leave them out too
+SKIPPED_EVENTS = {
     "Approval",
     "ApprovalForAll",
     "RoleGranted",
@@ -429,7 +440,7 @@ def freeze_reasons(bits: int) -> list[str]:
 
 
 def _log_entry(log: ChainLog, state: ChainState, chain_id: int) -> Entry | None:
-    if log.event in _SKIP:
+    if log.event in SKIPPED_EVENTS:
         return None
     a = log.args
     if log.event == "Transfer" and _ZERO in (a["from"], a["to"]):

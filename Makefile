@@ -26,8 +26,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check ledger api oracles tests
 	$(VENV)/bin/mypy ledger oracles
 
+# one worker per core; a module's tests stay together (they share module-scoped scenes)
 test: $(STAMP) $(NODE_STAMP) browser lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n auto --dist loadfile
 
 # Debian's chromium for the real-browser tests (Playwright drives it; no browser download)
 browser:

@@ -226,7 +226,6 @@ class Nonces:
         self.ttl_s = ttl_s
         self.clock = clock
         self._purged_at: float | None = None
-        store.create_tables(NonceRow)
 
     def issue(self) -> IssuedNonce:
         now_ms = int(self.clock() * 1000)

@@ -9,6 +9,7 @@ fourflow index                follow the contracts' logs into the store (--rebui
 fourflow oracle run           ingestion, rules, covenant facts and anchoring, as a service
 fourflow simulate KIND        simulated farm or warehouse devices, in-process or over MQTT
 fourflow sign-in              Sign-In with Ethereum: a bearer token for the API's reads
+fourflow db upgrade           migrate the store's schema (db current, db history)
 fourflow contracts compile    rebuild contracts/artifacts from the sources
 fourflow contracts check      fail if an artifact is stale
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import secrets
 import signal
@@ -32,21 +32,23 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from api.lender_scene import run_lender_scene
-from api.oracle_scene import run_oracle_scene, svg_chart
-from api.pledge_demo import run_pledge_scene
-from api.siwe_client import sign_in as siwe_sign_in
+from api.devnet_cli import devnet_app
+from api.loadtest import load_command
 from ledger.chain import ORACLE_ROLE, SUBMITTER_ROLE, Chain, Deployment
 from ledger.collateral import AUDITOR_ROLE, CUSTODIAN_ROLE, LENDER_ROLE, deploy_contracts
 from ledger.errors import LedgerError, VerificationFailed
+from ledger.logs import configure_logging
 from ledger.runtime import Runtime, load_key
 from ledger.verify import STEPS, verify_bundle
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 oracle_app = typer.Typer(no_args_is_help=True, help="Oracle services.")
 contracts_app = typer.Typer(no_args_is_help=True, help="Solidity sources and artifacts.")
+db_app = typer.Typer(no_args_is_help=True, help="The store's schema (Alembic migrations).")
 app.add_typer(oracle_app, name="oracle")
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(devnet_app, name="devnet")
+app.add_typer(db_app, name="db")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -418,6 +420,10 @@ def demo(
     bank read the pledge's four-flow history and check its evidence package."""
     import httpx
 
+    from api.lender_scene import run_lender_scene  # the scenes load siwe's grammar: slow
+    from api.oracle_scene import run_oracle_scene
+    from api.pledge_demo import run_pledge_scene
+    from api.siwe_client import sign_in as siwe_sign_in
     from ledger.signing import sign_submission
     from oracles.custody import steel_coil_journey
 
@@ -576,7 +582,7 @@ def simulate(
     gateway). Deterministic for a seed."""
     from rich.progress import Progress
 
-    from api.oracle_scene import build_scenario
+    from api.oracle_scene import build_scenario, run_oracle_scene, svg_chart
     from ledger.collateral import deploy_collateral
     from oracles.drive import publish
     from oracles.mqtt import MqttPublisher, MqttSettings
@@ -824,14 +830,24 @@ def serve(
     confirmations: Annotated[
         int, typer.Option(min=0, help="Index contract logs only this many blocks deep.")
     ] = 0,
+    max_batch: Annotated[
+        int,
+        typer.Option(min=1, max=1_000_000, help="In-process anchoring: seal at this many events."),
+    ] = 1000,
+    max_age: Annotated[
+        float,
+        typer.Option(min=0.0, help="In-process anchoring: seal when the oldest is this old (s)."),
+    ] = 5.0,
 ) -> None:
     """Serve the HTTP API and the lender dashboard, following the contracts' logs into
     the store (histories, pledges, alarms). With $FOURFLOW_ORACLE_KEY set, anchor in the
     same process; with $FOURFLOW_GATEWAY_KEY, take EPCIS 2.0 captures at /v1/epcis, and
     with an oracle config as well, signed device readings at /v1/readings."""
-    import uvicorn
-
-    from api.app import create_app
+    try:
+        configure_logging()
+    except LedgerError as exc:
+        raise _die(exc.message) from exc
+    from api.app import create_app, run_server
     from api.settings import get_settings
     from ledger.indexer import Indexer
     from oracles.config import OracleConfig
@@ -849,7 +865,7 @@ def serve(
     runtime = _open_runtime(db, rpc, manifest)
     indexer = Indexer(runtime.store, runtime.chain, runtime.deployment, confirmations=confirmations)
     oracle = load_key()
-    anchorer = runtime.anchorer(oracle) if oracle else None
+    anchorer = runtime.anchorer(oracle, max_batch=max_batch, max_age_s=max_age) if oracle else None
     gateway = _gateway()
     capture = ingest = None
     if gateway is not None:
@@ -877,7 +893,7 @@ def serve(
         )
     except LedgerError as exc:
         raise _die(exc.message) from exc
-    uvicorn.run(app_, host=host, port=port)
+    run_server(app_, host=host, port=port)
 
 
 @oracle_app.command("run")
@@ -904,6 +920,10 @@ def oracle_run(
         float, typer.Option(min=0.0, help="Seal when the oldest pending event is this old (s).")
     ] = 5.0,
     poll: Annotated[float, typer.Option(min=0.01, help="Seconds between passes.")] = 0.5,
+    recheck: Annotated[
+        float,
+        typer.Option(min=0.0, help="Re-read an idle stream's anchors on the chain this often (s)."),
+    ] = 10.0,
     once: Annotated[
         bool, typer.Option("--once", help="Anchor only: seal everything pending, anchor, exit.")
     ] = False,
@@ -916,7 +936,10 @@ def oracle_run(
     from oracles.service import WORKERS, OracleService
     from oracles.worker import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        configure_logging()
+    except LedgerError as exc:
+        raise _die(exc.message) from exc
     workers = [w.strip() for w in only.split(",") if w.strip()]
     unknown = sorted(set(workers) - set(WORKERS))
     if unknown:
@@ -931,7 +954,7 @@ def oracle_run(
             raise _die("set FOURFLOW_ORACLE_KEY (hex) or FOURFLOW_ORACLE_KEY_FILE")
         try:
             anchored = run_worker(
-                runtime.anchorer(oracle, max_batch=max_batch, max_age_s=max_age),
+                runtime.anchorer(oracle, max_batch=max_batch, max_age_s=max_age, recheck_s=recheck),
                 poll_s=poll,
                 once=once,
             )
@@ -1052,6 +1075,62 @@ def oracle_import(
 # --- contracts ----------------------------------------------------------------------------
 
 
+@db_app.command("upgrade")
+def db_upgrade(db: DbOpt) -> None:
+    """Bring the store's schema to this fourflow's newest revision (every process does
+    this when it opens the store, unless FOURFLOW_DB_AUTO_MIGRATE=0)."""
+    from sqlalchemy import create_engine
+
+    from ledger import schema
+
+    try:
+        engine = create_engine(db)
+        before = schema.current(engine)
+        applied = schema.migrate(engine)
+    except LedgerError as exc:
+        raise _die(exc.message, code=1) from exc
+    except Exception as exc:  # a malformed URL, a missing driver
+        raise _die(f"--db {db!r}: {exc}") from exc
+    if applied:
+        out.print(
+            f"migrated from {before or 'an empty store'} to {schema.HEAD}: {', '.join(applied)}"
+        )
+    else:
+        out.print(f"already at {schema.HEAD}")
+
+
+@db_app.command("current")
+def db_current(db: DbOpt) -> None:
+    """Print the store's schema revision and whether it is this fourflow's newest."""
+    from sqlalchemy import create_engine
+
+    from ledger import schema
+
+    try:
+        found = schema.current(create_engine(db))
+    except LedgerError as exc:
+        raise _die(exc.message, code=1) from exc
+    except Exception as exc:
+        raise _die(f"--db {db!r}: {exc}") from exc
+    state = (
+        "up to date"
+        if found == schema.HEAD
+        else f"behind: run `fourflow db upgrade` ({schema.HEAD})"
+    )
+    out.print(f"{found or 'none'} ({state})")
+    if found != schema.HEAD:
+        raise typer.Exit(1)
+
+
+@db_app.command("history")
+def db_history() -> None:
+    """List the schema revisions, oldest first."""
+    from ledger import schema
+
+    for revision, message in schema.history():
+        out.print(f"{revision}  {message}")
+
+
 @contracts_app.command("compile")
 def contracts_compile() -> None:
     """Compile contracts/*.sol and rewrite contracts/artifacts."""
@@ -1078,6 +1157,9 @@ def contracts_check() -> None:
     if stale:
         raise _die(f"stale artifacts: {', '.join(stale)}; run `fourflow contracts compile`", code=1)
     out.print("artifacts match the sources")
+
+
+app.command("load")(load_command)
 
 
 def main() -> None:

@@ -4,9 +4,15 @@ Everywhere: ``{"error": {code, message, field, details?}}``. Under ``/v1/epcis``
 EPCIS 2.0 clients expect them, RFC 7807 problem details with the EPCIS exception type
 (``epcisException:ValidationException`` …), fourflow's ``code`` and, for a document,
 ``errors``: every problem with its JSON pointer.
+
+A store failure is a 503 with ``Retry-After`` and a fixed message; what the driver said
+(SQL, parameters, host and database names) is logged, never sent.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ledger.errors import (
     ChainError,
     Conflict,
+    ContractReverted,
     Hidden,
     InvalidDocument,
     InvalidInput,
@@ -29,6 +36,7 @@ from ledger.errors import (
 )
 
 RETRY_AFTER_S = "5"
+_log = logging.getLogger("fourflow.api")
 
 _STATUS: list[tuple[type[LedgerError], int]] = [
     (InvalidSignature, 401),
@@ -102,13 +110,30 @@ def problem_response(
 
 def too_deep(path: str, detail: str) -> JSONResponse:
     """A JSON body nested too deep to parse safely (api.limits.JsonNestingLimit)."""
-    message = f"JSON nested too deep: {detail}"
+    return unreadable_body(path, code="too_deep", message=f"JSON nested too deep: {detail}")
+
+
+def unreadable_body(path: str, *, code: str, message: str) -> JSONResponse:
+    """A body refused before any handler reads it (api.limits): 422, or under
+    /v1/epcis a 400 ValidationException pointing at the whole document."""
     if path.startswith(EPCIS_PREFIX):
         return problem_response(
-            400, "ValidationException", code="too_deep", detail=message, instance=path,
+            400, "ValidationException", code=code, detail=message, instance=path,
             errors=[{"pointer": "/", "message": message}],
         )  # fmt: skip
-    return error_response(422, "too_deep", message, field="body")
+    return error_response(422, code, message, field="body")
+
+
+def body_too_large(path: str, max_bytes: int) -> JSONResponse:
+    """A body over the size limit (api.limits.BodySizeLimit): 413, under /v1/epcis as
+    a CaptureLimitExceededException."""
+    message = f"request body exceeds {max_bytes} bytes"
+    if path.startswith(EPCIS_PREFIX):
+        return problem_response(
+            413, "CaptureLimitExceededException", code="payload_too_large", detail=message,
+            instance=path,
+        )  # fmt: skip
+    return error_response(413, "payload_too_large", message)
 
 
 def status_of(exc: LedgerError) -> int:
@@ -143,6 +168,42 @@ def _field_path(loc: tuple[object, ...]) -> str:
     return path or "body"
 
 
+def _detail_of(error: Any) -> dict[str, object]:
+    loc = tuple(error["loc"])
+    if error["type"] == "json_invalid":  # loc is ("body", character offset)
+        where = loc[-1] if len(loc) > 1 else "?"
+        reason = error.get("ctx", {}).get("error", error["msg"])
+        message = f"the body is not valid JSON: {reason} at character {where}"
+        return {"field": "body", "message": message, "type": error["type"]}
+    return {"field": _field_path(loc), "message": error["msg"], "type": error["type"]}
+
+
+STORE_UNAVAILABLE = (
+    f"the store is unavailable (locked, busy or unreachable); retry in {RETRY_AFTER_S} s. "
+    "Submissions are idempotent: one sent again is stored once."
+)
+
+
+CHAIN_UNAVAILABLE = (
+    f"the chain node is unavailable; retry in {RETRY_AFTER_S} s. "
+    "Submissions are idempotent: one sent again is stored once."
+)
+
+
+def public_message(exc: LedgerError, *, path: str) -> str:
+    """What the client is told. A store failure's own message (the driver's words, the SQL
+    and its parameters, the database's host and name) and a node failure's (the RPC URL,
+    which for a hosted node holds its API key) go to the log, not the client. A
+    contract's revert is the answer itself and is passed on."""
+    if isinstance(exc, StoreError):
+        _log.warning("store unavailable answering %s: %s", path, exc.message)
+        return STORE_UNAVAILABLE
+    if isinstance(exc, ChainError) and not isinstance(exc, ContractReverted):
+        _log.warning("chain unavailable answering %s: %s", path, exc.message)
+        return CHAIN_UNAVAILABLE
+    return exc.message
+
+
 def _headers_of(exc: LedgerError, status: int) -> dict[str, str] | None:
     if status == 503:
         return {"Retry-After": RETRY_AFTER_S}
@@ -154,34 +215,36 @@ def _headers_of(exc: LedgerError, status: int) -> dict[str, str] | None:
 def install(app: FastAPI) -> None:
     @app.exception_handler(LedgerError)
     async def ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
+        message = public_message(exc, path=request.url.path)
         if request.url.path.startswith(EPCIS_PREFIX):
             problem, status = epcis_problem_of(exc)
-            errors = exc.errors if isinstance(exc, InvalidDocument) else None
+            errors: list[dict[str, object]] | None = (
+                [dict(e) for e in exc.errors] if isinstance(exc, InvalidDocument) else None
+            )
             if errors is None and exc.field is not None:
-                errors = [{"pointer": exc.field, "message": exc.message}]
+                errors = [{"pointer": exc.field, "message": message}]
             return problem_response(
                 status,
                 problem,
                 code=exc.code,
-                detail=exc.message,
+                detail=message,
                 instance=request.url.path,
-                errors=list(errors) if errors is not None else None,
+                errors=errors,
                 headers=_headers_of(exc, status),
             )
         status = status_of(exc)
         headers = _headers_of(exc, status)
-        details = list(exc.errors) if isinstance(exc, InvalidDocument) else None
+        details: list[dict[str, object]] | None = (
+            [dict(e) for e in exc.errors] if isinstance(exc, InvalidDocument) else None
+        )
         return error_response(
-            status, exc.code, exc.message, field=exc.field, details=details, headers=headers
+            status, exc.code, message, field=exc.field, details=details, headers=headers
         )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        details = [
-            {"field": _field_path(tuple(e["loc"])), "message": e["msg"], "type": e["type"]}
-            for e in errors[:50]
-        ]
+        details = [_detail_of(e) for e in errors[:50]]
         first = details[0] if details else {"field": "body", "message": "invalid request"}
         if request.url.path.startswith(EPCIS_PREFIX):
             return problem_response(
@@ -202,7 +265,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        codes = {
+            400: "malformed_body",  # FastAPI could not decode the body (it says no more)
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+        }
         return error_response(
             exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
         )

@@ -1,14 +1,13 @@
-"""Limits on request bodies, enforced before anything parses them: size (413 past it)
-and JSON nesting depth (400 or 422 past it)."""
+"""Limits on request bodies, enforced before anything parses them: size (413 past it),
+and for JSON bodies nesting depth and well-formed Unicode (422, or 400 under /v1/epcis)."""
 
 from __future__ import annotations
 
-import json
-
 from pydantic_core import from_json
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import too_deep
+from api.errors import body_too_large, too_deep, unreadable_body
 
 
 class BodySizeLimit:
@@ -29,7 +28,7 @@ class BodySizeLimit:
                 except ValueError:
                     declared = self.max_bytes + 1
                 if declared > self.max_bytes:
-                    await self._refuse(send)
+                    await self._refuse(scope, send)
                     return
         seen = 0
         refused = False
@@ -44,7 +43,7 @@ class BodySizeLimit:
                 if seen > self.max_bytes:
                     # Answer 413 now and tell the app the client left, so it stops reading.
                     refused = True
-                    await self._refuse(send)
+                    await self._refuse(scope, send)
                     return {"type": "http.disconnect"}
             return message
 
@@ -58,35 +57,30 @@ class BodySizeLimit:
             if not refused:
                 raise
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": f"request body exceeds {self.max_bytes} bytes",
-                }
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        response = body_too_large(scope["path"], self.max_bytes)
+        await response(scope, _nothing_more, send)
+
+
+async def _nothing_more() -> Message:
+    return {"type": "http.disconnect"}
 
 
 class JsonNestingLimit:
-    """Refuses a JSON body nested deeper than its parser allows (about 200 levels) with
-    400/422 before any handler parses it: Python's json module recurses in C, and a
-    200 KB body of brackets would otherwise exhaust the stack and kill the process.
+    """Refuses, with 400/422 before any handler parses it, a JSON body
+
+    - nested deeper than its parser allows (about 200 levels): Python's json module
+      recurses in C, and a 200 KB body of brackets would otherwise exhaust the stack and
+      kill the process (code ``too_deep``);
+    - that is not Unicode text: not UTF-8, or with a lone surrogate, encoded or escaped
+      (``"\\ud800"``). Python's json module lets those through as strings no database
+      or UTF-8 encoder takes, so they would fail deep inside a handler (``invalid_unicode``);
+    - with a number too long to convert (over 4,300 digits, ``invalid_json``).
 
     The body (already bounded by BodySizeLimit, which wraps this) is read whole, checked
-    with pydantic-core's bounded parser, and handed on unchanged.
+    with pydantic-core's bounded, strict parser, and handed on unchanged. Bodies it
+    refuses for other reasons (not JSON at all, no body) go on to the handler, which
+    answers them as it always has.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -109,11 +103,53 @@ class JsonNestingLimit:
         try:
             from_json(body, allow_inf_nan=True)
         except ValueError as exc:
+            refusal: Response | None = None
             if "recursion limit" in str(exc):
-                response = too_deep(scope["path"], str(exc))
-                await response(scope, _replay(b"", None, receive), send)
+                refusal = too_deep(scope["path"], str(exc))
+            elif _is_json(scope):
+                refusal = _unreadable(scope["path"], body, str(exc))
+            if refusal is not None:
+                await refusal(scope, _replay(b"", None, receive), send)
                 return
         await self.app(scope, _replay(body, None, receive), send)
+
+
+# pydantic-core's words for text that is not Unicode, and for a number it cannot hold
+_NOT_UNICODE = ("surrogate", "hex escape", "invalid unicode code point")
+_OUT_OF_RANGE = "number out of range"
+
+
+def _is_json(scope: Scope) -> bool:
+    """Whether FastAPI would parse the body as JSON: no content type, or a JSON one."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            media: bytes = value.split(b";", 1)[0].strip().lower()
+            return media == b"application/json" or media.endswith(b"+json")
+    return True
+
+
+def _unreadable(path: str, body: bytes, error: str) -> Response | None:
+    try:
+        body.decode("utf-8")  # strict: refuses encoded surrogates and other encodings
+    except UnicodeDecodeError as exc:
+        return unreadable_body(
+            path,
+            code="invalid_unicode",
+            message=f"the body is not UTF-8 text: byte {exc.start} "
+            f"(0x{body[exc.start]:02x}): {exc.reason}",
+        )
+    if any(words in error for words in _NOT_UNICODE):
+        return unreadable_body(
+            path,
+            code="invalid_unicode",
+            message=f"the body's JSON strings are not Unicode text (a lone UTF-16 "
+            f"surrogate escape?): {error}",
+        )
+    if _OUT_OF_RANGE in error:
+        return unreadable_body(
+            path, code="invalid_json", message=f"a JSON number is too long to read: {error}"
+        )
+    return None
 
 
 def _replay(body: bytes, first: Message | None, receive: Receive) -> Receive:

@@ -78,8 +78,53 @@ class StreamBacklog(BaseModel):
     oldest_age_s: float
 
 
+class StreamHealth(BaseModel):
+    last_sealed_seq: int | None
+    last_anchored_seq: int | None
+    batches: dict[str, int] = Field(description="by state: sealed, sent, anchored")
+
+
+class LatencyHealth(BaseModel):
+    p50_s: float | None
+    p99_s: float | None
+
+
+class AnchoringHealth(BaseModel):
+    window_batches: int = Field(
+        description="how many of the most recently anchored batches (all streams) the "
+        "latencies cover"
+    )
+    received_to_anchored: LatencyHealth = Field(
+        description="from the arrival of a batch's oldest event to its anchoring"
+    )
+    sealed_to_anchored: LatencyHealth
+
+
+class IndexerHealth(BaseModel):
+    indexed_to: int | None = Field(description="the last block indexed; null before the first")
+    head: int | None
+    lag_blocks: int | None
+
+
+class WorkerHealth(BaseModel):
+    worker_id: str
+    kind: str
+    host: str
+    pid: int
+    started_at_ms: int
+    heartbeat_age_s: float
+    passes: int = Field(description="passes in the current run")
+    errors: int = Field(description="failed passes in the current run")
+    last_error: str | None
+    last_error_age_s: float | None
+
+
 class HealthPublic(BaseModel):
     status: Literal["ok", "degraded"]
     chain: dict[str, Any]
     store: dict[str, Any]
     backlog: dict[str, StreamBacklog]
+    streams: dict[str, StreamHealth] = Field(default_factory=dict)
+    anchoring: AnchoringHealth | None = None
+    indexer: IndexerHealth | None = None
+    workers: list[WorkerHealth] = Field(default_factory=list)

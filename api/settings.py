@@ -21,6 +21,9 @@ class Settings:
     auth_secret: bytes | None = field(default=None, repr=False)
     token_ttl_seconds: int = 900
     siwe_domain: str | None = None
+    # a bearer token /metrics asks for (None: /metrics is open; bind to loopback or
+    # protect it at the proxy)
+    metrics_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.auth_secret is not None and len(self.auth_secret) < 32:
@@ -54,6 +57,7 @@ class Settings:
             auth_secret=parse_auth_secret(os.environ.get("FOURFLOW_AUTH_SECRET", "")),
             token_ttl_seconds=int(ttl) if ttl else cls.token_ttl_seconds,
             siwe_domain=os.environ.get("FOURFLOW_SIWE_DOMAIN", "").strip() or None,
+            metrics_token=os.environ.get("FOURFLOW_METRICS_TOKEN", "").strip() or None,
         )
 
 

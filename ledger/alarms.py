@@ -150,7 +150,6 @@ class AlarmBook:
         self.store = store
         self.index = index
         self.chain_id = chain_id
-        store.create_tables(AlarmRow, AlarmAckRow)
 
     def all(self) -> list[Alarm]:
         """Every alarm, oldest first."""

@@ -4,10 +4,20 @@ The state machine of a batch, each arrow one committed database transaction:
 
     (pending events) --seal--> sealed --send tx, record hash--> sent --receipt--> anchored
 
+Several workers may run against one database. A worker works on a stream only while it
+holds the stream's claim (``Store.claim("anchor:<stream>")``: a row lock taken with
+SKIP LOCKED on PostgreSQL, a file lock on SQLite), so exactly one worker seals and
+anchors each stream at a time and the others move on to other streams; the claim dies
+with its holder, even under SIGKILL. Transactions are nonce-managed per key through
+the store (``Chain.send``), so workers sharing the oracle key never clash.
+
 Before it sends anything for a batch, ``Anchorer`` reads the contract: a batch whose
 root is already in storage (sent by a run that died before recording it) is marked
 anchored from the chain's own log, never sent twice. A sent transaction the node no
-longer knows is sent again. The contract's gap-free sequence check is the backstop.
+longer knows is sent again. Each stream's anchors are also checked against the chain's
+stream head: batches the store holds as anchored beyond it (a node restored from an
+older state, or a reorganization) go back to sealed and are anchored again, with the
+same roots. The contract's gap-free sequence check is the backstop.
 """
 
 from __future__ import annotations
@@ -21,8 +31,9 @@ from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 
 from ledger.chain import AnchorRegistry
-from ledger.errors import ChainError, LedgerError
+from ledger.errors import ChainError, LedgerError, StoreError
 from ledger.faults import crashpoint
+from ledger.ops import default_worker_id, heartbeat
 from ledger.store import SENT, BatchRow, Store
 
 __all__ = ["AnchorConflict", "Anchorer", "RunSummary"]
@@ -40,6 +51,9 @@ class AnchorConflict(LedgerError):
 class RunSummary:
     sealed: list[tuple[str, int, int]] = field(default_factory=list)  # (stream, seq, leaves)
     anchored: list[tuple[str, int, int]] = field(default_factory=list)  # (stream, seq, gas)
+    lost: list[tuple[str, int]] = field(default_factory=list)  # anchors gone from the chain
+    busy: list[str] = field(default_factory=list)  # streams another worker holds
+    deferred: list[tuple[str, str]] = field(default_factory=list)  # (stream, chain error)
 
 
 class Anchorer:
@@ -54,6 +68,7 @@ class Anchorer:
         max_batch: int = 1000,
         max_age_s: float = 5.0,
         receipt_timeout_s: float = 60.0,
+        recheck_s: float = 10.0,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -61,59 +76,127 @@ class Anchorer:
         self.max_batch = max_batch
         self.max_age_s = max_age_s
         self.receipt_timeout_s = receipt_timeout_s
-
-    def seal_due(self, *, force: bool = False) -> list[BatchRow]:
-        """Seal every stream whose backlog is full or old enough (or any backlog if forced)."""
-        sealed = []
-        now_ms = time.time() * 1000
-        for stream, (count, oldest_ms) in sorted(self.store.backlog().items()):
-            due = force or count >= self.max_batch or now_ms - oldest_ms >= self.max_age_s * 1000
-            while due:
-                batch = self.store.seal(stream, max_events=self.max_batch)
-                if batch is None:
-                    break
-                crashpoint("after_seal")
-                sealed.append(batch)
-                count -= batch.leaf_count
-                due = (force and count > 0) or count >= self.max_batch
-        return sealed
-
-    def anchor_unfinished(self) -> list[tuple[BatchRow, int]]:
-        """Take every sealed or sent batch to anchored, in sequence order per stream."""
-        done = []
-        blocked: set[str] = set()
-        for batch in self.store.unfinished_batches():
-            if batch.stream in blocked:
-                continue
-            try:
-                done.append((batch, self._finish(batch)))
-            except ChainError as exc:
-                log.warning("anchoring %s/%d deferred: %s", batch.stream, batch.seq, exc)
-                blocked.add(batch.stream)  # later batches of the stream must wait for this one
-        return done
+        self.recheck_s = recheck_s  # how often an idle stream's anchors are re-read
+        self._checked: dict[str, float] = {}  # stream -> monotonic time of its last check
 
     def run_once(self, *, force: bool = False) -> RunSummary:
+        """One pass over every stream this worker can claim: check its anchors against
+        the chain, seal what is due (everything pending if ``force``), anchor."""
         summary = RunSummary()
-        for b in self.seal_due(force=force):
-            summary.sealed.append((b.stream, b.seq, b.leaf_count))
-        for b, gas in self.anchor_unfinished():
-            summary.anchored.append((b.stream, b.seq, gas))
+        backlog = self.store.backlog()
+        unfinished = {b.stream for b in self.store.unfinished_batches()}
+        now = time.monotonic()
+        for stream in self.store.streams():
+            has_work = stream in backlog or stream in unfinished
+            if not has_work and now - self._checked.get(stream, -1e9) < self.recheck_s:
+                continue
+            with self.store.claim(f"anchor:{stream}") as mine:
+                if not mine:
+                    summary.busy.append(stream)
+                    continue
+                crashpoint("after_claim")
+                try:
+                    self._work_on(stream, summary, force=force)
+                except ChainError as exc:
+                    log.warning("anchoring %s deferred: %s", stream, exc)
+                    summary.deferred.append((stream, exc.message))
         return summary
 
     def run_forever(self, stop: threading.Event, *, poll_s: float = 0.5) -> None:
+        """Passes until ``stop`` is set; a chain or store failure backs off (doubling, at
+        most 30 s) and is retried, so a node that goes away is caught up with later."""
         backoff = poll_s
+        worker_id, started_ms = default_worker_id("anchor"), int(time.time() * 1000)
         while not stop.is_set():
+            error: str | None = None
             try:
                 summary = self.run_once()
                 for stream, seq, leaves in summary.sealed:
-                    log.info("sealed %s/%d with %d events", stream, seq, leaves)
+                    log.info(
+                        "sealed %s/%d with %d events",
+                        stream,
+                        seq,
+                        leaves,
+                        extra={"stream": stream, "seq": seq},
+                    )
                 for stream, seq, gas in summary.anchored:
-                    log.info("anchored %s/%d (%d gas)", stream, seq, gas)
-                backoff = poll_s
+                    log.info(
+                        "anchored %s/%d (%d gas)",
+                        stream,
+                        seq,
+                        gas,
+                        extra={"stream": stream, "seq": seq, "gas": gas},
+                    )
+                if summary.deferred:
+                    error = "; ".join(f"{stream}: {why}" for stream, why in summary.deferred)
+                backoff = min(backoff * 2, 30.0) if summary.deferred else poll_s
             except LedgerError as exc:
                 log.error("anchoring loop: %s", exc)
+                error = exc.message
                 backoff = min(backoff * 2, 30.0)
+            try:
+                heartbeat(
+                    self.store, worker_id, kind="anchor", started_at_ms=started_ms, error=error
+                )
+            except StoreError as exc:
+                log.warning("heartbeat not recorded: %s", exc.message)
             stop.wait(backoff)
+
+    # --- one stream, under its claim ---------------------------------------------------
+
+    def _work_on(self, stream: str, summary: RunSummary, *, force: bool) -> None:
+        for seq in self._recheck(stream):
+            summary.lost.append((stream, seq))
+        for batch in self._seal_due(stream, force=force):
+            summary.sealed.append((batch.stream, batch.seq, batch.leaf_count))
+        for batch in self.store.unfinished_batches(stream):
+            gas = self._finish(batch)
+            summary.anchored.append((batch.stream, batch.seq, gas))
+
+    def _recheck(self, stream: str) -> list[int]:
+        """Compare the stream's anchors with the chain's stream head; batches anchored in
+        the store but missing on the chain go back to sealed. Returns their seqs."""
+        head = self.registry.head_of(stream)
+        self._checked[stream] = time.monotonic()
+        last = self.store.last_anchored(stream)
+        if last is None:
+            return []
+        if last.seq < head.next_seq:
+            on_chain = self.registry.batch_of(stream=stream, seq=last.seq)
+            if on_chain is None or on_chain.root.hex() != last.root:
+                found = "nothing" if on_chain is None else f"root 0x{on_chain.root.hex()}"
+                raise AnchorConflict(
+                    f"{stream}/{last.seq}: the chain holds {found}, the store anchored "
+                    f"0x{last.root}: this registry's stream was anchored by someone else"
+                )
+            return []
+        lost = self.store.unanchor_from(stream, head.next_seq)
+        log.warning(
+            "%s: %d anchored batch(es) from seq %d are no longer on the chain (a node "
+            "restored from an older state, or a reorganization); anchoring them again",
+            stream,
+            len(lost),
+            head.next_seq,
+        )
+        return lost
+
+    def _seal_due(self, stream: str, *, force: bool) -> list[BatchRow]:
+        sealed: list[BatchRow] = []
+        backlog = self.store.backlog(stream).get(stream)
+        if backlog is None:
+            return sealed
+        count, oldest_ms = backlog
+        now_ms = time.time() * 1000
+        due = force or count >= self.max_batch or now_ms - oldest_ms >= self.max_age_s * 1000
+        while due:
+            batch = self.store.seal(stream, max_events=self.max_batch)
+            if batch is None:
+                break
+            crashpoint("after_seal")
+            sealed.append(batch)
+            count -= batch.leaf_count
+            due = (force and count > 0) or count >= self.max_batch
+        return sealed
 
     # --- one batch --------------------------------------------------------------------
 
@@ -161,6 +244,7 @@ class Anchorer:
             block_number=receipt.block_number,
             gas_used=receipt.gas_used,
         )
+        crashpoint("after_anchored")
         return receipt.gas_used
 
     def _adopt_if_on_chain(self, batch: BatchRow, root: bytes) -> bool:

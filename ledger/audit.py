@@ -44,7 +44,6 @@ from enum import Enum
 from typing import Any
 
 from eth_abi.abi import encode as abi_encode
-from eth_tester.exceptions import TransactionFailed
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
@@ -53,7 +52,14 @@ from sqlmodel import col, func, select
 from web3.exceptions import BadFunctionCallOutput, ContractLogicError
 
 from ledger.canonical import event_digest, leaf_hash, loads_canonical, stream_id
-from ledger.chain import SUBMITTER_ROLE, AnchorRegistry, Chain, Deployment, OnChainBatch
+from ledger.chain import (
+    SUBMITTER_ROLE,
+    AnchorRegistry,
+    Chain,
+    Deployment,
+    OnChainBatch,
+    tester_failures,
+)
 from ledger.chainlog import ChainLog, LogReader, watched_contracts
 from ledger.collateral import (
     CONSENT_DOMAIN_NAME,
@@ -136,7 +142,7 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 _ZERO32 = b"\x00" * 32
 # what a call to code that is not the contract raises (web3 on a node; eth-tester in process)
-_NOT_ANSWERING = (BadFunctionCallOutput, ContractLogicError, TransactionFailed)
+_NOT_ANSWERING = (BadFunctionCallOutput, ContractLogicError)
 _SUBMITTER = "submitter"  # ledger.replay's name for SUBMITTER_ROLE on the anchor registry
 _SEARCH_LIMIT = 1024  # largest batch searched for one inserted event (n tree builds)
 _LISTED = 10  # events named in one message
@@ -1341,7 +1347,7 @@ class Auditor:
             try:
                 check(state)
             except ChainError as exc:
-                if not isinstance(exc.__cause__, _NOT_ANSWERING):
+                if not isinstance(exc.__cause__, (*_NOT_ANSWERING, *tester_failures())):
                     raise  # the node, not the contract
                 # not the contract the manifest says it is (step 6 says how it differs)
                 self._find(

@@ -14,10 +14,11 @@ from __future__ import annotations
 import ast
 import json
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -27,7 +28,6 @@ import requests
 from eth_abi.abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_tester.exceptions import TransactionFailed
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
@@ -41,6 +41,7 @@ from web3.exceptions import (
     Web3Exception,
 )
 from web3.logs import DISCARD
+from web3.middleware import ExtraDataToPOAMiddleware
 from web3.types import BlockIdentifier, Wei
 
 from ledger.canonical import stream_id as stream_id_of
@@ -66,6 +67,14 @@ _FUND_WEI = 10**20  # 100 ether on a dev chain
 T = TypeVar("T")
 
 
+def tester_failures() -> tuple[type[BaseException], ...]:
+    """eth-tester's revert exception, if eth-tester is in use. Importing eth-tester pulls
+    in py-evm (about 2 s); a process talking to a real node never raises its exception,
+    so it is looked up only where the in-process chain has already imported it."""
+    module = sys.modules.get("eth_tester.exceptions")
+    return (module.TransactionFailed,) if module is not None else ()
+
+
 @contextmanager
 def _translated(action: str) -> Iterator[None]:
     """Re-raise web3 / transport failures as ChainError, keeping ours untouched."""
@@ -73,14 +82,11 @@ def _translated(action: str) -> Iterator[None]:
         yield
     except LedgerError:
         raise
-    except (
-        Web3Exception,
-        TransactionFailed,
-        requests.RequestException,
-        OSError,
-        ValueError,
-    ) as exc:
-        raise ChainError(f"{action}: {exc}") from exc
+    except Exception as exc:
+        failures = (Web3Exception, requests.RequestException, OSError, ValueError)
+        if isinstance(exc, (*failures, *tester_failures())):
+            raise ChainError(f"{action}: {exc}") from exc
+        raise
 
 
 @dataclass(frozen=True)
@@ -123,13 +129,30 @@ class Deployment:
             raise ChainError(f"cannot read deployment manifest {path}: {exc}") from exc
 
 
+NonceRecorder = Callable[[int, bytes], None]
+NonceGuard = Callable[[str], AbstractContextManager[NonceRecorder]]
+
+
+@contextmanager
+def _no_guard(_address: str) -> Iterator[NonceRecorder]:
+    yield lambda _nonce, _tx_hash: None
+
+
 class Chain:
     """A connection to one EVM chain, with local signing and nonce management."""
 
     def __init__(self, w3: Web3, *, rpc_url: str | None) -> None:
         self.w3 = w3
         self.rpc_url = rpc_url
-        self._lock = threading.RLock()  # eth-tester is not thread-safe; nonces are per process
+        # eth-tester is not thread-safe: calls into the in-process chain take turns; an
+        # HTTP node takes concurrent calls (web3 keeps a session per thread)
+        self._lock: AbstractContextManager[Any] = (
+            threading.RLock() if rpc_url is None else nullcontext()
+        )
+        self._send_lock = threading.RLock()  # "pending nonce, send" once at a time here
+        # held around "read the pending nonce, send" for one key: a process-local no-op
+        # until Runtime.attach shares it between processes through the store
+        self.nonce_guard: NonceGuard = _no_guard
         with _translated("connecting to the chain"):
             self.chain_id: int = w3.eth.chain_id
 
@@ -140,7 +163,11 @@ class Chain:
     @classmethod
     def connect(cls, url: str, *, timeout: float = 10.0) -> Chain:
         provider = Web3.HTTPProvider(url, request_kwargs={"timeout": timeout})
-        return cls(Web3(provider), rpc_url=url)
+        w3 = Web3(provider)
+        # proof-of-authority chains (Clique, Besu QBFT/IBFT) carry seals in a header's
+        # extraData, longer than the 32 bytes web3.py accepts by default; harmless elsewhere
+        w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+        return cls(w3, rpc_url=url)
 
     def call(self, action: str, fn: Callable[[], T]) -> T:
         """Run one read against the node, translating its failures."""
@@ -175,22 +202,38 @@ class Chain:
         self.call("funding a dev account", send)
 
     def send(self, build: Callable[[Any], Any], account: LocalAccount) -> bytes:
-        """Sign and send a transaction; returns its hash without waiting for it."""
-        with self._lock, _translated("sending a transaction"):
-            params: dict[str, Any] = {
-                "from": account.address,
-                "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
-                "chainId": self.chain_id,
-            }
-            tx = build(params)
-            signed = account.sign_transaction(tx)
-            return bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
+        """Sign and send a transaction; returns its hash without waiting for it.
+
+        The nonce is the node's pending count for the key, read and used under the
+        ``nonce_guard`` (set by the Runtime: a lock shared through the store by every
+        process using the key), so two workers never sign the same nonce.
+        """
+        with self.nonce_guard(account.address) as record:
+            with self._send_lock, self._lock, _translated("sending a transaction"):
+                nonce = self.w3.eth.get_transaction_count(account.address, "pending")
+                params: dict[str, Any] = {
+                    "from": account.address,
+                    "nonce": nonce,
+                    "chainId": self.chain_id,
+                }
+                tx = build(params)
+                signed = account.sign_transaction(tx)
+                tx_hash = bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
+            record(int(nonce), tx_hash)
+        return tx_hash
 
     def wait(self, tx_hash: bytes, *, timeout: float = 60.0) -> TxReceipt:
         """Wait for a transaction's receipt; raises ContractReverted if it failed."""
         deadline = time.monotonic() + timeout
         while True:
-            receipt = self.receipt(tx_hash)
+            try:
+                receipt = self.receipt(tx_hash)
+            except ContractReverted:
+                raise
+            except ChainError:
+                if time.monotonic() > deadline:
+                    raise
+                receipt = None  # a node's hiccup while it stores the block: ask again
             if receipt is not None:
                 return receipt
             if time.monotonic() > deadline:
@@ -265,7 +308,8 @@ def _revert_data(cause: BaseException | None) -> bytes | None:
             return bytes.fromhex(cause.data.removeprefix("0x"))
         if cause.args and isinstance(cause.args[0], bytes):
             return cause.args[0]
-        if isinstance(cause, TransactionFailed) and cause.args and isinstance(cause.args[0], str):
+        failed = isinstance(cause, tester_failures())
+        if failed and cause.args and isinstance(cause.args[0], str):
             shown = _BYTES_REPR.fullmatch(cause.args[0])
             if shown:
                 value = ast.literal_eval(shown.group(1))
@@ -341,7 +385,7 @@ class ContractClient:
             return ContractReverted(
                 f"{action} reverted with {name}{values}", error=name, args=values
             )
-        if isinstance(cause, ContractLogicError | TransactionFailed):
+        if isinstance(cause, (ContractLogicError, *tester_failures())):
             return ContractReverted(f"{action} reverted: {cause}", error="Reverted")
         return None
 

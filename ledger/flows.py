@@ -170,14 +170,6 @@ class Flows:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.create_tables(
-            FlowEntryRow,
-            CustodyRow,
-            AggregationRow,
-            EpcisEventRow,
-            EpcisIdentifierRow,
-            CaptureJobRow,
-        )
 
     # --- writes, inside Store.accept's transaction ---------------------------------------
 

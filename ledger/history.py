@@ -43,7 +43,7 @@ from ledger.chain import Deployment
 from ledger.chainlog import ChainLog
 from ledger.collateral import Change, FactKind, Freeze, Mode, PledgeStatus, identifier_key
 from ledger.errors import InvalidInput, NotAnchored, NotFound
-from ledger.flows import AggregationRow, CustodyRow, Flow, FlowEntryRow
+from ledger.flows import CustodyRow, Flow, FlowEntryRow
 from ledger.indexer import ChainIndex
 from ledger.models import utc_text
 from ledger.oracle_state import CursorRow
@@ -157,28 +157,31 @@ def default_entries(
 class Catalog:
     """Keeps ``asset_keys`` and the default flow entries up to date with the events."""
 
-    TABLES = (AssetKeyRow, FlowEntryRow, CursorRow)
-
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.create_tables(*self.TABLES)
 
     def catch_up(self, *, batch: int = 5_000) -> int:
         """Catalog the events stored since the last call; returns how many.
 
         One catch-up at a time: in this process a lock, across processes the cursor row
         locked for the pass (PostgreSQL ``SELECT … FOR UPDATE``; SQLite has one writer)."""
-        if self._caught_up():
+        newest = self._newest_uncatalogued()
+        if newest is None:
             return 0  # the common case on every read: one small query, no lock
         with _CATALOG_LOCK:
             self._ensure_cursor()
-            return self._catch_up(batch)
+            # only what was stored when the read came: under a stream of submissions a
+            # reader must not chase the writers (nor wait behind one who does)
+            return self._catch_up(batch, upto=newest)
 
-    def _caught_up(self) -> bool:
+    def _newest_uncatalogued(self) -> int | None:
+        """The newest event's position, or None when the catalog has it already."""
         with self.store.session() as session:
             newest = session.exec(select(func.max(EventRow.position))).one()
             cursor = session.get(CursorRow, _CATALOG_CURSOR)
-        return newest is None or (cursor is not None and cursor.position >= newest)
+        if newest is None or (cursor is not None and cursor.position >= newest):
+            return None
+        return int(newest)
 
     def _ensure_cursor(self) -> None:
         with self.store.session() as session:
@@ -190,7 +193,7 @@ class Catalog:
             except IntegrityError:  # another process made it first
                 session.rollback()
 
-    def _catch_up(self, batch: int) -> int:
+    def _catch_up(self, batch: int, *, upto: int) -> int:
         done = 0
         while True:
             with self.store.session() as session:
@@ -199,7 +202,10 @@ class Catalog:
                 ).one()
                 rows = session.exec(
                     select(EventRow)
-                    .where(col(EventRow.position) > cursor.position)
+                    .where(
+                        col(EventRow.position) > cursor.position,
+                        col(EventRow.position) <= upto,
+                    )
                     .order_by(col(EventRow.position))
                     .limit(batch)
                 ).all()
@@ -624,7 +630,6 @@ class Histories:
         self.deployment = deployment
         self.catalog = Catalog(store)
         self.alarm_book = AlarmBook(store, index, chain_id=deployment.chain_id)
-        store.create_tables(CustodyRow, AggregationRow)
 
     # --- subjects ---------------------------------------------------------------------
 

@@ -167,7 +167,6 @@ class Indexer:
         self.confirmations = confirmations
         self.max_blocks = max_blocks_per_pass
         self.reader = LogReader.for_deployment(chain, deployment)
-        store.create_tables(*self.TABLES)
 
     # --- the cursor ----------------------------------------------------------------------
 
@@ -208,7 +207,19 @@ class Indexer:
     # --- passes ---------------------------------------------------------------------------
 
     def run_once(self) -> IndexPass:
-        """Index the next range of confirmed blocks (at most ``max_blocks_per_pass``)."""
+        """Index the next range of confirmed blocks (at most ``max_blocks_per_pass``).
+
+        Several API processes may follow one chain into one database: a pass runs only
+        under the store's ``indexer`` claim; without it, the pass is empty (another
+        process is indexing the same logs)."""
+        with self.store.claim("indexer") as mine:
+            if not mine:
+                cursor = self.cursor()
+                at = cursor[0] if cursor is not None else self.deployment.block_number - 1
+                return IndexPass(at + 1, at, 0, None, at)
+            return self._pass()
+
+    def _pass(self) -> IndexPass:
         rewound: int | None = None
         cursor = self.cursor()
         if cursor is not None and self.reader.block_hash(cursor[0]) != cursor[1]:
@@ -270,7 +281,6 @@ class ChainIndex:
     def __init__(self, store: Store, deployment: Deployment) -> None:
         self.store = store
         self.deployment = deployment
-        store.create_tables(*Indexer.TABLES)
         self._lock = threading.Lock()
         self._state: tuple[tuple[int, int, str], ChainState] | None = None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from threading import Lock
@@ -9,24 +10,40 @@ from threading import Lock
 from sqlmodel import Session
 
 from ledger.chain import SUBMITTER_ROLE, AnchorRegistry
-from ledger.errors import UnregisteredSigner
+from ledger.errors import ChainError, UnregisteredSigner
 from ledger.models import Eip712Domain, SubmissionIn
 from ledger.signing import domain_for, envelopes_for
 from ledger.store import Receipt, Store
 
 __all__ = ["Intake"]
 
+log = logging.getLogger("fourflow.intake")
+
 
 class Intake:
-    """Accepts a submission only if its signer holds SUBMITTER_ROLE on the registry."""
+    """Accepts a submission only if its signer holds SUBMITTER_ROLE on the registry.
 
-    def __init__(self, store: Store, registry: AnchorRegistry, *, role_ttl_s: float = 10.0) -> None:
+    A signer's role is read from the chain at most every ``role_ttl_s``. While the node
+    cannot be reached, a signer whose role was confirmed within ``outage_grace_s`` is
+    still accepted, so submissions keep being stored through a node outage; the audit
+    checks every signer's role again at the block its batch was anchored in.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        registry: AnchorRegistry,
+        *,
+        role_ttl_s: float = 10.0,
+        outage_grace_s: float = 3600.0,
+    ) -> None:
         self.store = store
         self.registry = registry
         self.domain: Eip712Domain = domain_for(
             chain_id=registry.chain.chain_id, contract=registry.address
         )
         self._role_ttl_s = role_ttl_s
+        self._outage_grace_s = outage_grace_s
         self._roles: dict[str, float] = {}  # signer -> time its role was last confirmed
         self._lock = Lock()
 
@@ -36,7 +53,15 @@ class Intake:
             confirmed = self._roles.get(signer)
         if confirmed is not None and now - confirmed < self._role_ttl_s:
             return
-        if not self.registry.has_role(SUBMITTER_ROLE, signer):
+        try:
+            holds = self.registry.has_role(SUBMITTER_ROLE, signer)
+        except ChainError:
+            if confirmed is not None and now - confirmed < self._outage_grace_s:
+                age = now - confirmed
+                log.warning("node unreachable: accepting %s, role seen %.0fs ago", signer, age)
+                return
+            raise
+        if not holds:
             raise UnregisteredSigner(
                 f"{signer} does not hold SUBMITTER_ROLE on registry {self.registry.address}",
                 field="submitter",

@@ -88,12 +88,17 @@ class FactRow(SQLModel, table=True):
     created_ms: int = Field(sa_type=_BIG)
 
 
+def _storable(text: str) -> str:
+    """``text`` with what UTF-8 cannot carry (lone surrogates from a JSON parser) escaped:
+    a refusal is kept with its raw input, whatever the input was."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class OracleState:
     """Reads and idempotent writes of the tables above."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.create_tables(AlarmRow, QuarantineRow, CursorRow, FactRow)
 
     # --- quarantine ----------------------------------------------------------------------
 
@@ -114,7 +119,10 @@ class OracleState:
             for source, reason, raw in rows:
                 session.add(
                     QuarantineRow(
-                        received_ms=now, source=source[:300], reason=reason, raw=raw[:65_536]
+                        received_ms=now,
+                        source=_storable(source[:300]),
+                        reason=_storable(reason),
+                        raw=_storable(raw[:65_536]),
                     )
                 )
             session.commit()

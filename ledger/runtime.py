@@ -8,17 +8,16 @@ default for the demo and the tests.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from ledger import keystore
 from ledger.anchoring import Anchorer
 from ledger.bundle import BundleBuilder
 from ledger.chain import ORACLE_ROLE, SUBMITTER_ROLE, AnchorRegistry, Chain, Deployment
-from ledger.errors import InvalidInput
 from ledger.intake import Intake
 from ledger.store import Store
 
@@ -28,20 +27,7 @@ __all__ = ["DevKeys", "Runtime", "load_key"]
 def load_key(*, env: str = "FOURFLOW_ORACLE_KEY") -> LocalAccount | None:
     """A key from ``$ENV`` (hex) or ``$ENV_FILE`` (eth-account keyfile, password in
     ``$ENV_PASSWORD``); None if neither is set."""
-    raw = os.environ.get(env)
-    keyfile = os.environ.get(f"{env}_FILE")
-    try:
-        if raw:
-            account: LocalAccount = Account.from_key(raw)
-            return account
-        if keyfile:
-            password = os.environ.get(f"{env}_PASSWORD", "")
-            data = Path(keyfile).read_text(encoding="utf-8")
-            decrypted: LocalAccount = Account.from_key(Account.decrypt(data, password))
-            return decrypted
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"cannot load the key from ${env}: {exc}", code="bad_key") from exc
-    return None
+    return keystore.load_key(env=env)
 
 
 @dataclass(frozen=True)
@@ -65,6 +51,7 @@ class Runtime:
     @classmethod
     def attach(cls, *, store: Store, chain: Chain, deployment: Deployment) -> Runtime:
         registry = AnchorRegistry.from_deployment(chain, deployment)
+        chain.nonce_guard = store.signer_lock  # one sender per key across processes
         return cls(
             store=store,
             chain=chain,
@@ -102,9 +89,21 @@ class Runtime:
         return runtime, keys
 
     def anchorer(
-        self, oracle: LocalAccount, *, max_batch: int = 1000, max_age_s: float = 5.0
+        self,
+        oracle: LocalAccount,
+        *,
+        max_batch: int = 1000,
+        max_age_s: float = 5.0,
+        recheck_s: float = 10.0,
     ) -> Anchorer:
-        return Anchorer(self.store, self.registry, oracle, max_batch=max_batch, max_age_s=max_age_s)
+        return Anchorer(
+            self.store,
+            self.registry,
+            oracle,
+            max_batch=max_batch,
+            max_age_s=max_age_s,
+            recheck_s=recheck_s,
+        )
 
     def close(self) -> None:
         self.store.close()

@@ -9,27 +9,35 @@ translated into ``StoreError`` here and never leave this module.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import BigInteger, Index, Integer, event, func, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from ledger.canonical import canonical_json, event_digest, leaf_hash
 from ledger.errors import Conflict, LedgerError, NotFound, StoreError
 from ledger.merkle import build_tree
 from ledger.models import SignedEnvelope
+from ledger.schema import migrate, sqlite_path
 
 __all__ = [
     "BatchRow",
+    "ClaimRow",
     "EventAssetRow",
     "EventRow",
     "Receipt",
+    "SignerNonceRow",
     "Store",
 ]
 
@@ -37,6 +45,13 @@ SEALED, SENT, ANCHORED = "sealed", "sent", "anchored"
 
 
 _BIG = BigInteger().with_variant(Integer, "sqlite")  # 64-bit; SQLite's INTEGER already is
+
+
+_EVENTS_WRITER_LOCK = 0x666F7572_6576656E  # "fourevent": PostgreSQL advisory lock key
+
+# claims on in-memory SQLite databases, which only this process can reach
+_LOCAL_LOCKS: dict[str, threading.Lock] = {}
+_LOCAL_GUARD = threading.Lock()
 
 
 def _now_ms() -> int:
@@ -73,6 +88,7 @@ class EventAssetRow(SQLModel, table=True):
 
 class BatchRow(SQLModel, table=True):
     __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_anchored_at", "anchored_at_ms"),)
 
     stream: str = Field(primary_key=True, max_length=64)
     seq: int = Field(primary_key=True)
@@ -88,6 +104,27 @@ class BatchRow(SQLModel, table=True):
     anchored_at_ms: int | None = Field(default=None, sa_type=_BIG)
 
 
+class ClaimRow(SQLModel, table=True):
+    """A claimable unit of work ("anchor:<stream>", "indexer"): held by holding the row's
+    lock (PostgreSQL) for as long as the work lasts; see Store.claim."""
+
+    __tablename__ = "claims"
+
+    name: str = Field(primary_key=True, max_length=200)
+
+
+class SignerNonceRow(SQLModel, table=True):
+    """One row per signing key: its lock serializes "read the nonce, send" between
+    processes that share the key (Store.signer_lock); the last nonce is for operators."""
+
+    __tablename__ = "signer_nonces"
+
+    address: str = Field(primary_key=True, max_length=42)
+    last_nonce: int | None = Field(default=None, sa_type=_BIG)
+    last_tx_hash: str | None = Field(default=None, max_length=64)
+    updated_at_ms: int = Field(sa_type=_BIG)
+
+
 @dataclass(frozen=True)
 class Receipt:
     """What the API answers for each event of an accepted submission."""
@@ -99,13 +136,27 @@ class Receipt:
     duplicate: bool
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def lock_timeout_ms() -> int:
+    """How long a statement waits for another transaction's lock before the store gives
+    up (a 503 with a retry hint at the API): ``$FOURFLOW_DB_LOCK_TIMEOUT_MS``, 10 s."""
+    raw = os.environ.get("FOURFLOW_DB_LOCK_TIMEOUT_MS", "").strip()
+    if not raw:
+        return 10_000
+    if not raw.isdigit() or int(raw) < 1:
+        raise StoreError(f"FOURFLOW_DB_LOCK_TIMEOUT_MS: {raw!r} is not a positive whole number")
+    return int(raw)
+
+
+def _sqlite_pragmas(timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={timeout_ms:d}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect
 
 
 class Store:
@@ -116,27 +167,36 @@ class Store:
 
     @classmethod
     def open(cls, url: str) -> Store:
-        """Open (and create the tables of) the database at an SQLAlchemy ``url``."""
+        """Open the database at an SQLAlchemy ``url``, migrating its schema to the
+        newest revision (ledger.schema)."""
+        timeout_ms = lock_timeout_ms()
         try:
             if url.startswith("sqlite"):
                 engine = create_engine(
-                    url, connect_args={"check_same_thread": False, "timeout": 10}
+                    url, connect_args={"check_same_thread": False, "timeout": timeout_ms / 1000}
                 )
-                event.listen(engine, "connect", _sqlite_pragmas)
+                event.listen(engine, "connect", _sqlite_pragmas(timeout_ms))
+            elif url.startswith("postgresql"):
+                # a lock held elsewhere, or a server that stopped answering, fails the
+                # request (503, retry) instead of hanging it
+                engine = create_engine(
+                    url,
+                    pool_pre_ping=True,
+                    connect_args={
+                        "connect_timeout": max(1, timeout_ms // 1000),
+                        "options": f"-c lock_timeout={timeout_ms:d}",
+                    },
+                )
             else:
                 engine = create_engine(url, pool_pre_ping=True)
-            SQLModel.metadata.create_all(engine)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the store at {_redact(url)}: {exc}") from exc
-        return cls(engine)
-
-    def create_tables(self, *models: type[SQLModel]) -> None:
-        """Create the tables of ``models`` (other ledger modules' rows) if missing."""
-        tables = [model.__table__ for model in models]  # type: ignore[attr-defined]
         try:
-            SQLModel.metadata.create_all(self.engine, tables=tables)
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot create tables in the store: {exc}") from exc
+            migrate(engine, auto=os.environ.get("FOURFLOW_DB_AUTO_MIGRATE", "1") != "0")
+        except StoreError as exc:
+            engine.dispose()
+            raise StoreError(f"{_redact(url)}: {exc.message}") from exc
+        return cls(engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -155,6 +215,114 @@ class Store:
         """A session whose database errors come out as StoreError, for the ledger's
         other tables (ledger.flows); everything else goes through Store's methods."""
         return self._session()
+
+    # --- claims and signer locks, between processes sharing this database ------------
+
+    @contextmanager
+    def claim(self, name: str) -> Iterator[bool]:
+        """Try to take the claim ``name`` without waiting: yields True while this caller
+        holds it, False if another worker (process or thread) does.
+
+        PostgreSQL (and other servers): ``SELECT … FOR UPDATE SKIP LOCKED`` on the claim's
+        row, in a transaction kept open until the block ends. SQLite: an exclusive
+        ``flock`` on a file beside the database (SQLite has no row locks). Either way
+        the database or the kernel releases the claim when its holder dies, even by
+        SIGKILL: a restarted worker never waits for a lease to run out.
+        """
+        path = sqlite_path(self.engine)
+        if self.engine.dialect.name == "sqlite":
+            with self._local_claim(name, path) as held:
+                yield held
+            return
+        with self._row_lock(ClaimRow, name, skip_locked=True) as held:
+            yield held is not None
+
+    @contextmanager
+    def signer_lock(self, address: str) -> Iterator[Callable[[int, bytes], None]]:
+        """Hold the lock of signer ``address`` (waiting for it): while held, no other
+        process sharing this database sends with that key, so the node's pending nonce
+        is this sender's. Yields ``record(nonce, tx_hash)`` to note what was sent."""
+        sent: list[tuple[int, bytes]] = []
+        if self.engine.dialect.name == "sqlite":
+            with self._local_claim(f"signer:{address}", sqlite_path(self.engine), wait=True):
+                yield lambda nonce, tx_hash: sent.append((nonce, tx_hash))
+            if sent:
+                self._note_nonce(address, *sent[-1])
+            return
+        with self._row_lock(SignerNonceRow, address, skip_locked=False) as held:
+            assert held is not None
+            connection, row_key = held
+
+            def record(nonce: int, tx_hash: bytes) -> None:
+                connection.execute(
+                    SignerNonceRow.__table__.update()  # type: ignore[attr-defined]
+                    .where(SignerNonceRow.__table__.c.address == row_key)  # type: ignore[attr-defined]
+                    .values(last_nonce=nonce, last_tx_hash=tx_hash.hex(), updated_at_ms=_now_ms())
+                )
+
+            yield record
+
+    def _note_nonce(self, address: str, nonce: int, tx_hash: bytes) -> None:
+        with self._session() as session:
+            row = session.get(SignerNonceRow, address) or SignerNonceRow(
+                address=address, updated_at_ms=0
+            )
+            row.last_nonce, row.last_tx_hash, row.updated_at_ms = nonce, tx_hash.hex(), _now_ms()
+            session.add(row)
+            session.commit()
+
+    @contextmanager
+    def _row_lock(
+        self, model: type[SQLModel], key: str, *, skip_locked: bool
+    ) -> Iterator[tuple[Any, str] | None]:
+        table = model.__table__  # type: ignore[attr-defined]
+        column = next(iter(table.primary_key.columns))
+        values: dict[str, Any] = {column.name: key}
+        if model is SignerNonceRow:
+            values["updated_at_ms"] = _now_ms()
+        try:
+            with self.engine.connect() as connection:
+                with connection.begin():
+                    exists = connection.execute(select(column).where(column == key)).first()
+                    if exists is None:
+                        try:
+                            with connection.begin_nested():
+                                connection.execute(table.insert().values(**values))
+                        except IntegrityError:
+                            pass  # another process inserted it first: fine
+                with connection.begin():
+                    locked = connection.execute(
+                        select(column).where(column == key).with_for_update(skip_locked=skip_locked)
+                    ).first()
+                    yield None if locked is None else (connection, key)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
+
+    @contextmanager
+    def _local_claim(self, name: str, path: Path | None, *, wait: bool = False) -> Iterator[bool]:
+        if path is None:  # an in-memory database lives in this process only
+            with _LOCAL_GUARD:
+                lock = _LOCAL_LOCKS.setdefault(f"{id(self.engine)}:{name}", threading.Lock())
+            held = lock.acquire(blocking=wait)
+            try:
+                yield held
+            finally:
+                if held:
+                    lock.release()
+            return
+        folder = path.with_name(path.name + ".locks")
+        folder.mkdir(mode=0o700, exist_ok=True)
+        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
+        fd = os.open(folder / digest, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+            except BlockingIOError:
+                held = False
+            yield held
+        finally:
+            os.close(fd)  # releases the lock
 
     def ping(self) -> None:
         with self._session() as session:
@@ -198,6 +366,7 @@ class Store:
                 )
             )
         with self._session() as session:
+            self._in_position_order(session)
             ids = [r.event_id for r in rows]
             existing = {
                 e.event_id: e
@@ -227,6 +396,15 @@ class Store:
             session.commit()
         return receipts
 
+    def _in_position_order(self, session: Session) -> None:
+        """Make submissions commit in the order of their positions. Readers follow the
+        events with a cursor over ``position`` (the catalog, the rules worker); on
+        PostgreSQL two concurrent transactions could otherwise commit positions 101
+        before 100, and a cursor that had passed 101 would never see 100. A transaction
+        lock (released at commit) serializes the writers; SQLite has one writer anyway."""
+        if self.engine.dialect.name == "postgresql":
+            session.exec(select(func.pg_advisory_xact_lock(_EVENTS_WRITER_LOCK)))
+
     def stored_ids(self, event_ids: Sequence[str]) -> set[str]:
         """Which of ``event_ids`` are already stored."""
         with self._session() as session:
@@ -243,13 +421,14 @@ class Store:
 
     # --- batches -------------------------------------------------------------------
 
-    def backlog(self) -> dict[str, tuple[int, int]]:
+    def backlog(self, stream: str | None = None) -> dict[str, tuple[int, int]]:
         """Per stream with pending events: (count, oldest received_at_ms)."""
-        query = (
-            select(EventRow.stream, func.count(), func.min(EventRow.received_at_ms))
-            .where(col(EventRow.batch_seq).is_(None))
-            .group_by(EventRow.stream)
+        query = select(EventRow.stream, func.count(), func.min(EventRow.received_at_ms)).where(
+            col(EventRow.batch_seq).is_(None)
         )
+        if stream is not None:
+            query = query.where(EventRow.stream == stream)
+        query = query.group_by(EventRow.stream)
         with self._session() as session:
             return {stream: (int(n), int(oldest)) for stream, n, oldest in session.exec(query)}
 
@@ -287,16 +466,55 @@ class Store:
             session.commit()
         return batch
 
-    def unfinished_batches(self) -> list[BatchRow]:
+    def unfinished_batches(self, stream: str | None = None) -> list[BatchRow]:
         """Sealed or sent batches, in (stream, seq) order: the anchoring to-do list."""
+        query = select(BatchRow).where(col(BatchRow.state).in_([SEALED, SENT]))
+        if stream is not None:
+            query = query.where(BatchRow.stream == stream)
         with self._session() as session:
-            return list(
+            return list(session.exec(query.order_by(col(BatchRow.stream), col(BatchRow.seq))))
+
+    def streams(self) -> list[str]:
+        """Every stream with a batch or a pending event, sorted."""
+        with self._session() as session:
+            batched = set(session.exec(select(BatchRow.stream).distinct()))
+            pending = set(
                 session.exec(
-                    select(BatchRow)
-                    .where(col(BatchRow.state).in_([SEALED, SENT]))
-                    .order_by(col(BatchRow.stream), col(BatchRow.seq))
+                    select(EventRow.stream).where(col(EventRow.batch_seq).is_(None)).distinct()
                 )
             )
+        return sorted(batched | pending)
+
+    def last_anchored(self, stream: str) -> BatchRow | None:
+        """The stream's anchored batch with the highest seq."""
+        with self._session() as session:
+            return session.exec(
+                select(BatchRow)
+                .where(BatchRow.stream == stream, BatchRow.state == ANCHORED)
+                .order_by(col(BatchRow.seq).desc())
+                .limit(1)
+            ).first()
+
+    def unanchor_from(self, stream: str, seq: int) -> list[int]:
+        """Take the stream's batches from ``seq`` on back to sealed (their anchors are no
+        longer on the chain); returns the seqs changed. Roots and leaves stay: the same
+        batches are anchored again, with the same proofs."""
+        with self._session() as session:
+            rows = session.exec(
+                select(BatchRow)
+                .where(
+                    BatchRow.stream == stream,
+                    col(BatchRow.seq) >= seq,
+                    col(BatchRow.state).in_([SENT, ANCHORED]),
+                )
+                .order_by(col(BatchRow.seq))
+            ).all()
+            for row in rows:
+                row.state, row.tx_hash, row.block_number = SEALED, None, None
+                row.gas_used, row.anchored_at_ms = None, None
+                session.add(row)
+            session.commit()
+        return [row.seq for row in rows]
 
     def batch(self, stream: str, seq: int) -> BatchRow:
         with self._session() as session:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -23,8 +24,10 @@ from eth_account.signers.local import LocalAccount
 from ledger.anchoring import Anchorer
 from ledger.collateral import PledgeRegistry, ReceiptRegistry, contracts_from
 from ledger.errors import ChainError, LedgerError, StoreError
+from ledger.ops import default_worker_id, heartbeat
 from ledger.oracle_state import OracleState
 from ledger.runtime import Runtime
+from ledger.store import Store
 from oracles.config import OracleConfig
 from oracles.epcis.capture import EpcisCapture
 from oracles.facts import FactReporter
@@ -137,11 +140,17 @@ class OracleService:
             threads.append(threading.Thread(target=subscriber.run, args=(stop,), name="ingest"))
         if "rules" in chosen:
             threads.append(
-                _loop("rules", lambda: self.rules.run_once(wall_clock=True), stop, poll_s)
+                _loop(
+                    "rules",
+                    lambda: self.rules.run_once(wall_clock=True),
+                    stop,
+                    poll_s,
+                    self.runtime.store,
+                )
             )
         if "facts" in chosen:
             reporter = self.facts()
-            threads.append(_loop("facts", reporter.run_once, stop, poll_s))
+            threads.append(_loop("facts", reporter.run_once, stop, poll_s, self.runtime.store))
         if "anchor" in chosen:
             anchorer = self.anchorer(max_batch=max_batch, max_age_s=max_age_s)
             threads.append(
@@ -167,16 +176,30 @@ def _booked(receipts: ReceiptRegistry) -> Callable[[int], int]:
 
 
 def _loop(
-    name: str, step: Callable[[], object], stop: threading.Event, poll_s: float
+    name: str, step: Callable[[], object], stop: threading.Event, poll_s: float, store: Store
 ) -> threading.Thread:
+    """A worker's pass every ``poll_s``, under the store's ``oracle:<name>`` claim: with
+    several oracle processes on one database, one runs each kind of pass at a time (the
+    rules' cursor and the facts' sends are not for sharing), the others stand by."""
+
     def run() -> None:
+        worker_id, started_ms = default_worker_id(name), int(time.time() * 1000)
         while not stop.is_set():
+            error: str | None = None
             try:
-                step()
+                with store.claim(f"oracle:{name}") as mine:
+                    if mine:
+                        step()
             except (StoreError, ChainError) as exc:
                 log.warning("%s: %s; retrying", name, exc.message)
-            except Exception:  # a bug must not stop the other workers silently
+                error = exc.message
+            except Exception as exc:  # a bug must not stop the other workers silently
                 log.exception("%s failed; retrying", name)
+                error = f"{exc.__class__.__name__}: {exc}"
+            try:
+                heartbeat(store, worker_id, kind=name, started_at_ms=started_ms, error=error)
+            except StoreError as exc:
+                log.warning("%s: heartbeat not recorded: %s", name, exc.message)
             stop.wait(poll_s)
 
     return threading.Thread(target=run, name=name)

@@ -59,11 +59,6 @@ def make_events(
     ]
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/store.sqlite"
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The store's URL on each supported database: a SQLite file, then PostgreSQL."""
@@ -71,6 +66,13 @@ def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path}/store.sqlite"
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+@pytest.fixture
+def db_url(any_db_url: str) -> str:
+    """Every test of the store and the API that takes ``db_url`` (or ``dev``) runs on
+    both databases."""
+    return any_db_url
 
 
 @pytest.fixture

@@ -1,160 +1,105 @@
-"""Kill the anchoring worker (SIGKILL) between the steps of its state machine, restart it,
-and check that every event ends up anchored exactly once. Runs the real `fourflow oracle
-run` process against anvil and a SQLite file; the kill comes from the worker's own crash
-points (ledger/faults.py), the only way to hit an exact step."""
+"""Kill -9 the anchoring worker at many points of its state machine, restart it, and end
+with every event anchored exactly once and a full audit that finds nothing.
+
+Two schedules: a deterministic one (every crash point of ledger/faults.py, at the first
+and at a later batch, the kill coming from the worker's own crash point: the only way to
+stop it at an exact step), and a randomized one (SIGKILL from outside at seeded random
+moments while submissions keep coming). The real `fourflow oracle run` and `fourflow
+serve` processes run against anvil and a SQLite file.
+"""
 
 from __future__ import annotations
 
-import os
+import random
 import signal
-import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from ledger.chain import Chain
-from ledger.runtime import DevKeys, Runtime
-from ledger.signing import sign_submission
+from ledger.faults import CRASH_POINTS
 from ledger.store import Store
-from ledger.verify import verify_bundle
-from tests.conftest import AnvilNode, fourflow_bin, free_port, make_events
+from tests.worker_rig import Rig
 
-pytestmark = pytest.mark.anvil
-
-
-def _setup(
-    anvil: AnvilNode, tmp_path: Path, events: int
-) -> tuple[Runtime, DevKeys, dict[str, str]]:
-    db_url = f"sqlite:///{tmp_path}/store.sqlite"
-    runtime, keys = Runtime.dev(db_url=db_url, chain=Chain.connect(anvil.url))
-    manifest = tmp_path / "deployment.json"
-    runtime.deployment.write(manifest)
-    firm = keys.submitters[0]
-    body = sign_submission(
-        make_events(firm.address, events), private_key=firm.key, domain=runtime.intake.domain
-    )
-    runtime.intake.submit(body)
-    env = os.environ | {
-        "FOURFLOW_DB_URL": db_url,
-        "FOURFLOW_RPC_URL": anvil.url,
-        "FOURFLOW_MANIFEST": str(manifest),
-        "FOURFLOW_ORACLE_KEY": keys.oracle.key.hex(),
-    }
-    return runtime, keys, env
+pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
 
-def _worker(
-    env: dict[str, str], *, crash_at: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = dict(env)
-    env.pop("FOURFLOW_CRASH_AT", None)
-    if crash_at:
-        env["FOURFLOW_CRASH_AT"] = crash_at
-    return subprocess.run(
-        [fourflow_bin(), "oracle", "run", "--once", "--max-batch", "4"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def _assert_anchored_exactly_once(runtime: Runtime, events: int) -> None:
-    store = Store.open(str(runtime.store.engine.url))
-    counts = store.counts()
-    assert counts["events"] == events
-    assert counts["pending"] == 0
-    assert counts["batches_sealed"] == counts["batches_sent"] == 0
-    batches = counts["batches_anchored"]
-    assert batches == -(-events // 4)
-    head = runtime.registry.head_of("acme.custody")
-    assert head.next_seq == batches
-    assert head.total_leaves == events
-    logs = [e for e in runtime.registry.anchored_events() if e["stream"] == "acme.custody"]
-    assert [e["seq"] for e in logs] == list(range(batches))  # none doubled, none missing
-    for seq in range(batches):
-        row = store.batch("acme.custody", seq)
-        on_chain = runtime.registry.batch_of(stream="acme.custody", seq=seq)
-        assert on_chain is not None and on_chain.root.hex() == row.root
-        assert logs[seq]["tx_hash"].hex() == row.tx_hash
-    for event_id in store.batch_event_ids("acme.custody", 0):
-        verify_bundle(runtime.bundles.bundle(event_id).to_json_dict(), chain=runtime.chain)
-    store.close()
-
-
-@pytest.mark.parametrize("crash_at", ["after_seal", "after_send", "after_record_send"])
-def test_a_killed_worker_restarts_and_nothing_is_lost_or_doubled(
-    anvil: AnvilNode, tmp_path: Path, crash_at: str
-) -> None:
-    runtime, _, env = _setup(anvil, tmp_path, events=10)
-    crashed = _worker(env, crash_at=crash_at)
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    partial = runtime.store.counts()
-    assert partial["events"] == 10
-    assert partial["batches_anchored"] == 0  # it died before finishing the first batch
-    if crash_at == "after_seal":
-        assert partial["batches_sealed"] == 1
-        assert runtime.registry.head_of("acme.custody").next_seq == 0
-    elif crash_at == "after_send":
-        assert partial["batches_sealed"] >= 1  # the tx went out but was never recorded
-        assert runtime.registry.head_of("acme.custody").next_seq == 1
-    else:
-        assert partial["batches_sent"] == 1
-
-    finished = _worker(env)
-    assert finished.returncode == 0, finished.stderr
-    _assert_anchored_exactly_once(runtime, 10)
-    runtime.close()
-
-
-def test_repeated_crashes_at_every_point_still_converge(anvil: AnvilNode, tmp_path: Path) -> None:
-    runtime, _, env = _setup(anvil, tmp_path, events=13)
-    for crash_at in ("after_seal", "after_send", "after_record_send", "after_send"):
-        assert _worker(env, crash_at=crash_at).returncode == -signal.SIGKILL
-    assert _worker(env).returncode == 0
-    _assert_anchored_exactly_once(runtime, 13)
-    runtime.close()
-
-
-def test_an_acknowledged_submission_survives_a_killed_server(
-    anvil: AnvilNode, tmp_path: Path
-) -> None:
-    """Invariant 1: a 2xx means durable, even if the API process is SIGKILLed right after."""
-    runtime, keys, env = _setup(anvil, tmp_path, events=1)
-    port = free_port()
-    server = subprocess.Popen(
-        [fourflow_bin(), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    rig = Rig.start(tmp_path)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "server did not start"
-            time.sleep(0.2)
-        firm = keys.submitters[0]
-        events = make_events(firm.address, 50, prefix="durable")
-        body = sign_submission(events, private_key=firm.key, domain=runtime.intake.domain)
-        answer = httpx.post(f"{base}/v1/events", json=body.model_dump(mode="json"), timeout=30)
-        assert answer.status_code == 202
+        yield rig
     finally:
-        server.send_signal(signal.SIGKILL)
-        server.wait()
-    reopened = Store.open(str(runtime.store.engine.url))
-    assert reopened.counts()["events"] == 51
-    receipts: list[dict[str, Any]] = answer.json()["receipts"]
-    assert {r["event_id"] for r in receipts} == {e.event_id for e in events}
-    assert all(reopened.event(r["event_id"]).leaf == r["leaf"] for r in receipts)
-    reopened.close()
-    runtime.close()
+        rig.close()
+
+
+def test_a_worker_killed_at_each_step_of_each_batch_converges(rig: Rig) -> None:
+    """(point, k): die at ``point`` the k-th time it is reached; every burst of events
+    leaves the store and the chain in a different half-done state for the next run."""
+    schedule = [(point, 1) for point in CRASH_POINTS]
+    schedule += [(point, 3) for point in CRASH_POINTS if point != "after_claim"]  # once a pass
+    events = 0
+    for point, nth in schedule:
+        rig.submit(11)  # three batches of at most 4
+        events += 11
+        died = rig.worker_once("--max-batch", "4", crash_at=f"{point}#{nth}")
+        assert died.returncode == -signal.SIGKILL, (point, nth, died.stdout, died.stderr)
+    finished = rig.worker_once("--max-batch", "4")
+    assert finished.returncode == 0, finished.stderr
+    rig.assert_exactly_once(events)
+
+
+def test_states_left_by_a_kill_are_the_ones_expected(rig: Rig) -> None:
+    store = Store.open(rig.db_url)
+    rig.submit(10)
+    assert rig.worker_once("--max-batch", "4", crash_at="after_seal").returncode == -9
+    assert store.counts()["batches_sealed"] == 1
+    assert rig.runtime.registry.head_of("acme.custody").next_seq == 0
+    assert rig.worker_once("--max-batch", "4", crash_at="after_send").returncode == -9
+    # the transaction went out, its hash was never recorded: the chain is ahead
+    assert store.counts()["batches_anchored"] == 0
+    assert rig.runtime.registry.head_of("acme.custody").next_seq == 1
+    assert rig.worker_once("--max-batch", "4", crash_at="after_record_send").returncode == -9
+    # batch 0 adopted from the chain, batch 1 sent and recorded, not yet confirmed
+    assert store.counts()["batches_anchored"] == 1 and store.counts()["batches_sent"] == 1
+    store.close()
+    assert rig.worker_once("--max-batch", "4").returncode == 0
+    rig.assert_exactly_once(10)
+
+
+def test_a_worker_killed_at_random_moments_under_load_loses_nothing(rig: Rig) -> None:
+    _, api = rig.api()
+    rng = random.Random(20261127)  # seeded: the same schedule on every run
+    accepted = 0
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def submit() -> None:
+        nonlocal accepted
+        with httpx.Client(base_url=api, timeout=30) as client:
+            while not stop.is_set():
+                answer = client.post("/v1/events", json=rig.signed(rng.randint(1, 7)))
+                if answer.status_code != 202:
+                    failures.append(answer.text)
+                    return
+                accepted += len(answer.json()["receipts"])
+                time.sleep(0.02)
+
+    submitter = threading.Thread(target=submit)
+    submitter.start()
+    try:
+        for round_ in range(8):
+            worker = rig.worker(f"worker-{round_}")
+            time.sleep(rng.uniform(0.3, 2.0))  # startup is ~1 s: some die before anchoring
+            assert worker.kill() == -signal.SIGKILL
+    finally:
+        stop.set()
+        submitter.join(timeout=60)
+    assert not failures, failures
+    final = rig.worker("worker-final")
+    rig.wait_anchored(accepted).close()
+    assert final.stop() == 0  # SIGTERM: it finishes its step and exits cleanly
+    rig.assert_exactly_once(accepted)

@@ -8,10 +8,13 @@ from typing import Any
 import pytest
 from eth_account import Account
 from fastapi.testclient import TestClient
+from sqlmodel import select
 
 from api.app import create_app
 from api.siwe_client import sign_in
+from ledger.collateral import identifier_key
 from ledger.errors import Conflict, NotFound, StoreError
+from ledger.flows import FlowEntryRow
 from ledger.merkle import build_tree
 from ledger.runtime import Runtime
 from ledger.signing import domain_for, envelopes_for, sign_submission
@@ -125,3 +128,39 @@ def test_the_whole_api_flow_on_each_database(any_db_url: str) -> None:
                 client.get(f"/v1/events/{event.event_id}/proof").json(), chain=runtime.chain
             )
     runtime.close()
+
+
+def test_events_commit_in_position_order_so_cursors_miss_none(store: Store) -> None:
+    """A submission that took a position first but commits last must not be skipped by
+    a cursor that read past the later ones (the catalog, the rules worker)."""
+    import threading
+
+    from ledger.history import Catalog
+
+    catalog = Catalog(store)
+    first_flushed, release_first = threading.Event(), threading.Event()
+    slow = envelopes(1, prefix="slow")
+    fast = envelopes(1, prefix="fast")
+
+    def hold(_session: Any, _receipts: Any) -> None:  # inside the first transaction
+        first_flushed.set()
+        assert release_first.wait(30)
+
+    first = threading.Thread(target=store.accept, args=(slow,), kwargs={"related": hold})
+    first.start()
+    assert first_flushed.wait(30)  # its row holds a position, uncommitted
+    second = threading.Thread(target=store.accept, args=(fast,))
+    second.start()
+    second.join(timeout=1)  # it waits for the first to commit (SQLite: the write lock)
+    catalog.catch_up()  # a reader passing by meanwhile
+    release_first.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    catalog.catch_up()
+    keyed = catalog.assets_with_keys(
+        [identifier_key(e.event.asset_ids[0]).hex() for e in (*slow, *fast)]
+    )
+    assert keyed == [slow[0].event.asset_ids[0]]  # make_events: one asset for both
+    with store.session() as session:
+        cataloged = set(session.exec(select(FlowEntryRow.event_id)).all())
+    assert {slow[0].event.event_id, fast[0].event.event_id} <= cataloged

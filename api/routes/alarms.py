@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
@@ -104,12 +105,13 @@ async def _stream(
     *,
     poll_s: float,
     timeout_s: float,
+    draining: threading.Event,
 ) -> AsyncIterator[bytes]:
     seen: dict[str, tuple[str, int]] = {}
     started = time.monotonic()
     quiet = 0.0
     yield b"retry: 3000\n\n"
-    while time.monotonic() - started < timeout_s:
+    while time.monotonic() - started < timeout_s and not draining.is_set():
         who = await anyio.to_thread.run_sync(caller)  # roles as they stand now
         alarms = await anyio.to_thread.run_sync(visible_alarms, access, book, who)
         changed = [a for a in alarms if seen.get(a.id) != (a.state, a.changed_ms)]
@@ -123,12 +125,24 @@ async def _stream(
             quiet = 0.0
         if await request.is_disconnected():
             return
-        await anyio.sleep(poll_s)
+        if await _pause(draining, poll_s):
+            break  # the server is shutting down: end now, the client reconnects elsewhere
         quiet += poll_s
         if quiet >= 15:
             yield b": keep-alive\n\n"
             quiet = 0.0
     yield b"event: end\ndata: {}\n\n"
+
+
+async def _pause(draining: threading.Event, seconds: float) -> bool:
+    """Sleep ``seconds``, waking early (True) when the server starts shutting down."""
+    deadline = time.monotonic() + seconds
+    while not draining.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        await anyio.sleep(min(left, 0.1))
+    return True
 
 
 @router.get(
@@ -148,9 +162,10 @@ def stream_alarms(
 ) -> StreamingResponse:
     """`text/event-stream`: first every alarm that is open or acknowledged, then each
     new alarm and each change of state, as `event: alarm` with the alarm's JSON (the
-    same shape as the list). The stream ends after `timeout` seconds, or when the sign-in
-    token expires, with `event: end`; clients reconnect (with a fresh token). The caller's
-    roles are read again at every poll, so a revoked role stops showing at once."""
+    same shape as the list). The stream ends after `timeout` seconds, when the sign-in
+    token expires, or when the server shuts down, with `event: end`; clients reconnect
+    (with a fresh token). The caller's roles are read again at every poll, so a revoked
+    role stops showing at once."""
     poll_s = float(getattr(request.app.state.settings, "alarm_poll_seconds", 1.0))
     timeout_s = max(0.0, min(timeout, claims.exp - time.time()))
     roles: RoleResolver = request.app.state.roles
@@ -162,6 +177,7 @@ def stream_alarms(
             lambda: Identity(caller.address, roles.roles_of(caller.address)),
             poll_s=poll_s,
             timeout_s=timeout_s,
+            draining=request.app.state.draining,
         ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},

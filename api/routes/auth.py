@@ -7,7 +7,8 @@ GET  /v1/auth/me     the token's address, its roles now, and when it expires
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Body, Request, Response, status
 from pydantic import BaseModel, Field
@@ -24,9 +25,19 @@ from api.auth import (
 )
 from api.deps import SettingsDep
 from api.schemas import ErrorBody
+from ledger.errors import Unauthenticated
 from ledger.models import utc_text
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+# siwe's ABNF parser takes about 2 ms a character on text off its grammar, and more than
+# linear time on long fields, all of it holding the GIL: 8 KB of junk stalled the server
+# for half a minute. fourflow's own messages are about 400 characters.
+MAX_SIGN_IN_CHARS: Final = 1024
+_SIGN_IN_HEAD: Final = re.compile(
+    r"(?:[A-Za-z][A-Za-z0-9+.-]*://)?[^\s/?#]{1,255} wants you to sign in with your "
+    r"Ethereum account:\n0x[0-9a-fA-F]{40}\n"
+)
 
 _401: dict[int | str, dict[str, Any]] = {
     401: {
@@ -51,7 +62,9 @@ class NonceOffer(BaseModel):
 
 class TokenRequest(BaseModel):
     message: str = Field(
-        min_length=1, max_length=8192, description="the EIP-4361 message, exactly as signed"
+        min_length=1,
+        max_length=MAX_SIGN_IN_CHARS,
+        description="the EIP-4361 message, exactly as signed",
     )
     signature: str = Field(
         pattern=r"^0x[0-9a-fA-F]{130}$", description="65-byte EIP-191 personal_sign signature"
@@ -117,6 +130,7 @@ def new_token(
     response.headers["Cache-Control"] = "no-store"
     tokens: TokenSigner = request.app.state.tokens
     roles: RoleResolver = request.app.state.roles
+    verify_sign_in_head(sign_in.message)
     accepted = accept_sign_in(
         sign_in.message,
         signature=sign_in.signature,
@@ -131,6 +145,18 @@ def new_token(
         address=issued.claims.sub,
         roles=sorted(roles.roles_of(issued.claims.sub)),
     )
+
+
+def verify_sign_in_head(message: str) -> None:
+    """Refuse at once (``siwe_malformed``) a text whose first two lines are not an
+    EIP-4361 header and an address, before siwe's slow parser sees it."""
+    if not _SIGN_IN_HEAD.match(message):
+        raise Unauthenticated(
+            "not an EIP-4361 sign-in message: it must begin with '<domain> wants you to "
+            "sign in with your Ethereum account:' and the address on the next line",
+            field="message",
+            code="siwe_malformed",
+        )
 
 
 @router.get("/me", response_model=Me, responses=_401, summary="Who the token speaks for")

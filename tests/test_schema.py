@@ -1,0 +1,171 @@
+"""The store's schema comes from Alembic migrations, on SQLite and on PostgreSQL: the
+migrated database equals the models, revisions upgrade data in place and downgrade,
+processes starting together migrate once, and stores the code cannot serve are refused."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, text
+from sqlmodel import SQLModel
+
+import api.auth  # noqa: F401 - registers the sign-in nonces' table
+import ledger.alarms
+import ledger.flows
+import ledger.history
+import ledger.indexer
+import ledger.ops
+import ledger.oracle_state  # noqa: F401
+from ledger import schema
+from ledger.errors import StoreError
+from ledger.store import Store
+from tests.conftest import fresh_pg_database
+
+
+def test_head_is_the_newest_revision() -> None:
+    scripts = ScriptDirectory.from_config(schema.alembic_config())
+    assert scripts.get_heads() == [schema.HEAD]
+    assert [rev for rev, _ in schema.history()][-1] == schema.HEAD
+
+
+def test_the_migrated_database_is_exactly_the_models(any_db_url: str) -> None:
+    store = Store.open(any_db_url)
+    with store.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        diff = compare_metadata(context, SQLModel.metadata)
+    store.close()
+    assert diff == []
+
+
+def _event_rows(url: str) -> list[Any]:
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT event_id, stream FROM events")).all()
+    engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+def test_upgrade_keeps_data_and_downgrade_undoes(any_db_url: str) -> None:
+    engine = create_engine(any_db_url)
+    with engine.begin() as connection:
+        command.upgrade(schema.alembic_config(connection), "0001")
+        connection.execute(
+            text(
+                "INSERT INTO events (event_id, stream, kind, submitter, event_time_ms, digest,"
+                " leaf, envelope, received_at_ms) VALUES ('e-1', 's', 'k', '0x0', 1, 'd', 'l',"
+                " '{}', 2)"
+            )
+        )
+    assert schema.current(engine) == "0001"
+    assert schema.migrate(engine) == ["0002"]
+    assert schema.current(engine) == schema.HEAD
+    assert inspect(engine).has_table("claims")
+    assert _event_rows(any_db_url) == [("e-1", "s")]
+    assert schema.migrate(engine) == []  # nothing left to do
+    with engine.begin() as connection:
+        command.downgrade(schema.alembic_config(connection), "0001")
+    assert not inspect(engine).has_table("claims")
+    assert _event_rows(any_db_url) == [("e-1", "s")]
+    engine.dispose()
+
+
+def test_a_store_from_before_migrations_is_stamped_and_upgraded(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/old.sqlite"
+    engine = create_engine(url)
+    with engine.begin() as connection:  # what create_all left behind in issue 5
+        command.upgrade(schema.alembic_config(connection), "0001")
+        connection.execute(text("DROP TABLE alembic_version"))
+    assert schema.current(engine) is None
+    store = Store.open(url)
+    assert schema.current(store.engine) == schema.HEAD
+    store.close()
+
+
+def test_an_incomplete_pre_migration_store_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/partial.sqlite"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE events (position INTEGER PRIMARY KEY)"))
+    with pytest.raises(StoreError, match="predates schema migrations and lacks tables"):
+        Store.open(url)
+    assert inspect(engine).get_table_names() == ["events"]  # untouched
+
+
+def test_a_newer_schema_is_refused_and_untouched(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/newer.sqlite"
+    Store.open(url).close()
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(StoreError, match="9999, newer than this fourflow"):
+        Store.open(url)
+    assert schema.current(engine) == "9999"
+
+
+def test_without_auto_migration_an_old_schema_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path}/manual.sqlite"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(schema.alembic_config(connection), "0001")
+    monkeypatch.setenv("FOURFLOW_DB_AUTO_MIGRATE", "0")
+    with pytest.raises(StoreError, match="fourflow db upgrade"):
+        Store.open(url)
+    assert schema.current(engine) == "0001"
+
+
+def _open(url: str) -> str | None:
+    store = Store.open(url)
+    revision = schema.current(store.engine)
+    store.close()
+    return revision
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_processes_starting_together_migrate_once(db: str, tmp_path: Path) -> None:
+    def run(url: str) -> None:
+        with multiprocessing.get_context("spawn").Pool(4) as pool:
+            assert pool.map(_open, [url] * 4) == [schema.HEAD] * 4
+        engine = create_engine(url)
+        with engine.connect() as connection:
+            versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+        engine.dispose()
+        assert [v[0] for v in versions] == [schema.HEAD]
+
+    if db == "sqlite":
+        run(f"sqlite:///{tmp_path}/race.sqlite")
+    else:
+        with fresh_pg_database() as url:
+            run(url)
+
+
+def test_the_db_commands(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import fourflow_bin
+
+    url = f"sqlite:///{tmp_path}/cli.sqlite"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [fourflow_bin(), "db", *args], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    behind = run("current", "--db", url)
+    assert behind.returncode == 1 and "none (behind" in behind.stdout
+    upgraded = run("upgrade", "--db", url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"to {schema.HEAD}: 0001, 0002" in upgraded.stdout
+    assert run("upgrade", "--db", url).stdout.strip() == f"already at {schema.HEAD}"
+    assert run("current", "--db", url).stdout.strip() == f"{schema.HEAD} (up to date)"
+    assert "0002" in run("history").stdout
+    bad = run("upgrade", "--db", "nosuchdriver://x")
+    assert bad.returncode == 2 and "nosuchdriver" in bad.stderr and not bad.stdout

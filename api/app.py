@@ -93,7 +93,7 @@ def create_app(
     app.state.settings = settings
     app.state.capture = capture
     app.state.readings = ingest
-    app.state.flows = Flows(runtime.store)  # creates its tables once, here
+    app.state.flows = Flows(runtime.store)
     app.state.roles = roles if roles is not None else ChainRoles.for_runtime(runtime)
     app.state.tokens = TokenSigner.for_settings(settings, chain_id=runtime.chain.chain_id)
     app.state.nonces = Nonces(runtime.store)

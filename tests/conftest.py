@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,6 +136,19 @@ def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
     node.start()
     yield node
     node.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Any]:
+    """A deployment on its own anvil node with the real worker and API processes around
+    one SQLite store, for the fault tests (tests/worker_rig.py); everything stopped after."""
+    from tests.worker_rig import Rig
+
+    rig = Rig.start(tmp_path)
+    try:
+        yield rig
+    finally:
+        rig.close()
 
 
 @contextmanager

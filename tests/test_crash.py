@@ -14,8 +14,6 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,15 +23,6 @@ from ledger.store import Store
 from tests.worker_rig import Rig
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    rig = Rig.start(tmp_path)
-    try:
-        yield rig
-    finally:
-        rig.close()
 
 
 def test_a_worker_killed_at_each_step_of_each_batch_converges(rig: Rig) -> None:

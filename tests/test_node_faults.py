@@ -11,7 +11,6 @@ every event anchored exactly once and a full audit that finds nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,15 +19,6 @@ import pytest
 from tests.worker_rig import Rig
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    rig = Rig.start(tmp_path)
-    try:
-        yield rig
-    finally:
-        rig.close()
 
 
 def _post(api: str, body: dict[str, object]) -> httpx.Response:

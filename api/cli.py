@@ -695,6 +695,10 @@ def index(
         for done in passes:
             if done.rewound_to is not None:
                 err.print(f"blocks after {done.rewound_to} disappeared: rewound and re-indexed")
+        if passes[-1].busy:
+            err.print(
+                "another process is indexing this store (fourflow serve?): it keeps it current"
+            )
         logs = sum(p.logs for p in passes)
         state = ChainIndex(runtime.store, runtime.deployment).describe()
         out.print(

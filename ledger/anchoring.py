@@ -31,7 +31,7 @@ from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 
 from ledger.chain import AnchorRegistry
-from ledger.errors import ChainError, LedgerError, StoreError
+from ledger.errors import ChainError, LedgerError, StoreError, summary_of
 from ledger.faults import crashpoint
 from ledger.ops import default_worker_id, heartbeat
 from ledger.store import SENT, BatchRow, Store
@@ -53,7 +53,7 @@ class RunSummary:
     anchored: list[tuple[str, int, int]] = field(default_factory=list)  # (stream, seq, gas)
     lost: list[tuple[str, int]] = field(default_factory=list)  # anchors gone from the chain
     busy: list[str] = field(default_factory=list)  # streams another worker holds
-    deferred: list[tuple[str, str]] = field(default_factory=list)  # (stream, chain error)
+    deferred: list[tuple[str, str]] = field(default_factory=list)  # (stream, error summary)
 
 
 class Anchorer:
@@ -78,6 +78,9 @@ class Anchorer:
         self.receipt_timeout_s = receipt_timeout_s
         self.recheck_s = recheck_s  # how often an idle stream's anchors are re-read
         self._checked: dict[str, float] = {}  # stream -> monotonic time of its last check
+        # stream -> (monotonic time before which it is not tried again, its last delay):
+        # a stream that fails backs off on its own, the healthy ones keep their pace
+        self._retry: dict[str, tuple[float, float]] = {}
 
     def run_once(self, *, force: bool = False) -> RunSummary:
         """One pass over every stream this worker can claim: check its anchors against
@@ -90,6 +93,8 @@ class Anchorer:
             has_work = stream in backlog or stream in unfinished
             if not has_work and now - self._checked.get(stream, -1e9) < self.recheck_s:
                 continue
+            if not force and self._retry.get(stream, (0.0, 0.0))[0] > now:
+                continue  # failed lately: its own backoff
             with self.store.claim(f"anchor:{stream}") as mine:
                 if not mine:
                     summary.busy.append(stream)
@@ -97,14 +102,25 @@ class Anchorer:
                 crashpoint("after_claim")
                 try:
                     self._work_on(stream, summary, force=force)
-                except ChainError as exc:
-                    log.warning("anchoring %s deferred: %s", stream, exc)
-                    summary.deferred.append((stream, exc.message))
+                    self._retry.pop(stream, None)
+                except LedgerError as exc:  # this stream's trouble, not the other streams'
+                    delay = min(max(self._retry.get(stream, (0.0, 0.25))[1] * 2, 0.5), 30.0)
+                    self._retry[stream] = (time.monotonic() + delay, delay)
+                    log.warning(
+                        "anchoring %s deferred %.1f s: %s",
+                        stream,
+                        delay,
+                        exc,
+                        extra={"stream": stream},
+                    )
+                    summary.deferred.append((stream, summary_of(exc)))
         return summary
 
     def run_forever(self, stop: threading.Event, *, poll_s: float = 0.5) -> None:
-        """Passes until ``stop`` is set; a chain or store failure backs off (doubling, at
-        most 30 s) and is retried, so a node that goes away is caught up with later."""
+        """Passes until ``stop`` is set. A stream that fails (the node away, a conflict)
+        backs off on its own, doubling to 30 s, and is retried, so a node that goes away
+        is caught up with later; a pass that fails as a whole (the store away) backs the
+        worker off the same way."""
         backoff = poll_s
         worker_id, started_ms = default_worker_id("anchor"), int(time.time() * 1000)
         while not stop.is_set():
@@ -129,10 +145,10 @@ class Anchorer:
                     )
                 if summary.deferred:
                     error = "; ".join(f"{stream}: {why}" for stream, why in summary.deferred)
-                backoff = min(backoff * 2, 30.0) if summary.deferred else poll_s
+                backoff = poll_s
             except LedgerError as exc:
                 log.error("anchoring loop: %s", exc)
-                error = exc.message
+                error = summary_of(exc)
                 backoff = min(backoff * 2, 30.0)
             try:
                 heartbeat(

@@ -162,7 +162,11 @@ class Chain:
 
     @classmethod
     def connect(cls, url: str, *, timeout: float = 10.0) -> Chain:
-        provider = Web3.HTTPProvider(url, request_kwargs={"timeout": timeout})
+        # no retries inside web3 (by default 5 per read on a timeout: a node that stops
+        # answering would hold each call for minutes); callers retry on their own terms
+        provider = Web3.HTTPProvider(
+            url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None
+        )
         w3 = Web3(provider)
         # proof-of-authority chains (Clique, Besu QBFT/IBFT) carry seals in a header's
         # extraData, longer than the 32 bytes web3.py accepts by default; harmless elsewhere

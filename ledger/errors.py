@@ -155,3 +155,15 @@ class StoreError(LedgerError):
 
 class ArtifactError(LedgerError):
     code = "artifact_error"
+
+
+def summary_of(exc: LedgerError) -> str:
+    """What may be shown outside the logs (a worker's last error in /v1/health): a node's
+    or a database's failure by its code only, since its message carries the RPC URL
+    (which for a hosted node holds its API key) or the database's host and user; any
+    other error with its message."""
+    if isinstance(exc, StoreError) or (
+        isinstance(exc, ChainError) and not isinstance(exc, ContractReverted)
+    ):
+        return exc.code
+    return f"{exc.code}: {exc.message}"

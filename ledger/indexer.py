@@ -26,7 +26,9 @@ of every receipt, pledge and role replayed from them (``ledger.replay``).
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,10 +38,13 @@ from sqlmodel import Field, Session, SQLModel, col, func, or_, select
 
 from ledger.chain import Chain, Deployment
 from ledger.chainlog import ChainLog, LogReader
+from ledger.errors import LedgerError, StoreError
 from ledger.replay import ChainState, replay
 from ledger.store import Store
 
 __all__ = ["ChainIndex", "ChainLogRow", "IndexPass", "Indexer"]
+
+log = logging.getLogger("fourflow.indexer")
 
 _BIG = BigInteger().with_variant(Integer, "sqlite")
 _CURSOR = "chain"
@@ -139,6 +144,7 @@ class IndexPass:
     logs: int
     rewound_to: int | None = None  # the block a rewind went back to, if one happened
     head: int = 0
+    busy: bool = False  # another process held the indexer's claim: nothing was done
 
     @property
     def caught_up(self) -> bool:
@@ -216,7 +222,7 @@ class Indexer:
             if not mine:
                 cursor = self.cursor()
                 at = cursor[0] if cursor is not None else self.deployment.block_number - 1
-                return IndexPass(at + 1, at, 0, None, at)
+                return IndexPass(at + 1, at, 0, None, at, busy=True)
             return self._pass()
 
     def _pass(self) -> IndexPass:
@@ -248,31 +254,65 @@ class Indexer:
             session.commit()
         return IndexPass(start, end, len(logs), rewound, head)
 
-    def catch_up(self) -> list[IndexPass]:
-        """Run passes until the confirmed head is reached."""
+    def catch_up(self, *, wait_s: float = 30.0) -> list[IndexPass]:
+        """Run passes until the confirmed head is reached. While another process holds
+        the indexer's claim, wait for it (up to ``wait_s``; then the last pass says
+        ``busy``): its passes bring the same index up to date."""
         passes: list[IndexPass] = []
+        deadline = time.monotonic() + wait_s
         while True:
             done = self.run_once()
             passes.append(done)
+            if done.busy:
+                if time.monotonic() > deadline:
+                    return passes
+                time.sleep(0.1)
+                continue
             if done.to_block < done.from_block or done.to_block >= done.head - self.confirmations:
                 return passes
 
     def run_forever(self, stop: threading.Event, *, interval_s: float = 1.0) -> None:
+        failing: str | None = None  # logged when it starts and when it ends, not every tick
         while not stop.is_set():
             try:
-                done = self.run_once()
-            except Exception:  # a node hiccup or a database blip: try again next tick
+                done: IndexPass | None = self.run_once()
+                if failing is not None:
+                    log.info("indexing again after: %s", failing)
+                    failing = None
+            except Exception as exc:  # a node hiccup or a database blip: try again next tick
                 done = None
+                message = exc.message if isinstance(exc, LedgerError) else repr(exc)
+                if failing is None:
+                    log.warning("indexing failed, retrying every %.0f s: %s", interval_s, message)
+                failing = message
             if done is None or done.to_block < done.from_block or done.caught_up:
                 stop.wait(interval_s)
 
-    def rebuild(self) -> list[IndexPass]:
-        """Forget everything indexed and read the chain again from the deployment block."""
-        with self.store.session() as session:
-            for table in self.TABLES:
-                session.exec(delete(table))
-            session.commit()
-        return self.catch_up()
+    def rebuild(self, *, wait_s: float = 60.0) -> list[IndexPass]:
+        """Forget everything indexed and read the chain again from the deployment block,
+        all under the indexer's claim (waited for up to ``wait_s``): a pass of another
+        process must not write its range into the emptied index."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self.store.claim("indexer") as mine:
+                if mine:
+                    with self.store.session() as session:
+                        for table in self.TABLES:
+                            session.exec(delete(table))
+                        session.commit()
+                    passes: list[IndexPass] = []
+                    while True:
+                        done = self._pass()
+                        passes.append(done)
+                        caught_up = done.to_block >= done.head - self.confirmations
+                        if done.to_block < done.from_block or caught_up:
+                            return passes
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"another process kept indexing for {wait_s:.0f} s; stop it (or wait) "
+                    "and rebuild again"
+                )
+            time.sleep(0.1)
 
 
 class ChainIndex:

@@ -19,6 +19,8 @@ __all__ = ["Intake"]
 
 log = logging.getLogger("fourflow.intake")
 
+_NODE_RETRY_S = 5.0  # a failed role read: the next one is tried this much later
+
 
 class Intake:
     """Accepts a submission only if its signer holds SUBMITTER_ROLE on the registry.
@@ -45,6 +47,7 @@ class Intake:
         self._role_ttl_s = role_ttl_s
         self._outage_grace_s = outage_grace_s
         self._roles: dict[str, float] = {}  # signer -> time its role was last confirmed
+        self._node_down_until = 0.0  # after a failed read, skip the node this long
         self._lock = Lock()
 
     def _verify_role(self, signer: str) -> None:
@@ -53,11 +56,15 @@ class Intake:
             confirmed = self._roles.get(signer)
         if confirmed is not None and now - confirmed < self._role_ttl_s:
             return
+        graced = confirmed is not None and now - confirmed < self._outage_grace_s
+        if graced and now < self._node_down_until:
+            return  # the node failed a moment ago: do not make every submission wait on it
         try:
             holds = self.registry.has_role(SUBMITTER_ROLE, signer)
         except ChainError:
-            if confirmed is not None and now - confirmed < self._outage_grace_s:
-                age = now - confirmed
+            self._node_down_until = time.monotonic() + _NODE_RETRY_S
+            if graced:
+                age = now - (confirmed or now)
                 log.warning("node unreachable: accepting %s, role seen %.0fs ago", signer, age)
                 return
             raise

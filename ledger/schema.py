@@ -23,7 +23,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -97,6 +97,7 @@ def migrate(engine: Engine, *, auto: bool = True) -> list[str]:
             found = _revision(connection)
         if found == HEAD:
             return []
+        _refuse_unknown(found)
         if not auto:
             raise StoreError(
                 f"the store's schema is at revision {found or 'none'}, this fourflow needs "
@@ -105,24 +106,50 @@ def migrate(engine: Engine, *, auto: bool = True) -> list[str]:
         path = sqlite_path(engine)
         if path is not None:
             with _file_lock(path.with_name(path.name + ".migrate-lock")):
-                return _upgrade(engine)
-        return _upgrade(engine)
+                migrating = _transactional_sqlite(engine)
+                try:
+                    return _upgrade(migrating)
+                finally:
+                    migrating.dispose()
+        return _upgrade(engine)  # PostgreSQL: transactional DDL; an in-memory SQLite
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot migrate the store's schema: {exc}") from exc
+
+
+def _refuse_unknown(found: str | None) -> None:
+    scripts = ScriptDirectory.from_config(alembic_config())
+    if found is not None and found not in {r.revision for r in scripts.walk_revisions()}:
+        raise StoreError(
+            f"the store's schema is at revision {found}, newer than this fourflow "
+            f"knows ({HEAD}): upgrade fourflow, never downgrade a store by hand"
+        )
+
+
+def _transactional_sqlite(engine: Engine) -> Engine:
+    """An engine on the same SQLite database whose transactions really are transactions
+    for DDL too: pysqlite, left to itself, commits before every CREATE TABLE, so a
+    migration killed halfway would leave tables its revision row does not know about.
+    Here the driver is in autocommit mode and each transaction is an explicit
+    ``BEGIN IMMEDIATE`` (SQLAlchemy's documented recipe): all of a migration, or none."""
+    migrating = create_engine(engine.url, connect_args={"isolation_level": None})
+
+    @event.listens_for(migrating, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return migrating
 
 
 def _upgrade(engine: Engine) -> list[str]:
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
+            # a long migration elsewhere is waited for, not failed by the store's
+            # lock_timeout; then the lock makes this process's check-and-upgrade one step
+            connection.execute(text("SET LOCAL lock_timeout = 0"))
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         found = _revision(connection)  # again: another process may have migrated meanwhile
+        _refuse_unknown(found)
         scripts = ScriptDirectory.from_config(alembic_config())
-        known = {r.revision for r in scripts.walk_revisions()}
-        if found is not None and found not in known:
-            raise StoreError(
-                f"the store's schema is at revision {found}, newer than this fourflow "
-                f"knows ({HEAD}): upgrade fourflow, never downgrade a store by hand"
-            )
         if found is None and inspect(connection).has_table("events"):
             found = _stamp_pre_migration(connection)
         applied = [

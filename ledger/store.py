@@ -184,7 +184,13 @@ class Store:
                     pool_pre_ping=True,
                     connect_args={
                         "connect_timeout": max(1, timeout_ms // 1000),
-                        "options": f"-c lock_timeout={timeout_ms:d}",
+                        "options": f"-c lock_timeout={timeout_ms:d} -c tcp_keepalives_idle=30",
+                        # a worker whose host dies holds its claims' row locks until the
+                        # server notices the connection is gone: within about a minute
+                        "keepalives": 1,
+                        "keepalives_idle": 30,
+                        "keepalives_interval": 10,
+                        "keepalives_count": 3,
                     },
                 )
             else:
@@ -435,11 +441,15 @@ class Store:
     def seal(self, stream: str, *, max_events: int) -> BatchRow | None:
         """Seal up to ``max_events`` pending events of ``stream`` into its next batch."""
         with self._session() as session:
+            # the rows are locked (PostgreSQL) before the seq is read: should two sealers
+            # ever meet on a stream (a claim lost with its connection), the second waits,
+            # then finds these events sealed and the seq taken, and cannot reuse either
             pending = session.exec(
                 select(EventRow)
                 .where(EventRow.stream == stream, col(EventRow.batch_seq).is_(None))
                 .order_by(col(EventRow.position))
                 .limit(max_events)
+                .with_for_update()
             ).all()
             if not pending:
                 return None

@@ -23,7 +23,7 @@ from eth_account.signers.local import LocalAccount
 
 from ledger.anchoring import Anchorer
 from ledger.collateral import PledgeRegistry, ReceiptRegistry, contracts_from
-from ledger.errors import ChainError, LedgerError, StoreError
+from ledger.errors import ChainError, LedgerError, StoreError, summary_of
 from ledger.ops import default_worker_id, heartbeat
 from ledger.oracle_state import OracleState
 from ledger.runtime import Runtime
@@ -192,10 +192,10 @@ def _loop(
                         step()
             except (StoreError, ChainError) as exc:
                 log.warning("%s: %s; retrying", name, exc.message)
-                error = exc.message
+                error = summary_of(exc)
             except Exception as exc:  # a bug must not stop the other workers silently
                 log.exception("%s failed; retrying", name)
-                error = f"{exc.__class__.__name__}: {exc}"
+                error = f"unexpected {exc.__class__.__name__} (see the worker's log)"
             try:
                 heartbeat(store, worker_id, kind=name, started_at_ms=started_ms, error=error)
             except StoreError as exc:

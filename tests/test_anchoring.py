@@ -71,10 +71,16 @@ def test_a_different_root_on_chain_is_a_conflict_never_overwritten(
         deployment=runtime.deployment,
     )
     submit(other, keys.submitters[0], 3)
-    with pytest.raises(AnchorConflict, match=r"acme\.custody/0: chain holds root"):
-        other.anchorer(keys.oracle).run_once(force=True)
+    submit(other, keys.submitters[0], 2, stream="other.custody")
+    summary = other.anchorer(keys.oracle).run_once(force=True)
+    # the conflict stops its own stream only: the other stream of the store is anchored
+    [(stream, why)] = summary.deferred
+    assert stream == "acme.custody"
+    assert why.startswith(f"{AnchorConflict.code}: acme.custody/0: chain holds root")
+    assert [(s, q) for s, q, _ in summary.anchored] == [("other.custody", 0)]
     assert other.store.batch("acme.custody", 0).state == "sealed"
     assert runtime.registry.head_of("acme.custody").next_seq == 1
+    assert runtime.registry.head_of("other.custody").total_leaves == 2
     other.close()
 
 

@@ -69,6 +69,7 @@ def test_workers_and_apis_share_one_store_without_doubles(rig: Rig) -> None:
         t.start()
     for t in threads:
         t.join(timeout=180)
+    assert not any(t.is_alive() for t in threads), "submissions still running"
     assert not failures, failures
     total = sum(accepted.values())
     rig.wait_anchored(total, timeout=120).close()

@@ -41,6 +41,10 @@ def test_submissions_are_kept_while_the_node_is_down_and_anchored_after(rig: Rig
     assert health.json()["backlog"]["acme.custody"]["pending"] == 30
     time.sleep(4)  # the worker keeps failing meanwhile, backing off
     assert worker.proc.poll() is None, worker.output()
+    [anchor] = httpx.get(f"{api}/v1/health", timeout=30).json()["workers"]
+    # its failure shows by code: the node's URL stays in the worker's log
+    assert anchor["kind"] == "anchor" and anchor["errors"] >= 1
+    assert anchor["last_error"] == "acme.custody: chain_unavailable"
     deferred = worker.output().count("deferred")
     assert deferred >= 1
     # retries back off (doubling to 30 s) instead of hammering a dead node every 50 ms

@@ -122,7 +122,8 @@ def test_without_auto_migration_an_old_schema_is_refused(
     assert schema.current(engine) == "0001"
 
 
-def _open(url: str) -> str | None:
+def _open(url: str, barrier: Any) -> str | None:
+    barrier.wait(60)  # all four open the new store at the same moment
     store = Store.open(url)
     revision = schema.current(store.engine)
     store.close()
@@ -132,8 +133,10 @@ def _open(url: str) -> str | None:
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_processes_starting_together_migrate_once(db: str, tmp_path: Path) -> None:
     def run(url: str) -> None:
-        with multiprocessing.get_context("spawn").Pool(4) as pool:
-            assert pool.map(_open, [url] * 4) == [schema.HEAD] * 4
+        context = multiprocessing.get_context("spawn")
+        with context.Manager() as manager, context.Pool(4) as pool:
+            barrier = manager.Barrier(4)
+            assert pool.starmap(_open, [(url, barrier)] * 4) == [schema.HEAD] * 4
         engine = create_engine(url)
         with engine.connect() as connection:
             versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
@@ -169,3 +172,22 @@ def test_the_db_commands(tmp_path: Path) -> None:
     assert "0002" in run("history").stdout
     bad = run("upgrade", "--db", "nosuchdriver://x")
     assert bad.returncode == 2 and "nosuchdriver" in bad.stderr and not bad.stdout
+
+
+def test_a_migration_that_fails_halfway_leaves_nothing_behind(any_db_url: str) -> None:
+    """All of a revision or none of it, on SQLite too (where the driver would commit
+    before each CREATE TABLE): a store killed or failing mid-migration opens again."""
+    engine = create_engine(any_db_url)
+    with engine.begin() as connection:
+        command.upgrade(schema.alembic_config(connection), "0001")
+        # in the way of 0002's third table: its first two get created, then it fails
+        connection.execute(text("CREATE TABLE worker_status (worker_id VARCHAR(128))"))
+    with pytest.raises(StoreError, match="cannot migrate"):
+        Store.open(any_db_url)
+    assert schema.current(engine) == "0001"
+    assert not inspect(engine).has_table("claims")  # rolled back with the rest
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE worker_status"))
+    Store.open(any_db_url).close()  # and once the obstacle is gone, it migrates
+    assert schema.current(engine) == schema.HEAD
+    engine.dispose()

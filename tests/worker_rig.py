@@ -69,9 +69,13 @@ class Rig:
         node = AnvilNode(tmp)
         node.start("--state", str(tmp / "anvil-state.json"))
         db_url = db_url or f"sqlite:///{tmp}/store.sqlite"
-        runtime, keys = Runtime.dev(
-            db_url=db_url, chain=Chain.connect(node.url), submitters=submitters
-        )
+        try:
+            runtime, keys = Runtime.dev(
+                db_url=db_url, chain=Chain.connect(node.url), submitters=submitters
+            )
+        except BaseException:
+            node.stop()
+            raise
         manifest = tmp / "deployment.json"
         runtime.deployment.write(manifest)
         env = os.environ | {
@@ -171,10 +175,18 @@ class Rig:
         return saved
 
     def close(self) -> None:
-        for process in self.processes:
-            process.kill()
-        self.runtime.close()
-        self.node.stop()
+        """Stop everything, each part even if another fails to stop."""
+        try:
+            for process in self.processes:
+                try:
+                    process.kill()
+                except Exception:  # the node and the others must stop too
+                    continue
+        finally:
+            try:
+                self.runtime.close()
+            finally:
+                self.node.stop()
 
     # --- what every fault test ends with ---------------------------------------------
 

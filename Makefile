@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := contracts/node_modules/.installed
 
-.PHONY: demo test lint typecheck contracts contracts-deps gas-table clean browser
+.PHONY: demo test lint typecheck contracts contracts-deps gas-table clean browser bench bench-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,11 @@ demo: $(STAMP)
 	$(VENV)/bin/fourflow demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ledger api oracles tests
+	$(VENV)/bin/ruff check ledger api oracles tests bench
 	$(VENV)/bin/mypy ledger oracles
 
 # one worker per core; a module's tests stay together (they share module-scoped scenes)
-test: $(STAMP) $(NODE_STAMP) browser lint
+test: $(STAMP) $(NODE_STAMP) $(BENCH_STAMP) browser lint
 	$(VENV)/bin/pytest -q -n auto --dist loadfile
 
 # Debian's chromium for the real-browser tests (Playwright drives it; no browser download)
@@ -39,6 +39,20 @@ browser:
 	  echo "installing chromium (apt)"; \
 	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq chromium; \
 	}
+
+# the peers the benchmarks measure against, from the registries (pip, npm), pinned
+BENCH_STAMP := bench/peers/node_modules/.installed
+
+$(BENCH_STAMP): bench/peers/package.json bench/requirements.txt $(STAMP)
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	cd bench/peers && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+bench-deps: $(BENCH_STAMP)
+
+# quick sizes by default (a few minutes); `make bench ARGS=--full` for the large ones
+bench: $(STAMP) $(NODE_STAMP) $(BENCH_STAMP)
+	$(PY) -m bench $(ARGS)
 
 contracts: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/fourflow contracts compile

@@ -1,0 +1,1 @@
+"""fourflow's benchmarks: `make bench` (python -m bench). See docs/performance.md."""

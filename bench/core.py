@@ -1,0 +1,152 @@
+"""What every benchmark shares: figures, sizes, the registry, and the run's context.
+
+A benchmark is a function ``run(ctx) -> list[Figure]`` registered with ``@benchmark``.
+It reads its size from ``ctx.size`` ("tiny" inside `make test`, "quick" by default,
+"full" with --full) and reports figures: a measured value with its unit and, where
+there is one, the peer's or the floor's value measured in the same run and the ratio
+between them. Absolute figures drift on a shared machine; ratios are what the goals
+are stated in. Nothing here asserts on speed: goals are reported as met or not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT / "bench" / "peers"  # npm peers (package.json, installed by `make bench-deps`)
+Size = Literal["tiny", "quick", "full"]
+
+
+@dataclass
+class Figure:
+    """One measured figure, and what it is compared with."""
+
+    benchmark: str
+    name: str  # e.g. "gas per event @ 10,000"
+    value: float
+    unit: str  # "gas/event", "events/s", "ms", "MiB", …
+    peer: str | None = None  # what it is compared with ("floor: hashlib loop", "EAS attest")
+    peer_value: float | None = None
+    ratio: float | None = None  # value / peer_value, or as `ratio_of` says
+    ratio_of: str | None = None  # how to read the ratio ("peer / fourflow: times cheaper")
+    goal: str | None = None  # the issue's goal, in words
+    goal_met: bool | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
+
+
+@dataclass
+class Context:
+    size: Size
+    tmp: Path
+    say: Callable[[str], None]
+    _cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    def pick(self, *, tiny: Any, quick: Any, full: Any) -> Any:
+        return {"tiny": tiny, "quick": quick, "full": full}[self.size]
+
+    def on_exit(self, cleanup: Callable[[], None]) -> None:
+        self._cleanups.append(cleanup)
+
+    def close(self) -> None:
+        while self._cleanups:
+            try:
+                self._cleanups.pop()()
+            except Exception as exc:  # every other clean-up still runs
+                self.say(f"clean-up failed: {exc!r}")
+
+
+Runner = Callable[[Context], list[Figure]]
+REGISTRY: dict[str, tuple[str, Runner]] = {}
+
+
+def benchmark(name: str, title: str) -> Callable[[Runner], Runner]:
+    def register(run: Runner) -> Runner:
+        REGISTRY[name] = (title, run)
+        return run
+
+    return register
+
+
+@contextmanager
+def timed() -> Iterator[Callable[[], float]]:
+    """``with timed() as elapsed: …; elapsed()`` in seconds (perf_counter)."""
+    start = time.perf_counter()
+    end: list[float] = []
+    yield lambda: (end[0] if end else time.perf_counter()) - start
+    end.append(time.perf_counter())
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures come from."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (0.0, 0.0, 0.0)
+
+    def version(*cmd: str) -> str | None:
+        if shutil.which(cmd[0]) is None:
+            return None
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=30)
+        return out.stdout.strip() or None
+
+    commit = version("git", "-C", str(ROOT), "rev-parse", "HEAD")
+    dirty = version("git", "-C", str(ROOT), "status", "--porcelain")
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in load],
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "node": version("node", "--version"),
+        "commit": commit,
+        "dirty": bool(dirty),
+    }
+
+
+def new_context(size: Size, say: Callable[[str], None]) -> Context:
+    return Context(size=size, tmp=Path(tempfile.mkdtemp(prefix="fourflow-bench-")), say=say)
+
+
+def write_results(path: Path, size: Size, figures: list[Figure], errors: dict[str, str]) -> None:
+    body = {
+        "format": "fourflow/bench-results",
+        "version": 1,
+        "size": size,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "figures": [f.to_json() for f in figures],
+        "errors": errors,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")

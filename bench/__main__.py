@@ -13,7 +13,12 @@ from rich.table import Table
 
 from bench.core import REGISTRY, ROOT, Figure, new_context, write_results
 
-MODULES = ("bench.merkle", "bench.gas", "bench.ingest")  # each registers its benchmarks on import
+MODULES = (
+    "bench.merkle",
+    "bench.gas",
+    "bench.ingest",
+    "bench.history",
+)  # each registers its benchmarks on import
 
 
 def _load() -> None:

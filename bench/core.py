@@ -68,6 +68,7 @@ class Context:
                 self._cleanups.pop()()
             except Exception as exc:  # every other clean-up still runs
                 self.say(f"clean-up failed: {exc!r}")
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 Runner = Callable[[Context], list[Figure]]

@@ -1,0 +1,78 @@
+"""bench/history.py's two benchmarks run at size tiny and report well-formed figures.
+Only the figures' shape is asserted, never a speed: this machine is shared."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.core import REGISTRY, Figure, new_context
+from bench.history import _history_on, _Shape, run_history, run_memory
+from tests.conftest import fresh_pg_database
+
+TINY = _Shape(2_000, 200, 50)
+
+
+def _well_formed(figures: list[Figure], benchmark: str, units: list[str]) -> None:
+    assert [f.unit for f in figures] == units
+    for f in figures:
+        assert f.benchmark == benchmark
+        assert math.isfinite(f.value) and f.value > 0, f
+        if f.peer is not None:
+            assert f.peer_value is not None and f.peer_value > 0, f
+        if f.ratio is not None:
+            assert f.ratio > 0 and f.ratio_of, f
+        if f.goal_met is not None:
+            assert f.goal, f
+        assert f.to_json()["name"] == f.name
+
+
+def _history(database: str, db_url: str) -> list[Figure]:
+    ctx = new_context("tiny", print)
+    try:
+        return _history_on(ctx, database, db_url, TINY)
+    finally:
+        ctx.close()
+
+
+def _check_history(figures: list[Figure]) -> None:
+    _well_formed(figures, "history", ["ms", "ms"])
+    p50, p99 = figures
+    assert p50.value <= p99.value
+    assert p50.peer_value is not None
+    assert p50.ratio == pytest.approx(p50.value / p50.peer_value)
+    assert p50.goal is not None and p50.goal_met is None  # the goal is for 10^6 events
+    assert p50.details["store_events"] == 2_000 and p50.details["asset_events"] == 200
+    # 200 entries in pages of 50: three later pages a walk, three walks, ten first pages
+    assert p50.details["later_page_reads"] == 9 and p50.details["first_page_reads"] == 13
+
+
+def test_the_two_benchmarks_are_registered() -> None:
+    assert REGISTRY["history"][1] is run_history
+    assert REGISTRY["memory"][1] is run_memory
+
+
+def test_history_on_sqlite_reports_p50_and_p99_against_the_floor(tmp_path: Path) -> None:
+    _check_history(_history("SQLite", f"sqlite:///{tmp_path}/store.sqlite"))
+
+
+@pytest.mark.postgres
+def test_history_on_postgresql_reports_p50_and_p99_against_the_floor() -> None:
+    with fresh_pg_database() as url:
+        _check_history(_history("PostgreSQL", url))
+
+
+@pytest.mark.anvil
+def test_memory_reports_peak_rss_against_the_process_after_imports() -> None:
+    ctx = new_context("tiny", print)
+    try:
+        figures = run_memory(ctx)
+    finally:
+        ctx.close()
+    _well_formed(figures, "memory", ["MiB"])
+    (peak,) = figures
+    assert peak.ratio is not None and peak.ratio >= 1.0
+    assert peak.details["events"] == 2_000
+    assert peak.details["bytes_per_event_above_floor"] >= 0

@@ -3,30 +3,16 @@ Only the figures' shape is asserted, never a speed: this machine is shared."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
 
 from bench.core import REGISTRY, Figure, new_context
 from bench.history import _history_on, _Shape, run_history, run_memory
+from tests.bench_figures import assert_well_formed
 from tests.conftest import fresh_pg_database
 
 TINY = _Shape(2_000, 200, 50)
-
-
-def _well_formed(figures: list[Figure], benchmark: str, units: list[str]) -> None:
-    assert [f.unit for f in figures] == units
-    for f in figures:
-        assert f.benchmark == benchmark
-        assert math.isfinite(f.value) and f.value > 0, f
-        if f.peer is not None:
-            assert f.peer_value is not None and f.peer_value > 0, f
-        if f.ratio is not None:
-            assert f.ratio > 0 and f.ratio_of, f
-        if f.goal_met is not None:
-            assert f.goal, f
-        assert f.to_json()["name"] == f.name
 
 
 def _history(database: str, db_url: str) -> list[Figure]:
@@ -38,7 +24,7 @@ def _history(database: str, db_url: str) -> list[Figure]:
 
 
 def _check_history(figures: list[Figure]) -> None:
-    _well_formed(figures, "history", ["ms", "ms"])
+    assert_well_formed(figures, "history", ["ms", "ms"])
     p50, p99 = figures
     assert p50.value <= p99.value
     assert p50.peer_value is not None
@@ -71,7 +57,7 @@ def test_memory_reports_peak_rss_against_the_process_after_imports() -> None:
         figures = run_memory(ctx)
     finally:
         ctx.close()
-    _well_formed(figures, "memory", ["MiB"])
+    assert_well_formed(figures, "memory", ["MiB"])
     (peak,) = figures
     assert peak.ratio is not None and peak.ratio >= 1.0
     assert peak.details["events"] == 2_000

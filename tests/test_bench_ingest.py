@@ -3,12 +3,11 @@ Only the figures' shape is asserted, never a speed: this machine is shared."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from bench.core import REGISTRY, Figure, new_context
 from bench.ingest import anchoring_latency, ingest, verify
+from tests.bench_figures import assert_well_formed
 
 
 def _run(name: str) -> list[Figure]:
@@ -18,20 +17,6 @@ def _run(name: str) -> list[Figure]:
         return run(ctx)
     finally:
         ctx.close()
-
-
-def _well_formed(figures: list[Figure], benchmark: str, units: list[str]) -> None:
-    assert [f.unit for f in figures] == units
-    for f in figures:
-        assert f.benchmark == benchmark
-        assert math.isfinite(f.value) and f.value > 0, f
-        if f.peer is not None:
-            assert f.peer_value is not None and f.peer_value > 0, f
-        if f.ratio is not None:
-            assert f.ratio > 0 and f.ratio_of, f
-        if f.goal is not None:
-            assert isinstance(f.goal_met, bool), f
-        assert f.to_json()["name"] == f.name
 
 
 def test_the_three_benchmarks_are_registered() -> None:
@@ -45,7 +30,7 @@ def test_the_three_benchmarks_are_registered() -> None:
 @pytest.mark.anvil
 def test_ingest_reports_throughput_against_the_floor_and_batch_latencies() -> None:
     figures = _run("ingest")
-    _well_formed(figures, "ingest", ["events/s", "ms", "ms"])
+    assert_well_formed(figures, "ingest", ["events/s", "ms", "ms"])
     throughput = figures[0]
     assert throughput.ratio == pytest.approx(throughput.value / throughput.peer_value)
     assert throughput.details["batches"] * throughput.details["batch_size"] == 200
@@ -55,7 +40,7 @@ def test_ingest_reports_throughput_against_the_floor_and_batch_latencies() -> No
 @pytest.mark.anvil
 def test_anchoring_latency_reports_p50_and_p99_against_the_bound() -> None:
     figures = _run("anchoring-latency")
-    _well_formed(figures, "anchoring-latency", ["s", "s"])
+    assert_well_formed(figures, "anchoring-latency", ["s", "s"])
     p50, p99 = figures
     assert p50.value <= p99.value
     assert p99.peer_value == pytest.approx(3.0)  # max-age 1 s + 2 blocks of 1 s
@@ -63,7 +48,7 @@ def test_anchoring_latency_reports_p50_and_p99_against_the_bound() -> None:
 
 def test_verify_reports_bundles_per_second_and_the_audit_rate() -> None:
     figures = _run("verify")
-    _well_formed(figures, "verify", ["bundles/s", "events/s", "s"])
+    assert_well_formed(figures, "verify", ["bundles/s", "events/s", "s"])
     projected = figures[2]
     assert projected.details["extrapolated"] is True
     assert projected.value == pytest.approx(1_000_000 / figures[1].value)

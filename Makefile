@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := contracts/node_modules/.installed
+BENCH_STAMP := bench/peers/node_modules/.installed
 
 .PHONY: demo test lint typecheck contracts contracts-deps gas-table clean browser bench bench-deps
 
@@ -41,8 +42,6 @@ browser:
 	}
 
 # the peers the benchmarks measure against, from the registries (pip, npm), pinned
-BENCH_STAMP := bench/peers/node_modules/.installed
-
 $(BENCH_STAMP): bench/peers/package.json bench/requirements.txt $(STAMP)
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	cd bench/peers && npm ci --no-audit --no-fund --loglevel=error

@@ -42,7 +42,7 @@ browser:
 	}
 
 # the peers the benchmarks measure against, from the registries (pip, npm), pinned
-$(BENCH_STAMP): bench/peers/package.json bench/requirements.txt $(STAMP)
+$(BENCH_STAMP): bench/peers/package.json bench/peers/package-lock.json bench/requirements.txt $(STAMP)
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	cd bench/peers && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -61,4 +61,4 @@ gas-table: $(STAMP) $(NODE_STAMP)
 	FOURFLOW_UPDATE_GAS_TABLE=1 $(VENV)/bin/pytest -q tests/test_contract_gas.py
 
 clean:
-	rm -rf $(VENV) contracts/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) contracts/node_modules bench/peers/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.core import REGISTRY, ROOT, Figure, new_context, write_results
+from bench.core import REGISTRY, ROOT, Figure, machine, new_context, write_results
 
 MODULES = (
     "bench.merkle",
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     console = Console(highlight=False)
+    at_start = machine()  # the load average before the benchmarks load the machine
     figures: list[Figure] = []
     errors: dict[str, str] = {}
     for name in wanted:
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         finally:
             ctx.close()
-    write_results(args.out, size, figures, errors)
+    write_results(args.out, size, figures, errors, machine_at_start=at_start)
     console.print(_table(figures))
     console.print(f"results: {args.out}")
     return 1 if errors else 0

@@ -139,15 +139,54 @@ def new_context(size: Size, say: Callable[[str], None]) -> Context:
     return Context(size=size, tmp=Path(tempfile.mkdtemp(prefix="fourflow-bench-")), say=say)
 
 
-def write_results(path: Path, size: Size, figures: list[Figure], errors: dict[str, str]) -> None:
+def versions() -> dict[str, str | None]:
+    """fourflow's and the peers' versions, as installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in ("fourflow", "pymerkle", "web3", "eth-tester", "sqlalchemy"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    lock = PEERS / "package-lock.json"
+    if lock.is_file():
+        packages = json.loads(lock.read_text(encoding="utf-8")).get("packages", {})
+        for key, meta in packages.items():
+            if key.count("node_modules/") == 1 and key != "":
+                found[key.removeprefix("node_modules/")] = meta.get("version")
+    return found
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: a figure that could not be measured is null."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_results(
+    path: Path,
+    size: Size,
+    figures: list[Figure],
+    errors: dict[str, str],
+    *,
+    machine_at_start: dict[str, Any] | None = None,
+) -> None:
     body = {
         "format": "fourflow/bench-results",
         "version": 1,
         "size": size,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(),
+        "machine": machine_at_start or machine(),
+        "versions": versions(),
         "figures": [f.to_json() for f in figures],
         "errors": errors,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(_finite(body), indent=2, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")

@@ -452,7 +452,8 @@ def verify(ctx: Context) -> list[Figure]:
             value=projected,
             unit="s",
             goal=f"audit of {AUDIT_GOAL_EVENTS:,} events in under {AUDIT_GOAL_S:g} s",
-            goal_met=projected < AUDIT_GOAL_S,
+            # judged only when 10^6 events were audited, not from an extrapolation
+            goal_met=projected < AUDIT_GOAL_S if events >= AUDIT_GOAL_EVENTS else None,
             details={
                 "extrapolated": events != AUDIT_GOAL_EVENTS,
                 "from_events": events,

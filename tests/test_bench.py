@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.core import ROOT
 
 
@@ -31,10 +33,13 @@ def test_the_merkle_benchmark_compares_with_the_floor_and_both_peers(tmp_path: P
     assert results["format"] == "fourflow/bench-results" and results["size"] == "tiny"
     machine = results["machine"]
     assert isinstance(machine, dict) and machine["cores"] and machine["commit"]
+    versions = results["versions"]
+    assert isinstance(versions, dict) and versions["fourflow"] and versions["pymerkle"]
+    assert versions["@openzeppelin/merkle-tree"] == "1.0.8"  # pinned in bench/peers
     figures = {f["name"]: f for f in results["figures"]}  # type: ignore[attr-defined]
     build = figures["build @ 1,000"]
     assert build["unit"] == "ms" and build["value"] > 0 and build["peer_value"] > 0
-    assert build["ratio"] == build["value"] / build["peer_value"]
+    assert build["ratio"] == pytest.approx(build["value"] / build["peer_value"])
     assert build["goal_met"] in (True, False)
     for peer in ("pymerkle", "OpenZeppelin"):
         compared = figures[f"build @ 1,000 vs {peer}"]

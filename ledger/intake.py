@@ -88,5 +88,8 @@ class Intake:
         sealed = envelopes_for(submission, domain=self.domain)
         self._verify_role(sealed.submitter)
         return self.store.accept(
-            sealed.envelopes, same_id_is_duplicate=same_id_is_duplicate, related=related
+            sealed.envelopes,
+            digests=sealed.digests,
+            same_id_is_duplicate=same_id_is_duplicate,
+            related=related,
         )

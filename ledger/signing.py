@@ -127,6 +127,7 @@ class SealedSubmission:
     submitter: str
     root: bytes
     envelopes: list[SignedEnvelope]
+    digests: list[bytes]  # each envelope's event digest, in order
 
 
 def recover_submitter(submission: SubmissionIn, *, domain: Eip712Domain) -> str:
@@ -159,10 +160,12 @@ def envelopes_for(submission: SubmissionIn, *, domain: Eip712Domain) -> SealedSu
     tree = build_tree(digests)
     _verified_signer(submission, domain=domain, root=tree.root)
     root_hex = "0x" + tree.root.hex()
+    # Built, not validated: every part is already checked (the events and signature by
+    # SubmissionIn, the domain by its model) or computed here (root, index, proof).
     envelopes = [
-        SignedEnvelope(
+        SignedEnvelope.model_construct(
             event=event,
-            submission=SubmissionRef(
+            submission=SubmissionRef.model_construct(
                 root=root_hex,
                 count=len(digests),
                 index=index,
@@ -173,7 +176,9 @@ def envelopes_for(submission: SubmissionIn, *, domain: Eip712Domain) -> SealedSu
         )
         for index, event in enumerate(submission.events)
     ]
-    return SealedSubmission(submitter=submission.submitter, root=tree.root, envelopes=envelopes)
+    return SealedSubmission(
+        submitter=submission.submitter, root=tree.root, envelopes=envelopes, digests=digests
+    )
 
 
 def recover_envelope_signer(envelope: SignedEnvelope) -> str:

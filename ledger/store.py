@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, event, func, text
+from sqlalchemy import BigInteger, Index, Integer, event, func, insert, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
-from ledger.canonical import canonical_json, event_digest, leaf_hash
+from ledger.canonical import canonical_json, event_digest, leaf_of_canonical
 from ledger.errors import Conflict, LedgerError, NotFound, StoreError
 from ledger.merkle import build_tree
 from ledger.models import SignedEnvelope
@@ -340,6 +340,7 @@ class Store:
         self,
         envelopes: Sequence[SignedEnvelope],
         *,
+        digests: Sequence[bytes] | None = None,
         same_id_is_duplicate: bool = False,
         related: Callable[[Session, list[Receipt]], None] | None = None,
     ) -> list[Receipt]:
@@ -351,51 +352,68 @@ class Store:
         (the GS1 event hash), another spelling of the same event is a duplicate too.
         ``related(session, receipts)`` writes rows derived from the new events (the
         EPCIS index, flow entries, custody) in the same transaction, so a crash keeps
-        both or neither.
+        both or neither. ``digests`` are the events' digests when the caller has them
+        (ledger.signing.envelopes_for computes them to check the signature).
         """
+        if digests is not None and len(digests) != len(envelopes):
+            raise ValueError(f"{len(digests)} digests for {len(envelopes)} envelopes")
         received = _now_ms()
-        rows: list[EventRow] = []
-        for env in envelopes:
-            body = env.event.model_dump(mode="json")
+        rows: list[dict[str, Any]] = []
+        for position, env in enumerate(envelopes):
+            event = env.event
             envelope_json = env.model_dump(mode="json")
+            body_digest = (
+                digests[position] if digests is not None else event_digest(envelope_json["event"])
+            )
+            envelope_jcs = canonical_json(envelope_json)
             rows.append(
-                EventRow(
-                    event_id=env.event.event_id,
-                    stream=env.event.stream,
-                    kind=env.event.kind,
-                    submitter=env.event.submitter,
-                    event_time_ms=env.event.event_time_ms,
-                    digest=event_digest(body).hex(),
-                    leaf=leaf_hash(envelope_json).hex(),
-                    envelope=canonical_json(envelope_json).decode("utf-8"),
-                    received_at_ms=received,
-                )
+                {
+                    "event_id": event.event_id,
+                    "stream": event.stream,
+                    "kind": event.kind,
+                    "submitter": event.submitter,
+                    "event_time_ms": event.event_time_ms,
+                    "digest": body_digest.hex(),
+                    "leaf": leaf_of_canonical(envelope_jcs).hex(),
+                    "envelope": envelope_jcs.decode("utf-8"),
+                    "received_at_ms": received,
+                }
             )
         with self._session() as session:
             self._in_position_order(session)
-            ids = [r.event_id for r in rows]
+            ids = [r["event_id"] for r in rows]
             existing = {
-                e.event_id: e
-                for e in session.exec(select(EventRow).where(col(EventRow.event_id).in_(ids)))
+                event_id: (digest, leaf)
+                for event_id, digest, leaf in session.exec(
+                    select(EventRow.event_id, EventRow.digest, EventRow.leaf).where(
+                        col(EventRow.event_id).in_(ids)
+                    )
+                )
             }
             receipts = []
+            new_rows: list[dict[str, Any]] = []
+            new_assets: list[dict[str, str]] = []
             for position, row in enumerate(rows):
-                old = existing.get(row.event_id)
-                if old is not None and old.digest != row.digest and not same_id_is_duplicate:
+                event_id = row["event_id"]
+                old = existing.get(event_id)
+                if old is not None and old[0] != row["digest"] and not same_id_is_duplicate:
                     raise Conflict(
-                        f"event_id {row.event_id!r} is already stored with different content",
+                        f"event_id {event_id!r} is already stored with different content",
                         field=f"events[{position}].event_id",
                     )
-                duplicate = old is not None
-                stored = old if old is not None else row
-                receipts.append(
-                    Receipt(row.event_id, row.stream, stored.digest, stored.leaf, duplicate)
-                )
-                if not duplicate:
-                    session.add(row)
-                    env = envelopes[position]
-                    for asset in env.event.asset_ids:
-                        session.add(EventAssetRow(asset_id=asset, event_id=row.event_id))
+                digest, leaf = old if old is not None else (row["digest"], row["leaf"])
+                receipts.append(Receipt(event_id, row["stream"], digest, leaf, old is not None))
+                if old is None:
+                    existing[event_id] = (digest, leaf)  # the same id twice in one submission
+                    new_rows.append(row)
+                    new_assets += [
+                        {"asset_id": asset, "event_id": event_id}
+                        for asset in envelopes[position].event.asset_ids
+                    ]
+            if new_rows:  # executemany in position order: positions follow submission order
+                session.execute(insert(EventRow), new_rows)
+            if new_assets:
+                session.execute(insert(EventAssetRow), new_assets)
             if related is not None:
                 session.flush()
                 related(session, receipts)

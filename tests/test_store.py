@@ -58,6 +58,23 @@ def test_accept_is_all_or_nothing_and_idempotent(store: Store) -> None:
     assert store.counts()["events"] == 3  # the two new events of that batch were not stored
 
 
+def test_given_digests_are_the_events_own_and_stored_rows_carry_them(store: Store) -> None:
+    from ledger.canonical import event_digest
+
+    sub = sign_submission(
+        make_events(FIRM.address, 3, prefix="d"), private_key=FIRM.key, domain=DOMAIN
+    )
+    sealed = envelopes_for(sub, domain=DOMAIN)
+    assert sealed.digests == [event_digest(e.model_dump(mode="json")) for e in sub.events]
+    with pytest.raises(ValueError, match="2 digests for 3 envelopes"):
+        store.accept(sealed.envelopes, digests=sealed.digests[:2])
+    assert store.counts()["events"] == 0
+    receipts = store.accept(sealed.envelopes, digests=sealed.digests)
+    assert [r.digest for r in receipts] == [d.hex() for d in sealed.digests]
+    assert [store.event(r.event_id).digest for r in receipts] == [d.hex() for d in sealed.digests]
+    assert [r.duplicate for r in store.accept(sealed.envelopes)] == [True] * 3
+
+
 def test_seal_numbers_batches_gap_free_and_stamps_leaves(store: Store) -> None:
     env = envelopes(10)
     store.accept(env)

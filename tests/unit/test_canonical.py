@@ -12,6 +12,7 @@ import struct
 from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -260,6 +261,81 @@ ASCII_JSON = st.recursive(
 def test_ascii_without_floats_equals_sorted_compact_json_dumps(value: dict[str, Any]) -> None:
     independent = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert canonical_json(value) == independent.encode("utf-8")
+
+
+# --- the fast writer against rfc8785 ---------------------------------------------------
+# canonical_json writes most values with the C JSON encoder and hands the rest to
+# rfc8785; the two must never disagree, in bytes or in what they reject.
+
+_any_text = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=8)
+_keys = st.one_of(
+    _any_text,
+    st.sampled_from(["a", "A", "\ufb33", "\U0001f600", "\ue000", "\uffff", "\ud800", "é"]),
+)
+_any_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**54), max_value=2**54)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.floats(min_value=-1e-3, max_value=1e-3)
+    | st.floats(min_value=-(2.0**54), max_value=2.0**54).map(float.__floor__).map(float)
+    | st.sampled_from([1e-4, 9.999999999999999e-5, 1e16, 1e21, 1e-7, -0.0, 2.0**53, 2.0**53 - 1])
+    | _any_text
+)
+ANY_JSON = st.recursive(
+    _any_scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.tuples(children, children)
+        | st.dictionaries(_keys, children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+def _rfc8785_or_error(value: Any) -> bytes | None:
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError):
+        return None
+
+
+@settings(PROPERTY, max_examples=1500)
+@given(st.dictionaries(_keys, ANY_JSON, max_size=6))
+def test_fast_writer_agrees_with_rfc8785_on_any_value(value: dict[str, Any]) -> None:
+    expected = _rfc8785_or_error(value)
+    if expected is None:
+        with pytest.raises(InvalidInput):
+            canonical_json(value)
+    else:
+        assert canonical_json(value) == expected
+
+
+@pytest.mark.parametrize(
+    "number",
+    [1e-4, 1.5e-4, 9.99e-5, 123.456, 1e15 + 0.5, 2.0**52 + 0.5, 2.0**53 - 1, 2.0**53,
+     -(2.0**53), 1e16, 1e21, 5e-324, -0.0, 0.0, 1e-7, 0.1 + 0.2],
+)  # fmt: skip
+def test_fast_writer_agrees_with_rfc8785_at_the_float_boundaries(number: float) -> None:
+    value = {"n": number, "list": [number, {"k": number}]}
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_common_envelopes_never_reach_rfc8785(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The speed of taking in events rests on this: an ordinary envelope (and a reading
+    # with whole and fractional floats) is written without the slow writer.
+    def slow(value: Any) -> bytes:
+        raise AssertionError("rfc8785 was called")
+
+    monkeypatch.setattr(rfc8785, "dumps", slow)
+    assert canonical_json(ENVELOPE["envelope"]) == ENVELOPE["jcs"].encode("utf-8")
+    reading = {"celsius": 21.5, "count": 40.0, "ratio": 0.8125, "ok": True, "note": None}
+    assert (
+        canonical_json(reading)
+        == b'{"celsius":21.5,"count":40,"note":null,"ok":true,"ratio":0.8125}'
+    )
+    with pytest.raises(AssertionError, match="rfc8785 was called"):
+        canonical_json({"n": 1e-7})  # and the rest still goes there
 
 
 # --- tampering -------------------------------------------------------------------------

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from threading import Lock
 
 from ledger.canonical import loads_canonical, stream_id
 from ledger.chain import Deployment
-from ledger.errors import NotAnchored
-from ledger.merkle import MerkleTree, build_tree
+from ledger.errors import InvalidInput, NotAnchored
+from ledger.merkle import MerkleTree, ProofStep, build_tree, verify_inclusion
 from ledger.models import AnchorRef, BatchRef, ProofBundle, SignedEnvelope
-from ledger.store import ANCHORED, Store
+from ledger.store import ANCHORED, BatchRow, Store
 
 __all__ = ["BundleBuilder"]
 
+log = logging.getLogger("fourflow.bundle")
+
 
 class BundleBuilder:
-    """Makes bundles; keeps the trees of the last few batches it proved from."""
+    """Makes bundles. A proof comes from the batch's stored upper nodes and one 64-leaf
+    chunk (Store.batch_proof); batches sealed before those were stored are proved from
+    a full tree, and the last few such trees are kept."""
 
     def __init__(self, store: Store, deployment: Deployment, *, cached_trees: int = 16) -> None:
         self.store = store
@@ -38,6 +43,23 @@ class BundleBuilder:
                 self._trees.popitem(last=False)
         return tree
 
+    def _proof(self, batch: BatchRow, index: int, leaf: str) -> list[ProofStep]:
+        """The stored nodes' proof, checked against the batch root; should the nodes
+        ever disagree with it (a damaged row), the proof comes from the full tree."""
+        proof = self.store.batch_proof(batch.stream, batch.seq, index, batch.leaf_count)
+        try:
+            verify_inclusion(
+                leaf=bytes.fromhex(leaf),
+                index=index,
+                leaf_count=batch.leaf_count,
+                proof=proof,
+                root=bytes.fromhex(batch.root),
+            )
+        except InvalidInput:
+            log.error("stored nodes of batch %s/%d disagree with its root", batch.stream, batch.seq)
+            return self._tree(batch.stream, batch.seq, batch.root).proof(index)
+        return proof
+
     def bundle(self, event_id: str) -> ProofBundle:
         """The proof bundle of an anchored event; NotAnchored until its batch is anchored."""
         event = self.store.event(event_id)
@@ -48,7 +70,6 @@ class BundleBuilder:
             raise NotAnchored(
                 f"batch {batch.seq} of {event.stream!r} is {batch.state}, not anchored"
             )
-        tree = self._tree(batch.stream, batch.seq, batch.root)
         return ProofBundle(
             envelope=SignedEnvelope.model_validate(loads_canonical(event.envelope)),
             leaf="0x" + event.leaf,
@@ -59,7 +80,7 @@ class BundleBuilder:
                 leaf_index=event.leaf_index,
                 leaf_count=batch.leaf_count,
                 root="0x" + batch.root,
-                proof=tree.proof(event.leaf_index),
+                proof=self._proof(batch, event.leaf_index, event.leaf),
                 first_event_time=batch.first_event_time_ms,
                 last_event_time=batch.last_event_time_ms,
             ),

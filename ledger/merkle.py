@@ -7,6 +7,16 @@ length of a proof and the side of each sibling are fixed by (leaf index, leaf co
 
 A proof is merkletools' list of one-key dicts, ``[{"right": hex}, {"left": hex}, ...]``,
 from the leaf's level up; ``"left"`` means the sibling is hashed on the left.
+
+Leaves go into merkletools as the bytes they are (its ``add_leaf`` takes hex and turns
+each leaf back into a bytearray, which cost half as much again as the hashing).
+
+A sealed batch keeps its tree's upper part: every node at height ``CHUNK_HEIGHT`` and
+above (``upper_nodes``), 2/64 of the leaf count. A proof then needs only the 64 leaves
+of the leaf's chunk and one stored node per upper level (``proof_from_parts``), instead
+of every leaf of the batch. The pieces compose because a chunk starts at a multiple of
+64: inside it, the leaves pair exactly as in the whole tree, and the whole tree's last
+odd node at any height below the chunk's lies in the last chunk.
 """
 
 from __future__ import annotations
@@ -21,17 +31,24 @@ from blockcerts_merkletools import MerkleTools
 from ledger.errors import InvalidInput
 
 __all__ = [
+    "CHUNK_HEIGHT",
     "MerkleTree",
     "ProofStep",
     "build_tree",
+    "chunk_span",
+    "proof_from_parts",
     "proof_shape",
     "root_from_proof",
+    "upper_siblings",
     "verify_inclusion",
 ]
 
 ProofStep = dict[str, str]  # {"left": hex} or {"right": hex}
 _HASH_BYTES = 32
 _SIBLING_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+CHUNK_HEIGHT = 6  # a sealed batch stores its nodes from this height up (64-leaf chunks)
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,21 @@ class MerkleTree:
     @property
     def root(self) -> bytes:
         return bytes(self._tools.levels[0][0])
+
+    @property
+    def height(self) -> int:
+        """Edges from a leaf to the root (0 for a single leaf)."""
+        return len(self._tools.levels) - 1
+
+    def upper_nodes(self, from_height: int = CHUNK_HEIGHT) -> list[tuple[int, int, bytes]]:
+        """(height, index, hash) of every node at ``from_height`` and above, the root
+        excluded: what ``proof_from_parts`` needs besides a chunk's leaves."""
+        levels = self._tools.levels
+        return [
+            (height, index, bytes(node))
+            for height in range(from_height, len(levels) - 1)
+            for index, node in enumerate(levels[-1 - height])
+        ]
 
     @property
     def leaf_count(self) -> int:
@@ -59,13 +91,60 @@ def build_tree(leaves: Sequence[bytes]) -> MerkleTree:
     """Build the tree over ``leaves`` (each 32 bytes), in order."""
     if not leaves:
         raise InvalidInput("a Merkle tree needs at least one leaf")
+    sizes = set(map(len, leaves))
+    if sizes != {_HASH_BYTES}:
+        wrong = next(size for size in sizes if size != _HASH_BYTES)
+        raise InvalidInput(f"a leaf must be {_HASH_BYTES} bytes, got {wrong}")
     tools = MerkleTools(hash_type="sha256")
-    for leaf in leaves:
-        if len(leaf) != _HASH_BYTES:
-            raise InvalidInput(f"a leaf must be {_HASH_BYTES} bytes, got {len(leaf)}")
-    tools.add_leaf([leaf.hex() for leaf in leaves])
+    tools.leaves = [bytes(leaf) for leaf in leaves]  # what add_leaf makes of hex, minus the hex
     tools.make_tree()
     return MerkleTree(tools)
+
+
+def chunk_span(index: int, leaf_count: int, height: int = CHUNK_HEIGHT) -> tuple[int, int]:
+    """The leaf indexes [first, end) of the chunk that holds leaf ``index``."""
+    first = index >> height << height
+    return first, min(first + (1 << height), leaf_count)
+
+
+def upper_siblings(
+    index: int, leaf_count: int, height: int = CHUNK_HEIGHT
+) -> list[tuple[int, int]]:
+    """(height, index) of the stored nodes a proof of leaf ``index`` needs, lowest first."""
+    wanted = []
+    level, width = height, -(-leaf_count >> height)  # ceil(leaf_count / 2**height)
+    position = index >> height
+    while width > 1:
+        if position % 2 == 1:
+            wanted.append((level, position - 1))
+        elif position + 1 < width:
+            wanted.append((level, position + 1))
+        level, position, width = level + 1, position // 2, (width + 1) // 2
+    return wanted
+
+
+def proof_from_parts(
+    index: int,
+    leaf_count: int,
+    chunk_leaves: Sequence[bytes],
+    nodes: dict[tuple[int, int], bytes],
+    height: int = CHUNK_HEIGHT,
+) -> list[ProofStep]:
+    """The proof of leaf ``index`` from its chunk's leaves (``chunk_span``) and the
+    stored nodes ``upper_siblings`` names; equal to ``build_tree(all).proof(index)``."""
+    first, end = chunk_span(index, leaf_count, height)
+    if len(chunk_leaves) != end - first:
+        raise InvalidInput(
+            f"chunk of leaf {index} has {end - first} leaves, got {len(chunk_leaves)}"
+        )
+    steps = build_tree(chunk_leaves).proof(index - first)
+    sides = proof_shape(index, leaf_count)[len(steps) :]
+    for side, key in zip(sides, upper_siblings(index, leaf_count, height), strict=True):
+        node = nodes.get(key)
+        if node is None:
+            raise InvalidInput(f"stored node {key} missing for leaf {index}")
+        steps.append({side: node.hex()})
+    return steps
 
 
 def proof_shape(index: int, leaf_count: int) -> list[str]:

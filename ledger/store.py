@@ -20,18 +20,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, event, func, insert, text
+from sqlalchemy import BigInteger, Index, Integer, event, func, insert, text, tuple_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from ledger.canonical import canonical_json, event_digest, leaf_of_canonical
 from ledger.errors import Conflict, LedgerError, NotFound, StoreError
-from ledger.merkle import build_tree
+from ledger.merkle import (
+    CHUNK_HEIGHT,
+    ProofStep,
+    build_tree,
+    chunk_span,
+    proof_from_parts,
+    upper_siblings,
+)
 from ledger.models import SignedEnvelope
 from ledger.schema import migrate, sqlite_path
 
 __all__ = [
+    "BatchNodeRow",
     "BatchRow",
     "ClaimRow",
     "EventAssetRow",
@@ -102,6 +110,20 @@ class BatchRow(SQLModel, table=True):
     gas_used: int | None = Field(default=None, sa_type=_BIG)
     sealed_at_ms: int = Field(sa_type=_BIG)
     anchored_at_ms: int | None = Field(default=None, sa_type=_BIG)
+
+
+class BatchNodeRow(SQLModel, table=True):
+    """A node of a sealed batch's tree at height ledger.merkle.CHUNK_HEIGHT or above
+    (leaves are height 0; the root is in BatchRow): with the 64 leaves of its chunk, a
+    proof needs one of these per level, not the whole batch (Store.batch_proof)."""
+
+    __tablename__ = "batch_nodes"
+
+    stream: str = Field(primary_key=True, max_length=64)
+    seq: int = Field(primary_key=True)
+    height: int = Field(primary_key=True)
+    idx: int = Field(primary_key=True)
+    hash: str = Field(max_length=64)
 
 
 class ClaimRow(SQLModel, table=True):
@@ -457,13 +479,14 @@ class Store:
             return {stream: (int(n), int(oldest)) for stream, n, oldest in session.exec(query)}
 
     def seal(self, stream: str, *, max_events: int) -> BatchRow | None:
-        """Seal up to ``max_events`` pending events of ``stream`` into its next batch."""
+        """Seal up to ``max_events`` pending events of ``stream`` into its next batch,
+        with the upper nodes of its tree (BatchNodeRow) for fast proofs."""
         with self._session() as session:
             # the rows are locked (PostgreSQL) before the seq is read: should two sealers
             # ever meet on a stream (a claim lost with its connection), the second waits,
             # then finds these events sealed and the seq taken, and cannot reuse either
             pending = session.exec(
-                select(EventRow)
+                select(EventRow.position, EventRow.leaf, EventRow.event_time_ms)
                 .where(EventRow.stream == stream, col(EventRow.batch_seq).is_(None))
                 .order_by(col(EventRow.position))
                 .limit(max_events)
@@ -475,8 +498,8 @@ class Store:
                 select(func.max(BatchRow.seq)).where(BatchRow.stream == stream)
             ).one()
             seq = 0 if last is None else int(last) + 1
-            tree = build_tree([bytes.fromhex(e.leaf) for e in pending])
-            times = [e.event_time_ms for e in pending]
+            tree = build_tree([bytes.fromhex(leaf) for _, leaf, _ in pending])
+            times = [event_time for _, _, event_time in pending]
             batch = BatchRow(
                 stream=stream,
                 seq=seq,
@@ -487,12 +510,52 @@ class Store:
                 sealed_at_ms=_now_ms(),
             )
             session.add(batch)
-            for index, row in enumerate(pending):
-                row.batch_seq = seq
-                row.leaf_index = index
-                session.add(row)
+            session.execute(  # bulk UPDATE by primary key
+                update(EventRow),
+                [
+                    {"position": position, "batch_seq": seq, "leaf_index": index}
+                    for index, (position, _, _) in enumerate(pending)
+                ],
+            )
+            nodes = [
+                {"stream": stream, "seq": seq, "height": height, "idx": idx, "hash": node.hex()}
+                for height, idx, node in tree.upper_nodes(CHUNK_HEIGHT)
+            ]
+            if nodes:
+                session.execute(insert(BatchNodeRow), nodes)
             session.commit()
         return batch
+
+    def batch_proof(self, stream: str, seq: int, index: int, leaf_count: int) -> list[ProofStep]:
+        """The Merkle proof of leaf ``index`` of a sealed batch, from the leaves of its
+        64-leaf chunk and the stored upper nodes; a batch sealed before those were kept
+        (schema 0002) is proved from all its leaves."""
+        first, end = chunk_span(index, leaf_count)
+        wanted = upper_siblings(index, leaf_count)
+        with self._session() as session:
+            leaves = session.exec(
+                select(EventRow.leaf)
+                .where(
+                    EventRow.stream == stream,
+                    EventRow.batch_seq == seq,
+                    col(EventRow.leaf_index) >= first,
+                    col(EventRow.leaf_index) < end,
+                )
+                .order_by(col(EventRow.leaf_index))
+            ).all()
+            nodes: dict[tuple[int, int], bytes] = {}
+            if wanted:
+                query = select(BatchNodeRow.height, BatchNodeRow.idx, BatchNodeRow.hash).where(
+                    BatchNodeRow.stream == stream,
+                    BatchNodeRow.seq == seq,
+                    tuple_(col(BatchNodeRow.height), col(BatchNodeRow.idx)).in_(wanted),
+                )
+                nodes = {(h, i): bytes.fromhex(node) for h, i, node in session.exec(query)}
+        if len(leaves) != end - first:
+            raise NotFound(f"batch {seq} of {stream!r} has no leaves {first}..{end - 1}")
+        if len(nodes) < len(wanted):
+            return build_tree(self.batch_leaves(stream, seq)).proof(index)
+        return proof_from_parts(index, leaf_count, [bytes.fromhex(x) for x in leaves], nodes)
 
     def unfinished_batches(self, stream: str | None = None) -> list[BatchRow]:
         """Sealed or sent batches, in (stream, seq) order: the anchoring to-do list."""

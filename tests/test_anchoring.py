@@ -175,3 +175,29 @@ def test_oracle_run_without_a_key_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "error:" in result.stderr
+
+
+def test_bundles_of_a_large_batch_come_from_stored_nodes_and_survive_a_damaged_one(
+    dev: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sqlmodel import select
+
+    from ledger.store import BatchNodeRow
+    from ledger.verify import verify_bundle
+
+    runtime, keys = dev
+    ids = submit(runtime, keys.submitters[0], 130)  # three 64-leaf chunks
+    runtime.anchorer(keys.oracle).run_once(force=True)
+    for event_id in (ids[0], ids[64], ids[129]):
+        verify_bundle(runtime.bundles.bundle(event_id).to_json_dict(), chain=runtime.chain)
+    with runtime.store._session() as session:
+        node = session.exec(
+            select(BatchNodeRow).where(BatchNodeRow.height == 6, BatchNodeRow.idx == 1)
+        ).one()
+        node.hash = "00" * 32  # the sibling of chunk 0 at height 6
+        session.add(node)
+        session.commit()
+    with caplog.at_level("ERROR", logger="fourflow.bundle"):
+        bundle = runtime.bundles.bundle(ids[5])
+    assert "disagree with its root" in caplog.text
+    verify_bundle(bundle.to_json_dict(), chain=runtime.chain)  # proved from the full tree instead

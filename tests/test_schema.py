@@ -64,11 +64,16 @@ def test_upgrade_keeps_data_and_downgrade_undoes(any_db_url: str) -> None:
             )
         )
     assert schema.current(engine) == "0001"
-    assert schema.migrate(engine) == ["0002"]
+    assert schema.migrate(engine) == ["0002", "0003"]
     assert schema.current(engine) == schema.HEAD
     assert inspect(engine).has_table("claims")
+    assert inspect(engine).has_table("batch_nodes")
     assert _event_rows(any_db_url) == [("e-1", "s")]
     assert schema.migrate(engine) == []  # nothing left to do
+    with engine.begin() as connection:
+        command.downgrade(schema.alembic_config(connection), "0002")
+    assert not inspect(engine).has_table("batch_nodes")
+    assert inspect(engine).has_table("claims")
     with engine.begin() as connection:
         command.downgrade(schema.alembic_config(connection), "0001")
     assert not inspect(engine).has_table("claims")
@@ -166,10 +171,10 @@ def test_the_db_commands(tmp_path: Path) -> None:
     assert behind.returncode == 1 and "none (behind" in behind.stdout
     upgraded = run("upgrade", "--db", url)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert f"to {schema.HEAD}: 0001, 0002" in upgraded.stdout
+    assert f"to {schema.HEAD}: 0001, 0002, 0003" in upgraded.stdout
     assert run("upgrade", "--db", url).stdout.strip() == f"already at {schema.HEAD}"
     assert run("current", "--db", url).stdout.strip() == f"{schema.HEAD} (up to date)"
-    assert "0002" in run("history").stdout
+    assert "0003" in run("history").stdout
     bad = run("upgrade", "--db", "nosuchdriver://x")
     assert bad.returncode == 2 and "nosuchdriver" in bad.stderr and not bad.stdout
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from eth_account import Account
 from fastapi.testclient import TestClient
-from sqlmodel import select
+from sqlmodel import delete, select
 
 from api.app import create_app
 from api.siwe_client import sign_in
@@ -18,7 +18,7 @@ from ledger.flows import FlowEntryRow
 from ledger.merkle import build_tree
 from ledger.runtime import Runtime
 from ledger.signing import domain_for, envelopes_for, sign_submission
-from ledger.store import Store
+from ledger.store import BatchNodeRow, Store
 from ledger.verify import verify_bundle
 from tests.conftest import make_events
 
@@ -181,3 +181,29 @@ def test_events_commit_in_position_order_so_cursors_miss_none(store: Store) -> N
     with store.session() as session:
         cataloged = set(session.exec(select(FlowEntryRow.event_id)).all())
     assert {slow[0].event.event_id, fast[0].event.event_id} <= cataloged
+
+
+def test_batch_proofs_from_stored_nodes_equal_the_full_trees(store: Store) -> None:
+    store.accept(envelopes(150, prefix="n"))
+    batch = store.seal("acme.custody", max_events=1_000)
+    assert batch is not None and batch.leaf_count == 150
+    tree = build_tree(store.batch_leaves("acme.custody", batch.seq))
+    with store._session() as session:
+        stored = session.exec(select(BatchNodeRow.height, BatchNodeRow.idx)).all()
+    assert sorted(stored) == [(6, 0), (6, 1), (6, 2), (7, 0), (7, 1)]  # 150 = 64 + 64 + 22
+    for index in range(150):
+        assert store.batch_proof("acme.custody", batch.seq, index, 150) == tree.proof(index)
+
+
+def test_a_batch_without_stored_nodes_is_proved_from_all_its_leaves(store: Store) -> None:
+    # batches sealed before schema 0003 have no nodes
+    store.accept(envelopes(100, prefix="old"))
+    batch = store.seal("acme.custody", max_events=1_000)
+    assert batch is not None
+    with store._session() as session:
+        session.exec(delete(BatchNodeRow))  # type: ignore[call-overload]
+        session.commit()
+    tree = build_tree(store.batch_leaves("acme.custody", batch.seq))
+    assert store.batch_proof("acme.custody", batch.seq, 99, 100) == tree.proof(99)
+    with pytest.raises(NotFound, match=r"no leaves 128\.\.191"):
+        store.batch_proof("acme.custody", batch.seq, 130, 200)

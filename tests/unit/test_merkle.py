@@ -17,8 +17,11 @@ from ledger.errors import InvalidInput
 from ledger.merkle import (
     ProofStep,
     build_tree,
+    chunk_span,
+    proof_from_parts,
     proof_shape,
     root_from_proof,
+    upper_siblings,
     verify_inclusion,
 )
 from tests.unit._vectors import load
@@ -339,3 +342,43 @@ def test_any_single_tampered_byte_is_caught(data: st.DataObject) -> None:
 
     with pytest.raises(InvalidInput):
         verify_inclusion(leaf=leaf, index=index, leaf_count=n, proof=proof, root=tree.root)
+
+
+# --- proofs from a chunk and the stored upper nodes ------------------------------------
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(n=st.integers(1, 700), height=st.integers(1, 6), data=st.data())
+def test_a_proof_from_parts_is_the_full_trees_proof(
+    n: int, height: int, data: st.DataObject
+) -> None:
+    all_leaves = leaves(n)
+    tree = build_tree(all_leaves)
+    nodes = {(h, i): node for h, i, node in tree.upper_nodes(height)}
+    index = data.draw(st.integers(0, n - 1))
+    first, end = chunk_span(index, n, height)
+    assert first <= index < end and end - first <= 2**height
+    wanted = upper_siblings(index, n, height)
+    assert set(wanted) <= set(nodes)  # only stored nodes are asked for
+    proof = proof_from_parts(index, n, all_leaves[first:end], nodes, height)
+    assert proof == tree.proof(index)
+    # the nodes are the reference tree's: height h of ref_levels, index for index
+    reference = ref_levels(all_leaves)
+    assert all(reference[h][i] == node for (h, i), node in nodes.items())
+
+
+def test_upper_nodes_are_about_two_per_chunk() -> None:
+    tree = build_tree(leaves(1000))
+    nodes = tree.upper_nodes(6)  # 16 chunks of 64 (the last of 40): 16 + 8 + 4 + 2 nodes
+    assert len(nodes) == 30 and tree.height == 10
+    assert build_tree(leaves(64)).upper_nodes(6) == []  # one chunk: the root is enough
+
+
+def test_proof_from_parts_refuses_a_short_chunk_or_a_missing_node() -> None:
+    all_leaves = leaves(200)
+    nodes = {(h, i): node for h, i, node in build_tree(all_leaves).upper_nodes(3)}
+    with pytest.raises(InvalidInput, match="has 8 leaves, got 7"):
+        proof_from_parts(9, 200, all_leaves[8:15], nodes, 3)
+    del nodes[(3, 0)]
+    with pytest.raises(InvalidInput, match=r"stored node \(3, 0\) missing"):
+        proof_from_parts(9, 200, all_leaves[8:16], nodes, 3)

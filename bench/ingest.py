@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +34,7 @@ from ledger.models import ProofBundle, SubmissionIn
 from ledger.runtime import DevKeys, Runtime
 from ledger.signing import domain_for, envelopes_for, recover_envelope_signer, sign_submission
 from ledger.verify import verify_bundle
-from tests.conftest import ANVIL, AnvilNode, fourflow_bin, free_port, make_events
+from tests.conftest import ANVIL, AnvilNode, ServeProcess, free_port, make_events
 
 INGEST_GOAL_EVENTS_S = 20_000
 INGEST_GOAL_RATIO = 0.5
@@ -88,38 +87,9 @@ def _serve(ctx: Context, deployed: _Deployed, *args: str, oracle: bool) -> str:
     if oracle:
         env["FOURFLOW_ORACLE_KEY"] = deployed.keys.oracle.key.hex()
     port = free_port()
-    log = ctx.tmp / f"serve-{port}.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen(
-            [fourflow_bin(), "serve", "--port", str(port), *args],
-            env=env,
-            stdout=sink,
-            stderr=sink,
-        )
-
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    ctx.on_exit(stop)
-    api = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"fourflow serve exited: {log.read_text()[-2000:]}")
-        if time.monotonic() > deadline:
-            raise RuntimeError("fourflow serve did not come up in 60 s")
-        try:
-            if httpx.get(f"{api}/v1/health", timeout=2).status_code == 200:
-                return api
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    server = ServeProcess.start(env, *args, log=ctx.tmp / f"serve-{port}.log", port=port)
+    ctx.on_exit(server.stop)
+    return server.url
 
 
 def _domain_of(api: str) -> Any:

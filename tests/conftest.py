@@ -9,11 +9,12 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Container, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ledger.chain import Chain
@@ -125,6 +126,85 @@ class AnvilNode:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class ServeProcess:
+    """`fourflow serve` as a process on a loopback port, its output appended to ``log``.
+    ``start`` returns it answering /v1/health; ``stop`` (also on leaving a ``with``)
+    terminates it, kills it if it has not exited in time, and may be called again."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], *, port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+
+    @classmethod
+    def start(
+        cls,
+        env: Mapping[str, str],
+        *args: str,
+        log: Path,
+        port: int | None = None,
+        wait: float = 60,
+        ready: Container[int] = (200,),
+        stderr_only: bool = False,
+    ) -> ServeProcess:
+        """Start it with ``env`` and the extra CLI ``args`` and wait up to ``wait`` seconds
+        for /v1/health to answer with a status in ``ready``; stopped again if it exits or
+        the time runs out. ``stderr_only``: the log holds stderr, stdout is discarded."""
+        port = port or free_port()
+        with log.open("ab") as sink:
+            proc = subprocess.Popen(
+                [fourflow_bin(), "serve", "--port", str(port), *args],
+                env=env,
+                stdout=subprocess.DEVNULL if stderr_only else sink,
+                stderr=sink,
+            )
+        server = cls(proc, port=port, log=log)
+        try:
+            server._wait_healthy(wait, ready)
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def _wait_healthy(self, wait: float, ready: Container[int]) -> None:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=2).status_code in ready:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"fourflow serve exited ({self.proc.returncode}):\n{self.tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"fourflow serve did not answer on {self.url} within {wait:g} s:\n{self.tail()}"
+                )
+            time.sleep(0.1)
+
+    def tail(self, chars: int = 3000) -> str:
+        """The end of the server's log."""
+        return self.log.read_text(encoding="utf-8", errors="replace")[-chars:]
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 @pytest.fixture(scope="session")

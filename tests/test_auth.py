@@ -55,7 +55,7 @@ from ledger.collateral import (
 from ledger.errors import Unauthenticated
 from ledger.runtime import DevKeys, Runtime
 from ledger.store import Store
-from tests.conftest import ANVIL_DEV_KEY, AnvilNode, fourflow_bin, free_port
+from tests.conftest import ANVIL_DEV_KEY, AnvilNode, ServeProcess, fourflow_bin, free_port
 
 SECRET = bytes(range(32))
 
@@ -747,7 +747,6 @@ def test_sign_in_command_against_fourflow_serve_on_anvil(anvil: AnvilNode, tmp_p
     lender = new_account()
     contracts.pledges.grant(LENDER_ROLE, lender.address, admin=Account.from_key(ANVIL_DEV_KEY))
     deployment.write(tmp_path / "deployment.json")
-    port = free_port()
     env = _env(
         FOURFLOW_RPC_URL=anvil.url,
         FOURFLOW_MANIFEST=str(tmp_path / "deployment.json"),
@@ -755,22 +754,8 @@ def test_sign_in_command_against_fourflow_serve_on_anvil(anvil: AnvilNode, tmp_p
         FOURFLOW_AUTH_SECRET=SECRET.hex(),
         FOURFLOW_TOKEN_TTL_SECONDS="600",
     )
-    log = tmp_path / "serve.log"
-    with log.open("w") as sink:
-        serve = subprocess.Popen(
-            [fourflow_bin(), "serve", "--port", str(port)], env=env, stdout=sink, stderr=sink
-        )
-    api = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert serve.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "fourflow serve did not come up"
-            try:
-                if httpx.get(f"{api}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with ServeProcess.start(env, log=tmp_path / "serve.log", wait=30) as serve:
+        api = serve.url
         result = invoke("sign-in", "--api", api, "--json", env={"FOURFLOW_KEY": lender.key.hex()})
         assert result.exit_code == 0, result.stderr
         answer = json.loads(result.stdout)
@@ -781,13 +766,6 @@ def test_sign_in_command_against_fourflow_serve_on_anvil(anvil: AnvilNode, tmp_p
         signer = TokenSigner(SECRET, chain_id=deployment.chain_id)
         claims = signer.claims_of(answer["token"])
         assert claims.exp - claims.iat == 600
-    finally:
-        serve.terminate()
-        try:
-            serve.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            serve.wait()
 
 
 # --- settings and small parts ---------------------------------------------------------

@@ -47,7 +47,7 @@ from ledger.chain import Chain
 from ledger.models import EventBody, SubmissionIn
 from ledger.runtime import DevKeys, Runtime
 from ledger.signing import SUBMISSION_TYPES, domain_for, sign_submission, submission_root
-from tests.conftest import AnvilNode, fourflow_bin, free_port, make_events
+from tests.conftest import AnvilNode, ServeProcess, make_events
 
 pytestmark = pytest.mark.anvil
 
@@ -121,19 +121,6 @@ class Server:
         return "server log: " + kept[-3000:]
 
 
-def _wait_until_serving(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"fourflow serve did not start: {log.read_text()[-3000:]}")
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def server(anvil: AnvilNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`fourflow serve` on a free loopback port: a fresh registry on the session's anvil,
@@ -157,25 +144,17 @@ def server(anvil: AnvilNode, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "FOURFLOW_ORACLE_CONFIG": str(oracle_config),
         "FOURFLOW_CAPTURE_TOKENS": "fuzz:" + hashlib.sha256(CAPTURE_TOKEN.encode()).hexdigest(),
     }  # no FOURFLOW_ORACLE_KEY: nothing anchors, so the counts move only with submissions
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = folder / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [fourflow_bin(), "serve", "--port", str(port)], env=env, stdout=out, stderr=out
-        )
     try:
-        _wait_until_serving(proc, base, log)
-        with httpx.Client(base_url=base, timeout=ANSWER_TIMEOUT_S) as client:
-            token = sign_in(client, keys.submitters[0])
-            yield Server(base, proc, log, db_path, runtime, keys, client, token)
-    finally:
-        proc.terminate()
+        serve = ServeProcess.start(env, log=folder / "serve.log")
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            with httpx.Client(base_url=serve.url, timeout=ANSWER_TIMEOUT_S) as client:
+                token = sign_in(client, keys.submitters[0])
+                yield Server(
+                    serve.url, serve.proc, serve.log, db_path, runtime, keys, client, token
+                )
+        finally:
+            serve.stop(timeout=30)
+    finally:
         runtime.close()
 
 

@@ -15,8 +15,6 @@ import re
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +49,7 @@ from ledger.collateral import (
 from ledger.runtime import Runtime
 from ledger.store import ANCHORED, BatchRow, EventRow, Store
 from ledger.verify import AnchorReads, verify_bundle
-from tests.conftest import AnvilNode, fourflow_bin, free_port
+from tests.conftest import AnvilNode, ServeProcess, fourflow_bin
 
 pytestmark = pytest.mark.anvil
 
@@ -144,36 +142,6 @@ def _deploy(anvil: AnvilNode, tmp_path: Path, db_url: str, submitters: int) -> D
     deployment.write(manifest)
     runtime.close()
     return Deployed(manifest, keys.oracle.key.hex(), keys.submitters, auditor, pledge_id)
-
-
-@contextmanager
-def _server(env: dict[str, str], log: Path) -> Iterator[str]:
-    """`fourflow serve` (anchoring in-process: the oracle key is set); killed afterwards."""
-    port = free_port()
-    with log.open("w") as sink:
-        proc = subprocess.Popen(
-            [fourflow_bin(), "serve", "--port", str(port)], env=env, stdout=sink, stderr=sink
-        )
-    api = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "fourflow serve did not come up"
-            try:
-                if httpx.get(f"{api}/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        yield api
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _wait_indexed(api: str, auditor: LocalAccount, pledge_id: int) -> None:
@@ -328,14 +296,10 @@ def _load_against_serve(
         "FOURFLOW_ORACLE_KEY": deployed.oracle_key,  # the server anchors in-process
     }
     log = tmp_path / "serve.log"
-    with _server(env, log) as api:
-        _wait_indexed(api, deployed.auditor, deployed.pledge_id)
-        if size.as_process:
-            report, table, took_s = _run_load(tmp_path, deployed, api, anvil.url, db_url, size)
-        else:
-            report, table, took_s = _run_load_in_process(
-                tmp_path, deployed, api, anvil.url, db_url, size
-            )
+    with ServeProcess.start(env, log=log) as server:
+        _wait_indexed(server.url, deployed.auditor, deployed.pledge_id)
+        run = _run_load if size.as_process else _run_load_in_process
+        report, table, took_s = run(tmp_path, deployed, server.url, anvil.url, db_url, size)
     with capsys.disabled():  # the figures belong in the test log, -s or not
         print(f"\n{table}report: {tmp_path / 'load.json'}")
     _assert_report(report, size, took_s)

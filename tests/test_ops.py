@@ -33,7 +33,7 @@ from ledger.logs import configure_logging, log_context
 from ledger.runtime import DevKeys, Runtime
 from ledger.signing import sign_submission
 from ledger.store import Store
-from tests.conftest import AnvilNode, fourflow_bin, free_port, make_events
+from tests.conftest import AnvilNode, ServeProcess, fourflow_bin, make_events
 
 STREAM = "acme.custody"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -393,26 +393,10 @@ def test_serve_drains_on_sigterm(anvil: AnvilNode, tmp_path: Path) -> None:
     `event: end`, the upload is answered and stored, the anchorer and indexer threads
     stop, and the process exits 0 within seconds; every log line is JSON."""
     runtime, keys, env = _deployment(anvil, tmp_path)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     stderr = tmp_path / "serve.log"
-    with stderr.open("wb") as sink:
-        server = subprocess.Popen(
-            [fourflow_bin(), "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
+    server = ServeProcess.start(env, log=stderr, stderr_only=True)
+    base = server.url
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, stderr.read_text()
-            time.sleep(0.2)
         firm = keys.submitters[0]
         with httpx.Client(base_url=base, timeout=10) as http:
             token = sign_in(http, firm)
@@ -470,14 +454,12 @@ def test_serve_drains_on_sigterm(anvil: AnvilNode, tmp_path: Path) -> None:
         uploader.start()
         assert upload_started.wait(10)
         time.sleep(0.1)
-        server.send_signal(signal.SIGTERM)
-        code = server.wait(timeout=15)  # under the 20 s the requests' grace allows
+        server.proc.send_signal(signal.SIGTERM)
+        code = server.proc.wait(timeout=15)  # under the 20 s the requests' grace allows
         listener.join(5)
         uploader.join(5)
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        server.stop(timeout=0)  # it had its SIGTERM: whatever is left is killed
     log = _json_lines(stderr)  # every line is JSON
     assert code == 0, stderr.read_text()
     # the stream ended itself ("event: end"), rather than being cut off when the

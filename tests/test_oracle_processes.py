@@ -14,7 +14,6 @@ import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from ledger.oracle_state import OracleState
 from ledger.store import Store
 from oracles.files import sign_file
 from oracles.simulate import warehouse
-from tests.conftest import ANVIL_DEV_KEY, AnvilNode, fourflow_bin
+from tests.conftest import ANVIL_DEV_KEY, AnvilNode, ServeProcess, fourflow_bin
 
 pytestmark = pytest.mark.anvil
 START = "2026-11-20"  # a past week: readings from the future are refused
@@ -119,14 +118,8 @@ def test_a_signed_reader_export_is_imported_and_a_forged_one_refused(setup: dict
 
 def test_oracle_run_takes_a_simulated_warehouse_in_over_mqtt(setup: dict[str, Any]) -> None:
     env, tmp, tenant = setup["env"], setup["tmp"], setup["tenant"]
-    api_port = str(_free_port())
     serve_env = {k: v for k, v in env.items() if k != "FOURFLOW_ORACLE_KEY"}  # one anchorer
-    server_log, oracle_log = tmp / "serve.log", tmp / "oracle.log"
-    with server_log.open("w") as log:
-        server = subprocess.Popen(
-            [fourflow_bin(), "serve", "--oracle-config", str(tmp / "oracle.json"), "--port", api_port],
-            env=serve_env, stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
+    oracle_log = tmp / "oracle.log"
     with oracle_log.open("w") as log:
         oracle = subprocess.Popen(
             [fourflow_bin(), "oracle", "run", "--config", str(tmp / "oracle.json"), "--poll", "0.2",
@@ -134,62 +127,42 @@ def test_oracle_run_takes_a_simulated_warehouse_in_over_mqtt(setup: dict[str, An
             env=env, stdout=subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
     try:
-        _wait_http(f"http://127.0.0.1:{api_port}/v1/health", server, server_log)
-        time.sleep(2)  # the subscriber's session exists before anything is published
-        published = run(
-            "simulate", "warehouse", "--days", "1", "--seed", "3", "--mqtt", "--tenant", tenant,
-            "--start", START,
-            "--api", f"http://127.0.0.1:{api_port}", env=env, timeout=180,
-        )  # fmt: skip
-        assert published.returncode == 0, published.stderr
-        expected = warehouse(
-            days=1, seed=3, start=datetime.fromisoformat(START).replace(tzinfo=UTC)
-        )
-        store = Store.open(setup["db"])
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            counts = store.counts()
-            if counts["events"] >= len(expected.readings) and counts["pending"] == 0:
-                break
-            time.sleep(0.5)
-        ids = [f"{r.device};seq={r.seq}" for r in expected.readings]
-        assert store.stored_ids(ids) == set(ids)
-        assert store.counts()["pending"] == 0  # all anchored by the anchor worker
-        raised = {a.rule for a in OracleState(store).alarms()}
-        assert {i.expected_rule for i in expected.incidents} <= raised
-        store.close()
+        with ServeProcess.start(
+            serve_env, "--oracle-config", str(tmp / "oracle.json"),
+            log=tmp / "serve.log", wait=30, stderr_only=True,
+        ) as server:  # fmt: skip
+            time.sleep(2)  # the subscriber's session exists before anything is published
+            published = run(
+                "simulate", "warehouse", "--days", "1", "--seed", "3", "--mqtt", "--tenant", tenant,
+                "--start", START,
+                "--api", server.url, env=env, timeout=180,
+            )  # fmt: skip
+            assert published.returncode == 0, published.stderr
+            expected = warehouse(
+                days=1, seed=3, start=datetime.fromisoformat(START).replace(tzinfo=UTC)
+            )
+            store = Store.open(setup["db"])
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                counts = store.counts()
+                if counts["events"] >= len(expected.readings) and counts["pending"] == 0:
+                    break
+                time.sleep(0.5)
+            ids = [f"{r.device};seq={r.seq}" for r in expected.readings]
+            assert store.stored_ids(ids) == set(ids)
+            assert store.counts()["pending"] == 0  # all anchored by the anchor worker
+            raised = {a.rule for a in OracleState(store).alarms()}
+            assert {i.expected_rule for i in expected.incidents} <= raised
+            store.close()
     finally:
-        for process in (oracle, server):
-            process.send_signal(signal.SIGTERM)
-        for process in (oracle, server):
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        oracle.send_signal(signal.SIGTERM)
+        try:
+            oracle.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            oracle.kill()
+            oracle.wait()
     assert oracle.returncode == 0, oracle_log.read_text()
     assert "oracle running: ingest, rules, facts, anchor" in oracle_log.read_text()
-
-
-def _free_port() -> int:
-    from tests.conftest import free_port
-
-    return free_port()
-
-
-def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not come up")
 
 
 @pytest.mark.parametrize(

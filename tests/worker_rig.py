@@ -19,15 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from ledger.audit import Auditor
 from ledger.chain import Chain
 from ledger.runtime import DevKeys, Runtime
 from ledger.signing import sign_submission
 from ledger.store import Store
 from ledger.verify import verify_bundle
-from tests.conftest import AnvilNode, fourflow_bin, free_port, make_events
+from tests.conftest import AnvilNode, ServeProcess, fourflow_bin, make_events
 
 
 @dataclass
@@ -141,22 +139,14 @@ class Rig:
         )
 
     def api(self, name: str = "api") -> tuple[Process, str]:
-        """`fourflow serve` without an oracle key (it only takes submissions in)."""
-        port = free_port()
+        """`fourflow serve` without an oracle key (it only takes submissions in); up once
+        /v1/health answers, degraded (503) or not."""
         env = dict(self.env)
         env.pop("FOURFLOW_ORACLE_KEY")
-        process = self.spawn(name, "serve", "--port", str(port), env=env)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/v1/health", timeout=2).status_code in (200, 503):
-                    return process, base
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.proc.poll() is not None:
-                raise AssertionError(f"{name} did not start:\n{process.output()}")
-            time.sleep(0.2)
+        server = ServeProcess.start(env, log=self.tmp / f"{name}.log", ready=(200, 503))
+        process = Process(name, server.proc, server.log)
+        self.processes.append(process)
+        return process, server.url
 
     def restart_node(self, *, state: Path | None = None) -> None:
         """Stop anvil (it writes its state file) and start it again on the same port,

@@ -5,7 +5,7 @@ The floor is the least any sha256 tree of that shape can cost in Python: one has
 call per inner node in a bare pairwise loop. Peers: pymerkle (an RFC 9162-style Python
 tree) and @openzeppelin/merkle-tree in Node (keccak256, the usual choice next to
 Solidity). Goals (issue 7): build within 1.5x the floor; a proof from a sealed batch
-of 10^6 leaves in under 1 ms.
+of 10^6 leaves in under 1 ms, timed from a real SQLite store as the API serves it.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ import shutil
 import subprocess
 import time
 
-from bench.core import PEERS, Context, Figure, benchmark, timed
-from ledger.merkle import build_tree
+from sqlalchemy import insert
+
+from bench.core import PEERS, Context, Figure, benchmark, percentile, timed
+from ledger.merkle import build_tree, root_from_proof
+from ledger.store import EventRow, Store
 
 
 def floor_root(leaves: list[bytes]) -> bytes:
@@ -56,15 +59,66 @@ def _pymerkle(leaves: list[bytes]) -> tuple[float, float]:
     return build(), proof()
 
 
-def _node_peer(n: int) -> tuple[float, float] | None:
+def _node_peer(n: int) -> tuple[float, float]:
     script = PEERS / "merkle-tree.mjs"
     if shutil.which("node") is None or not (PEERS / "node_modules" / "@openzeppelin").exists():
-        return None
+        raise RuntimeError("the OpenZeppelin peer is not installed: run `make bench-deps`")
     out = subprocess.run(
         ["node", str(script), str(n)], capture_output=True, text=True, check=True, timeout=600
     )
     result = json.loads(out.stdout)
     return float(result["build_s"]), float(result["proof_s"])
+
+
+def _sealed_batch_proofs(ctx: Context, leaves: list[bytes]) -> list[Figure]:
+    """Seal ``leaves`` as one batch of a SQLite store, then time proofs from it as the
+    API serves them (Store.batch_proof: a 64-leaf chunk and the stored upper nodes),
+    each from a different chunk, so no proof rides on the previous one's pages."""
+    n = len(leaves)
+    store = Store.open(f"sqlite:///{ctx.tmp}/merkle-{n}.sqlite")
+    ctx.on_exit(store.close)
+    rows = [
+        {"event_id": f"e{i}", "stream": "bench.merkle", "kind": "bench", "submitter": "0x0",
+         "event_time_ms": i, "digest": leaf.hex(), "leaf": leaf.hex(), "envelope": "{}",
+         "received_at_ms": 0}
+        for i, leaf in enumerate(leaves)
+    ]  # fmt: skip
+    with store.engine.begin() as connection:
+        connection.execute(insert(EventRow), rows)
+    del rows
+    with timed() as sealing:
+        batch = store.seal("bench.merkle", max_events=n)
+    assert batch is not None and batch.root == floor_root(leaves).hex()
+    count = min(n // 64, ctx.pick(tiny=50, quick=1_000, full=2_000))
+    indexes = [(i * 64 * 7919 + 13) % n for i in range(count)]  # spread over the chunks
+    times = []
+    for index in indexes:
+        start = time.perf_counter()
+        proof = store.batch_proof("bench.merkle", batch.seq, index, n)
+        times.append(time.perf_counter() - start)
+        assert root_from_proof(leaf=leaves[index], index=index, leaf_count=n, proof=proof) == (
+            bytes.fromhex(batch.root)
+        )
+    p50, p99 = percentile(times, 50), percentile(times, 99)
+    rebuilt = _best(1, lambda: build_tree(store.batch_leaves("bench.merkle", batch.seq)))
+    return [
+        Figure(
+            "merkle",
+            f"proof from a sealed batch of {n:,} (p50)",
+            p50 * 1000,
+            "ms",
+            peer="rebuilding the tree from the stored leaves",
+            peer_value=rebuilt * 1000,
+            ratio=rebuilt / p50,
+            ratio_of="rebuild / fourflow (times faster)",
+            goal="a proof from a sealed batch of 10^6 in under 1 ms",
+            goal_met=p50 < 0.001 if n >= 1_000_000 else None,
+            details={"p99_ms": p99 * 1000, "proofs_timed": count, "store": "SQLite"},
+        ),
+        Figure("merkle", f"seal a batch of {n:,}", sealing() * 1000, "ms",
+               details={"note": "select the leaves, build the tree, number the events, "
+                        "store the upper nodes: one transaction"}),
+    ]  # fmt: skip
 
 
 @benchmark("merkle", "build a batch's tree and serve a proof, against the floor and peers")
@@ -110,50 +164,18 @@ def run(ctx: Context) -> list[Figure]:
                 )
             )
             node = _node_peer(n)
-            if node is not None:
-                figures.append(
-                    Figure(
-                        "merkle",
-                        f"build @ {n:,} vs OpenZeppelin",
-                        ours * 1000,
-                        "ms",
-                        peer="@openzeppelin/merkle-tree (Node, keccak256)",
-                        peer_value=node[0] * 1000,
-                        ratio=node[0] / ours,
-                        ratio_of="peer / fourflow (times faster)",
-                    )
+            figures.append(
+                Figure(
+                    "merkle",
+                    f"build @ {n:,} vs OpenZeppelin",
+                    ours * 1000,
+                    "ms",
+                    peer="@openzeppelin/merkle-tree (Node, keccak256)",
+                    peer_value=node[0] * 1000,
+                    ratio=node[0] / ours,
+                    ratio_of="peer / fourflow (times faster)",
                 )
+            )
         if n == max(sizes):
-            tree = build_tree(leaves)
-            index = n // 2
-            count = 1000
-            start = time.perf_counter()
-            for i in range(count):
-                tree.proof((index + i) % n)
-            per_proof = (time.perf_counter() - start) / count
-            figures.append(
-                Figure(
-                    "merkle",
-                    f"proof from a built tree of {n:,}",
-                    per_proof * 1000,
-                    "ms",
-                    goal="a proof from a sealed batch of 10^6 in under 1 ms",
-                    goal_met=per_proof < 0.001 if n >= 1_000_000 else None,
-                    details={"proofs_timed": count},
-                )
-            )
-            rebuilt = _best(1, lambda leaves=leaves, index=index: build_tree(leaves).proof(index))
-            figures.append(
-                Figure(
-                    "merkle",
-                    f"first proof of a sealed batch of {n:,} (tree rebuilt)",
-                    rebuilt * 1000,
-                    "ms",
-                    details={
-                        "note": "the API's first proof of a batch rebuilds its tree from the "
-                        "stored leaves; later ones come from the trees it keeps (the last 16 "
-                        "batches), as fast as a proof from a built tree"
-                    },
-                )
-            )
+            figures += _sealed_batch_proofs(ctx, leaves)
     return figures

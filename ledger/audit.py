@@ -37,9 +37,11 @@ things that could not be checked.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -48,10 +50,19 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from pydantic import ValidationError
+from sqlalchemy import select as select_columns
 from sqlmodel import col, func, select
 from web3.exceptions import BadFunctionCallOutput, ContractLogicError
 
-from ledger.canonical import event_digest, leaf_hash, loads_canonical, stream_id
+from ledger.canonical import (
+    canonical_json,
+    digest_of_canonical,
+    event_digest,
+    leaf_hash,
+    leaf_of_canonical,
+    loads_canonical,
+    stream_id,
+)
 from ledger.chain import (
     SUBMITTER_ROLE,
     AnchorRegistry,
@@ -72,7 +83,19 @@ from ledger.collateral import (
 from ledger.contracts import Artifact, compile_contracts, load_artifact
 from ledger.errors import ArtifactError, ChainError, InvalidInput
 from ledger.merkle import ProofStep, build_tree, root_from_proof, verify_inclusion
-from ledger.models import ProofBundle, SignedEnvelope, event_time_ms
+from ledger.models import (
+    ADDRESS_PATTERN,
+    HEX32_PATTERN,
+    IDENTIFIER_PATTERN,
+    KIND_PATTERN,
+    MAX_PAYLOAD_DEPTH,
+    SIBLING_PATTERN,
+    SIGNATURE_PATTERN,
+    STREAM_PATTERN,
+    ProofBundle,
+    SignedEnvelope,
+    event_time_ms,
+)
 from ledger.replay import ChainState
 from ledger.signing import domain_for, recover_envelope_signer
 from ledger.store import ANCHORED, BatchRow, EventRow, Store
@@ -253,8 +276,10 @@ class _Event:
     position: int | None  # the store's arrival order; None in a package
     stored_leaf: bytes | None  # the leaf column, or the bundle's leaf
     raw: Any  # the parsed envelope
-    envelope: SignedEnvelope | None  # None if it does not validate
+    valid: bool  # raw is a well-formed SignedEnvelope
     leaf: bytes | None  # recomputed from raw
+    digest: bytes | None = None  # the event body's digest, recomputed; None if not valid
+    time_ms: int | None = None  # the event's time; None if not valid
     proof: list[ProofStep] | None = None  # a bundle's path
     anchored: tuple[str, int, int] | None = None  # (stream, seq, index) once proven
 
@@ -264,9 +289,19 @@ class _Event:
             return f"event {self.event_id} (stream {self.stream}, not in a batch)"
         return f"event {self.event_id} (batch {self.seq} of {self.stream}, leaf {self.index})"
 
-    @property
-    def time_ms(self) -> int | None:
-        return None if self.envelope is None else self.envelope.event.event_time_ms
+
+_EVENT_COLUMNS = (
+    col(EventRow.event_id),
+    col(EventRow.stream),
+    col(EventRow.kind),
+    col(EventRow.submitter),
+    col(EventRow.event_time_ms),
+    col(EventRow.leaf),
+    col(EventRow.envelope),
+    col(EventRow.batch_seq),
+    col(EventRow.leaf_index),
+    col(EventRow.position),
+)
 
 
 def _by_index(event: _Event) -> tuple[bool, int, int]:
@@ -282,9 +317,113 @@ def _leaf(event: _Event, source: str) -> bytes | None:
 
 
 def _root(leaves: Sequence[bytes | None]) -> bytes | None:
-    if not leaves or any(leaf is None for leaf in leaves):
+    if not leaves or any(leaf is None or len(leaf) != 32 for leaf in leaves):
         return None
     return build_tree([leaf for leaf in leaves if leaf is not None]).root
+
+
+# What ledger.models requires of a SignedEnvelope, for the common case (see
+# _well_formed): the models' patterns, anchored at both ends as pydantic anchors them,
+# with ASCII digits where the models' own RFC 3339 pattern also takes other digits.
+_KIND = re.compile(KIND_PATTERN)
+_STREAM = re.compile(STREAM_PATTERN)
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+_ADDRESS = re.compile(ADDRESS_PATTERN)
+_HEX32 = re.compile(HEX32_PATTERN)
+_SIGNATURE = re.compile(SIGNATURE_PATTERN)
+_SIBLING = re.compile(SIBLING_PATTERN)
+_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+_EVENT_KEYS = frozenset(
+    {"kind", "schema_version", "stream", "event_id", "asset_ids", "event_time", "payload"}
+    | {"submitter"}
+)
+
+
+def _is_text(value: Any, pattern: re.Pattern[str]) -> bool:
+    return type(value) is str and pattern.fullmatch(value) is not None
+
+
+def _within_depth(value: Any, depth: int) -> bool:
+    """Whether ``value`` nests no deeper than ``depth`` (ledger.models' payload rule)."""
+    if type(value) is dict:
+        items: Iterable[Any] = value.values()
+    elif type(value) is list:
+        items = value
+    else:
+        return True
+    return depth > 0 and all(_within_depth(item, depth - 1) for item in items)
+
+
+def _event_time_ms(body: Mapping[str, Any]) -> int | None:
+    """The time of an event body that is certainly a valid EventBody, else None."""
+    if body.keys() != _EVENT_KEYS:
+        return None
+    asset_ids, version, text = body["asset_ids"], body["schema_version"], body["event_time"]
+    if not (
+        _is_text(body["kind"], _KIND)
+        and type(version) is int
+        and 1 <= version <= 1_000
+        and _is_text(body["stream"], _STREAM)
+        and _is_text(body["event_id"], _IDENTIFIER)
+        and type(asset_ids) is list
+        and 1 <= len(asset_ids) <= 1_000
+        and all(_is_text(a, _IDENTIFIER) for a in asset_ids)
+        and len(set(asset_ids)) == len(asset_ids)
+        and _is_text(body["submitter"], _ADDRESS)
+        and type(body["payload"]) is dict
+        and _within_depth(body["payload"], MAX_PAYLOAD_DEPTH)
+        and _is_text(text, _TIME)
+    ):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None or moment.astimezone(UTC).year < 1970:
+            return None
+        return int(moment.timestamp() * 1000)  # ledger.models.event_time_ms
+    except (ValueError, OverflowError):
+        return None
+
+
+def _is_submission_ref(ref: Mapping[str, Any]) -> bool:
+    """Whether ``ref`` is certainly a valid SubmissionRef."""
+    if len(ref) != 5:
+        return False
+    try:
+        root, count, index = ref["root"], ref["count"], ref["index"]
+        proof, signature = ref["proof"], ref["signature"]
+    except KeyError:
+        return False
+    if not (
+        _is_text(root, _HEX32)
+        and type(count) is int
+        and count >= 1
+        and type(index) is int
+        and index >= 0
+        and _is_text(signature, _SIGNATURE)
+        and type(proof) is list
+    ):
+        return False
+    sibling = _SIBLING.fullmatch
+    for step in proof:
+        if type(step) is not dict or len(step) != 1:
+            return False
+        for side, value in step.items():
+            if side not in ("left", "right") or type(value) is not str or not sibling(value):
+                return False
+    return True
+
+
+def _is_domain(domain: Mapping[str, Any]) -> bool:
+    """Whether ``domain`` is certainly a valid Eip712Domain."""
+    return (
+        domain.keys() == {"name", "version", "chainId", "verifyingContract"}
+        and type(domain["name"]) is str
+        and type(domain["version"]) is str
+        and type(domain["chainId"]) is int
+        and type(domain["verifyingContract"]) is str
+    )
 
 
 def _accumulate(accumulator: bytes, batch: OnChainBatch) -> bytes:
@@ -328,6 +467,73 @@ def _differences(on_chain: Any, replayed: Any, prefix: str = "") -> dict[str, An
         elif a != b:
             out[prefix + item.name] = {"chain": _jsonable(a), "replayed": _jsonable(b)}
     return out
+
+
+def _hashes(raw: dict[str, Any], domain: _Domain) -> tuple[bytes, bytes, int] | None:
+    """(event digest, leaf, event time) of ``raw``, parsed JSON, if it is certainly a
+    valid SignedEnvelope; None when the models must decide. The body is written in
+    canonical JSON once: JCS writes an object as its members in key order, each
+    value in its own canonical form, so the envelope's canonical JSON is the
+    domain's, the body's and the submission's in that order (the three keys an
+    envelope has), and the leaf is ``leaf_hash(raw)``."""
+    if len(raw) != 3:
+        return None
+    body, ref, raw_domain = raw.get("event"), raw.get("submission"), raw.get("domain")
+    if type(body) is not dict or type(ref) is not dict or type(raw_domain) is not dict:
+        return None
+    time_ms = _event_time_ms(body)
+    if time_ms is None or not _is_submission_ref(ref):
+        return None
+    ours, ours_jcs = domain
+    if raw_domain == ours and type(raw_domain["chainId"]) is int:
+        domain_jcs = ours_jcs
+    elif _is_domain(raw_domain):
+        domain_jcs = canonical_json(raw_domain)
+    else:
+        return None
+    try:  # the models require a body that has canonical JSON (the payload's)
+        body_jcs = canonical_json(body)
+    except InvalidInput:
+        return None
+    envelope_jcs = b"".join(
+        (
+            b'{"domain":',
+            domain_jcs,
+            b',"event":',
+            body_jcs,
+            b',"submission":',
+            canonical_json(ref),
+            b"}",
+        )
+    )
+    return digest_of_canonical(body_jcs), leaf_of_canonical(envelope_jcs), time_ms
+
+
+_Domain = tuple[dict[str, Any], bytes]  # the deployment's EIP-712 domain, and its JCS
+# (raw, digest, leaf, time_ms, why it is not a valid envelope): see _decode
+_Decoded = tuple[Any, bytes | None, bytes | None, int | None, str | None]
+
+
+def _decode(text: str, domain: _Domain) -> _Decoded:
+    """A stored envelope parsed, its leaf and (if it is a valid SignedEnvelope) its event
+    digest recomputed, and its event time; or the first line of why it is not valid."""
+    raw: Any = None
+    leaf: bytes | None = None
+    try:
+        raw = loads_canonical(text)
+        if not isinstance(raw, dict):
+            return raw, None, None, None, None
+        hashed = _hashes(raw, domain)
+        if hashed is not None:
+            digest, leaf, time_ms = hashed
+            return raw, digest, leaf, time_ms, None
+        # not plainly well formed: the models decide, and say why
+        leaf = leaf_hash(raw)
+        envelope = SignedEnvelope.model_validate(raw)
+        digest = event_digest(envelope.event.model_dump(mode="json"))
+        return raw, digest, leaf, envelope.event.event_time_ms, None
+    except (ValueError, InvalidInput, ValidationError) as exc:
+        return raw, None, leaf, None, str(exc).splitlines()[0]
 
 
 # --- the auditor -----------------------------------------------------------------------------
@@ -374,6 +580,8 @@ class Auditor:
             ) from exc
         self.registry = AnchorRegistry(chain, deployment.anchor_registry)
         self.domain = domain_for(chain_id=chain.chain_id, contract=deployment.anchor_registry)
+        self._domain_json = self.domain.model_dump(mode="json")
+        self._domain: _Domain = (self._domain_json, canonical_json(self._domain_json))
 
     # --- running -------------------------------------------------------------------------
 
@@ -390,7 +598,7 @@ class Auditor:
         self._on_chain: dict[tuple[str, int], OnChainBatch] = {}
         self._stream_names: dict[str, str] = {}  # 0x stream id -> name
         self._submitters_at: dict[int, frozenset[str]] = {}
-        self._recovered: dict[tuple[str, str, int, str, str], str] = {}
+        self._recovered: dict[tuple[str, str, int, str], str] = {}  # in this domain
         self._cited: dict[bytes, _Event] = {}  # leaves facts cite -> the event hashing to it
         self._signers: set[str] = set()
         self._package_events: list[_Event] = []
@@ -590,24 +798,7 @@ class Auditor:
             total = int(session.exec(select(func.count()).select_from(EventRow)).one())
             batch_rows = {(b.stream, b.seq): b for b in session.exec(select(BatchRow))}
         self._check_batch_rows(batch_rows)
-        done = 0
-        for stream in streams:
-            with store.session() as session:
-                rows = session.exec(
-                    select(EventRow)
-                    .where(EventRow.stream == stream)
-                    .order_by(col(EventRow.position))
-                ).all()
-            events = []
-            for row in rows:
-                events.append(self._from_row(row))
-                done += 1
-                if done % 500 == 0 or done == total:
-                    self._progress("events", done, total)
-            self._check_stream_events(stream, events, batch_rows)
-            self._check_signatures(events)
-            self._remember_cited(events)
-        self._progress("events", total, total)
+        self._check_store_events(store, streams, total, batch_rows)
         # batches anchored on chain that the store holds no event of
         for (stream, seq), batch in sorted(self._on_chain.items()):
             if stream not in streams:
@@ -619,6 +810,36 @@ class Auditor:
                     seq=seq,
                     missing=batch.leaf_count,
                 )
+
+    def _check_store_events(
+        self,
+        store: Store,
+        streams: Sequence[str],
+        total: int,
+        batch_rows: Mapping[tuple[str, int], BatchRow],
+    ) -> None:
+        done = 0
+        for stream in streams:
+            with store.session() as session:
+                rows = (
+                    session.connection()
+                    .execute(
+                        select_columns(*_EVENT_COLUMNS)
+                        .where(col(EventRow.stream) == stream)
+                        .order_by(col(EventRow.position))
+                    )
+                    .all()
+                )
+            events = []
+            for row in rows:
+                events.append(self._from_row(row))
+                done += 1
+                if done % 500 == 0 or done == total:
+                    self._progress("events", done, total)
+            self._check_stream_events(stream, events, batch_rows)
+            self._check_signatures(events)
+            self._remember_cited(events)
+        self._progress("events", total, total)
 
     def _check_batch_rows(self, batch_rows: Mapping[tuple[str, int], BatchRow]) -> None:
         for (stream, seq), row in sorted(batch_rows.items()):
@@ -661,24 +882,17 @@ class Auditor:
                 seq=seq,
             )
 
-    def _from_row(self, row: EventRow, *, quiet: bool = False) -> _Event:
-        raw: Any = None
-        leaf: bytes | None = None
-        envelope: SignedEnvelope | None = None
-        try:
-            raw = loads_canonical(row.envelope)
-            if isinstance(raw, dict):
-                leaf = leaf_hash(raw)
-                envelope = SignedEnvelope.model_validate(raw)
-        except (ValueError, InvalidInput, ValidationError) as exc:
-            if not quiet:
-                self._find(
-                    "envelope_invalid",
-                    f"event {row.event_id} (stream {row.stream}): its stored envelope is not "
-                    f"a valid signed envelope: {str(exc).splitlines()[0]}",
-                    event_id=row.event_id,
-                    stream=row.stream,
-                )
+    def _from_row(self, row: Any, *, quiet: bool = False) -> _Event:
+        """``row``: an EventRow, or a result row of ``_EVENT_COLUMNS``."""
+        raw, digest, leaf, time_ms, problem = _decode(row.envelope, self._domain)
+        if problem is not None and not quiet:
+            self._find(
+                "envelope_invalid",
+                f"event {row.event_id} (stream {row.stream}): its stored envelope is not "
+                f"a valid signed envelope: {problem}",
+                event_id=row.event_id,
+                stream=row.stream,
+            )
         stored_leaf = _stored_hex(row.leaf)
         event = _Event(
             event_id=row.event_id,
@@ -688,20 +902,22 @@ class Auditor:
             position=row.position,
             stored_leaf=stored_leaf,
             raw=raw,
-            envelope=envelope,
+            valid=digest is not None,
             leaf=leaf,
+            digest=digest,
+            time_ms=time_ms,
         )
         if quiet:
             return event
         self._report.counts.events += 1
-        if envelope is not None:
-            body = envelope.event
+        if event.valid:
+            body = raw["event"]
             columns = {
-                "event_id": (row.event_id, body.event_id),
-                "stream": (row.stream, body.stream),
-                "kind": (row.kind, body.kind),
-                "submitter": (row.submitter, body.submitter),
-                "event_time_ms": (row.event_time_ms, body.event_time_ms),
+                "event_id": (row.event_id, body["event_id"]),
+                "stream": (row.stream, body["stream"]),
+                "kind": (row.kind, body["kind"]),
+                "submitter": (row.submitter, body["submitter"]),
+                "event_time_ms": (row.event_time_ms, time_ms),
             }
             differ = {k: {"row": a, "envelope": b} for k, (a, b) in columns.items() if a != b}
             if differ:
@@ -1030,8 +1246,10 @@ class Auditor:
             position=None,
             stored_leaf=_hex(bundle.leaf),
             raw=envelope_raw,
-            envelope=bundle.envelope,
+            valid=True,
             leaf=leaf_hash(envelope_raw),
+            digest=event_digest(envelope_raw["event"]),
+            time_ms=bundle.envelope.event.event_time_ms,
             proof=list(ref.proof),
         )
 
@@ -1127,22 +1345,23 @@ class Auditor:
 
     # --- 3. signatures and roles -------------------------------------------------------------
 
-    def _check_signatures(self, events: Iterable[_Event]) -> None:
+    def _check_signatures(self, events: Sequence[_Event]) -> None:
+        included = self._included(events)
         for event in events:
-            envelope = event.envelope
-            if envelope is None:
+            if not event.valid:
                 continue
-            if envelope.domain != self.domain:
+            domain = event.raw["domain"]
+            if domain != self._domain_json:  # both well formed: field for field
                 self._find(
                     "signature_wrong_domain",
-                    f"{event.where}: signed for {envelope.domain.name!r} v"
-                    f"{envelope.domain.version} on chain {envelope.domain.chainId} at "
-                    f"{envelope.domain.verifyingContract}, not this deployment's registry "
+                    f"{event.where}: signed for {domain['name']!r} v"
+                    f"{domain['version']} on chain {domain['chainId']} at "
+                    f"{domain['verifyingContract']}, not this deployment's registry "
                     f"{self.domain.verifyingContract} on chain {self.domain.chainId}",
                     event_id=event.event_id,
                 )
                 continue
-            signer = self._signer(event, envelope)
+            signer = self._signer(event, id(event) in included)
             if signer is None:
                 continue
             self._report.counts.signatures += 1
@@ -1158,20 +1377,58 @@ class Auditor:
                     block=block,
                 )
 
-    def _signer(self, event: _Event, envelope: SignedEnvelope) -> str | None:
-        ref, submitter = envelope.submission, envelope.event.submitter
+    def _included(self, events: Sequence[_Event]) -> set[int]:
+        """The ids of the well-formed ``events`` whose inclusion in their signed submission
+        is shown by rebuilding the submission's tree: where ``events`` hold all of a
+        submission's events, each once at its index, and their digests give its root,
+        every event whose proof is the tree's path for its index is included (what
+        verify_inclusion checks of it, with one tree for the submission instead of one
+        path an event). The rest are checked one by one by ``_signer``."""
+        submissions: dict[tuple[str, str, int, str], list[_Event]] = defaultdict(list)
+        for event in events:
+            if event.valid:
+                ref = event.raw["submission"]
+                key = (event.raw["event"]["submitter"], ref["root"], ref["count"], ref["signature"])
+                submissions[key].append(event)
+        included: set[int] = set()
+        for (_, root, count, _), members in submissions.items():
+            if len(members) != count:
+                continue
+            placed: list[_Event | None] = [None] * count
+            for event in members:
+                index = event.raw["submission"]["index"]
+                if index >= count or placed[index] is not None:
+                    break
+                placed[index] = event
+            else:
+                digests = [e.digest for e in placed if e is not None and e.digest]
+                if len(digests) != count:
+                    continue
+                tree = build_tree(digests)
+                if tree.root != _hex(root):
+                    continue
+                paths = tree.proofs()
+                for event in members:
+                    ref = event.raw["submission"]
+                    if ref["proof"] == paths[ref["index"]]:  # side, sibling and length
+                        included.add(id(event))
+        return included
+
+    def _signer(self, event: _Event, included: bool) -> str | None:
+        ref, submitter = event.raw["submission"], event.raw["event"]["submitter"]
         try:
-            digest = event_digest(envelope.event.model_dump(mode="json"))
-            verify_inclusion(
-                leaf=digest,
-                index=ref.index,
-                leaf_count=ref.count,
-                proof=ref.proof,
-                root=_hex(ref.root),
-            )
-            key = (submitter, ref.root, ref.count, ref.signature, self.domain.verifyingContract)
+            if not included:
+                verify_inclusion(
+                    leaf=event.digest or b"",
+                    index=ref["index"],
+                    leaf_count=ref["count"],
+                    proof=ref["proof"],
+                    root=_hex(ref["root"]),
+                )
+            key = (submitter, ref["root"], ref["count"], ref["signature"])
             signer = self._recovered.get(key)
             if signer is None:
+                envelope = SignedEnvelope.model_validate(event.raw)
                 signer = self._recovered[key] = recover_envelope_signer(envelope)
         except InvalidInput as exc:
             self._find(

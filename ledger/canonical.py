@@ -40,6 +40,7 @@ __all__ = [
     "EVENT_TAG",
     "LEAF_TAG",
     "canonical_json",
+    "digest_of_canonical",
     "event_digest",
     "leaf_hash",
     "leaf_of_canonical",
@@ -129,7 +130,12 @@ def _tagged_double_sha256(tag: bytes, body: bytes) -> bytes:
 
 def event_digest(body: Mapping[str, Any]) -> bytes:
     """The digest of an unsigned event body; what a submission's signature covers."""
-    return _tagged_double_sha256(EVENT_TAG, canonical_json(body))
+    return digest_of_canonical(canonical_json(body))
+
+
+def digest_of_canonical(body_jcs: bytes) -> bytes:
+    """``event_digest`` of a body whose canonical JSON is already at hand."""
+    return _tagged_double_sha256(EVENT_TAG, body_jcs)
 
 
 def leaf_hash(envelope: Mapping[str, Any]) -> bytes:
@@ -152,6 +158,9 @@ def _parse_int(text: str) -> int | float:
     return value if -(2**53) < value < 2**53 else float(text)
 
 
+_DECODER = json.JSONDecoder(parse_int=_parse_int)  # one, not one a call
+
+
 def loads_canonical(text: str | bytes) -> Any:
     """Parse JSON written by ``canonical_json`` back into the same values.
 
@@ -159,4 +168,4 @@ def loads_canonical(text: str | bytes) -> Any:
     be outside JSON's safe integer range. Such digits are floats again here, so
     ``canonical_json(loads_canonical(b)) == b``.
     """
-    return json.loads(text, parse_int=_parse_int)
+    return _DECODER.decode(text if isinstance(text, str) else text.decode("utf-8"))

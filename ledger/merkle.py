@@ -66,6 +66,23 @@ class MerkleTree:
         """Edges from a leaf to the root (0 for a single leaf)."""
         return len(self._tools.levels) - 1
 
+    def proofs(self) -> list[list[ProofStep]]:
+        """Every leaf's proof, in leaf order: ``[self.proof(i) for i in range(n)]``, with
+        each node written in hex once instead of once per proof it appears in."""
+        below_root = [[node.hex() for node in level] for level in reversed(self._tools.levels[1:])]
+        every = []
+        for index in range(self.leaf_count):
+            steps: list[ProofStep] = []
+            position = index
+            for level in below_root:
+                if position % 2:
+                    steps.append({"left": level[position - 1]})
+                elif position + 1 < len(level):
+                    steps.append({"right": level[position + 1]})
+                position //= 2
+            every.append(steps)
+        return every
+
     def upper_nodes(self, from_height: int = CHUNK_HEIGHT) -> list[tuple[int, int, bytes]]:
         """(height, index, hash) of every node at ``from_height`` and above, the root
         excluded: what ``proof_from_parts`` needs besides a chunk's leaves."""

@@ -51,15 +51,24 @@ BUNDLE_FORMAT: Final = "fourflow/proof-bundle"
 BUNDLE_VERSION: Final = 1
 MAX_PAYLOAD_DEPTH = 16
 
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
-_CHECKSUM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+# The shapes of the envelope's strings, unanchored (ledger.audit's fast check reuses them)
+KIND_PATTERN: Final = r"[A-Za-z][A-Za-z0-9_.:-]{0,63}"
+STREAM_PATTERN: Final = r"[a-z0-9][a-z0-9._:-]{0,63}"
+IDENTIFIER_PATTERN: Final = r"[!-~]{1,200}"
+ADDRESS_PATTERN: Final = r"0x[0-9a-fA-F]{40}"
+HEX32_PATTERN: Final = r"0x[0-9a-f]{64}"
+SIGNATURE_PATTERN: Final = r"0x[0-9a-f]{130}"
+SIBLING_PATTERN: Final = r"[0-9a-f]{64}"
 
-Hex32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-f]{64}$")]
-Signature = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-f]{130}$")]
-StreamName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._:-]{0,63}$")]
-Identifier = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,200}$")]
-Kind = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")]
-_SIBLING = re.compile(r"^[0-9a-f]{64}$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
+_CHECKSUM_ADDRESS = re.compile(f"^{ADDRESS_PATTERN}$")
+
+Hex32 = Annotated[str, StringConstraints(pattern=f"^{HEX32_PATTERN}$")]
+Signature = Annotated[str, StringConstraints(pattern=f"^{SIGNATURE_PATTERN}$")]
+StreamName = Annotated[str, StringConstraints(pattern=f"^{STREAM_PATTERN}$")]
+Identifier = Annotated[str, StringConstraints(pattern=f"^{IDENTIFIER_PATTERN}$")]
+Kind = Annotated[str, StringConstraints(pattern=f"^{KIND_PATTERN}$")]
+_SIBLING = re.compile(f"^{SIBLING_PATTERN}$")
 
 
 def _proof_steps(value: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -169,12 +169,12 @@ def envelopes_for(submission: SubmissionIn, *, domain: Eip712Domain) -> SealedSu
                 root=root_hex,
                 count=len(digests),
                 index=index,
-                proof=tree.proof(index),
+                proof=proof,
                 signature=submission.signature,
             ),
             domain=domain,
         )
-        for index, event in enumerate(submission.events)
+        for index, (event, proof) in enumerate(zip(submission.events, tree.proofs(), strict=True))
     ]
     return SealedSubmission(
         submitter=submission.submitter, root=tree.root, envelopes=envelopes, digests=digests

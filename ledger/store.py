@@ -462,10 +462,13 @@ class Store:
                         {"asset_id": asset, "event_id": event_id}
                         for asset in envelopes[position].event.asset_ids
                     ]
-            if new_rows:  # executemany in position order: positions follow submission order
-                session.execute(insert(EventRow), new_rows)
+            # Core inserts (the ORM's bulk path cost as much again), in submission order,
+            # so positions follow it
+            connection = session.connection()
+            if new_rows:
+                connection.execute(insert(SQLModel.metadata.tables["events"]), new_rows)
             if new_assets:
-                session.execute(insert(EventAssetRow), new_assets)
+                connection.execute(insert(SQLModel.metadata.tables["event_assets"]), new_assets)
             if related is not None:
                 session.flush()
                 related(session, receipts)

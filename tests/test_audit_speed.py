@@ -1,0 +1,228 @@
+"""The audit's fast paths give what the slow ones give: an envelope's leaf and digest
+come out as ledger.canonical's, an envelope is accepted exactly when the models accept
+it, and on a store with planted faults the findings are those of the models and of
+verify_inclusion event by event.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+import ledger.audit as audit
+from ledger.audit import Auditor
+from ledger.canonical import canonical_json, event_digest, leaf_hash, loads_canonical
+from ledger.models import SignedEnvelope
+from ledger.runtime import Runtime
+from ledger.signing import envelopes_for, sign_submission
+from tests.conftest import make_events
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+
+@pytest.fixture(scope="module")
+def envelope() -> dict[str, Any]:
+    runtime, keys = Runtime.dev(db_url="sqlite://", submitters=1)
+    try:
+        domain = runtime.intake.domain
+        events = make_events(keys.submitters[0].address, 5, stream="speed.custody")
+        events[2] = events[2].model_copy(
+            update={"payload": {"t": 21.5, "n": 1e20, "deep": [{"a": None, "b": True}]}}
+        )
+        sealed = envelopes_for(
+            sign_submission(events, private_key=keys.submitters[0].key, domain=domain),
+            domain=domain,
+        )
+        return sealed.envelopes[2].model_dump(mode="json")
+    finally:
+        runtime.close()
+
+
+def _domain(raw: dict[str, Any]) -> audit._Domain:
+    return raw["domain"], canonical_json(raw["domain"])
+
+
+def test_leaf_and_digest_are_ledger_canonicals(envelope: dict[str, Any]) -> None:
+    text = canonical_json(envelope).decode()
+    raw = loads_canonical(text)
+    for domain in (_domain(raw), ({"other": 1}, b"{}")):  # ours, or written afresh
+        got, digest, leaf, time_ms, problem = audit._decode(text, domain)
+        assert problem is None and got == raw
+        assert leaf == leaf_hash(raw)
+        assert digest == event_digest(raw["event"])
+        assert time_ms == SignedEnvelope.model_validate(raw).event.event_time_ms
+
+
+def _edits() -> Iterator[tuple[str, Any]]:
+    """(name, edit of an envelope): each makes it invalid, or keeps it valid in a way
+    the fast path does not take."""
+
+    def put(path: str, value: Any) -> Any:
+        def edit(e: dict[str, Any]) -> None:
+            *parents, last = path.split(".")
+            for key in parents:
+                e = e[key]
+            e[last] = value
+
+        return edit
+
+    yield "extra key", lambda e: e.update(extra=1)
+    yield "missing domain", lambda e: e.pop("domain")
+    yield "extra body key", put("event.extra", 1)
+    yield "bad kind", put("event.kind", "1bad")
+    yield "bool version", put("event.schema_version", True)
+    yield "version 0", put("event.schema_version", 0)
+    yield "upper stream", put("event.stream", "Speed")
+    yield "space in id", put("event.event_id", "a b")
+    yield "no assets", put("event.asset_ids", [])
+    yield "repeated assets", put("event.asset_ids", ["a", "a"])
+    yield "time without zone", put("event.event_time", "2026-11-26T08:00:00")
+    yield "time before 1970", put("event.event_time", "1969-12-31T23:00:00Z")
+    yield "time with a newline", put("event.event_time", "2026-11-26T08:00:00Z\n")
+    yield "arabic digits", put("event.event_time", "٢٠٢٦-11-26T08:00:00Z")
+    yield "short submitter", put("event.submitter", "0x1234")
+    yield "payload a list", put("event.payload", [1])
+    yield "deep payload", put("event.payload", json.loads('{"a":' * 17 + "1" + "}" * 17))
+    yield "16 deep payload", put("event.payload", json.loads('{"a":' * 16 + "1" + "}" * 16))
+    yield "tiny float", put("event.payload", {"x": 1e-7})
+    yield "upper root", put("submission.root", "0x" + "AB" * 32)
+    yield "count 0", put("submission.count", 0)
+    yield "negative index", put("submission.index", -1)
+    yield "index past count", put("submission.index", 99)
+    yield "two-key step", put("submission.proof", [{"left": "00" * 32, "right": "00" * 32}])
+    yield "middle step", put("submission.proof", [{"middle": "00" * 32}])
+    yield "short sibling", put("submission.proof", [{"left": "00"}])
+    yield "short signature", put("submission.signature", "0x00")
+    yield "string chain id", put("domain.chainId", "1")
+    yield "bool chain id", put("domain.chainId", True)
+    yield "other contract", put("domain.verifyingContract", "0x" + "11" * 20)
+
+
+@pytest.mark.parametrize(("name", "edit"), list(_edits()), ids=[n for n, _ in _edits()])
+def test_an_envelope_is_accepted_exactly_when_the_models_accept_it(
+    envelope: dict[str, Any], name: str, edit: Any
+) -> None:
+    raw = copy.deepcopy(envelope)
+    edit(raw)
+    text = json.dumps(raw)  # not necessarily canonical: the audit reads what is stored
+    parsed = loads_canonical(text)
+    got, digest, leaf, time_ms, problem = audit._decode(text, _domain(envelope))
+    assert got == parsed
+    try:
+        model = SignedEnvelope.model_validate(parsed)
+    except ValidationError as exc:
+        assert problem == str(exc).splitlines()[0]
+        assert digest is None and time_ms is None
+        assert leaf == leaf_hash(parsed)
+    else:
+        assert problem is None
+        assert digest == event_digest(model.event.model_dump(mode="json"))
+        assert leaf == leaf_hash(parsed) and time_ms == model.event.event_time_ms
+
+
+def test_text_that_is_not_an_envelope_is_named(envelope: dict[str, Any]) -> None:
+    assert audit._decode("[1]", _domain(envelope)) == ([1], None, None, None, None)
+    raw, digest, leaf, _, problem = audit._decode("{not json", _domain(envelope))
+    assert raw is None and digest is None and leaf is None and problem
+
+
+# --- serial and parallel on a store with planted faults ---------------------------------------
+
+
+@pytest.fixture
+def faulty(tmp_path: Path) -> Iterator[Runtime]:
+    """Two streams of two batches each (one submission in two batches, one submission
+    per batch), then: a doctored payload, a forged signature, a deleted event, an
+    envelope that is not JSON, two events swapped, an event moved to the next batch."""
+    db = tmp_path / "store.sqlite"
+    runtime, keys = Runtime.dev(db_url=f"sqlite:///{db}", submitters=2)
+    domain = runtime.intake.domain
+    for i, key in enumerate(keys.submitters):
+        for size in (30, 9):
+            events = make_events(key.address, size, stream=f"faults.{i}", prefix=f"f{i}-{size}")
+            runtime.intake.submit(sign_submission(events, private_key=key.key, domain=domain))
+            runtime.anchorer(keys.oracle, max_batch=20, max_age_s=0).run_once(force=True)
+    while runtime.store.backlog():
+        runtime.anchorer(keys.oracle, max_batch=20, max_age_s=0).run_once(force=True)
+
+    def sql(statement: str, *args: Any) -> list[tuple[Any, ...]]:
+        with closing(sqlite3.connect(db)) as con, con:
+            return con.execute(statement, args).fetchall()
+
+    def envelope_at(stream: str, seq: int, index: int) -> tuple[str, dict[str, Any]]:
+        ((event_id, text),) = sql(
+            "SELECT event_id, envelope FROM events WHERE stream = ? AND batch_seq = ? "
+            "AND leaf_index = ?",
+            stream,
+            seq,
+            index,
+        )
+        return event_id, loads_canonical(text)
+
+    event_id, doctored = envelope_at("faults.0", 0, 3)
+    doctored["event"]["payload"]["seq"] = 1000
+    sql(
+        "UPDATE events SET envelope = ? WHERE event_id = ?",
+        canonical_json(doctored).decode(),
+        event_id,
+    )
+    event_id, forged = envelope_at("faults.1", 1, 4)
+    forged["submission"]["signature"] = "0x" + "11" * 65
+    sql(
+        "UPDATE events SET envelope = ? WHERE event_id = ?",
+        canonical_json(forged).decode(),
+        event_id,
+    )
+    sql("DELETE FROM events WHERE stream = 'faults.0' AND batch_seq = 1 AND leaf_index = 2")
+    sql(
+        "UPDATE events SET envelope = '{not json' WHERE stream = 'faults.1' AND batch_seq = 0 "
+        "AND leaf_index = 7"
+    )
+    sql(
+        "UPDATE events SET leaf_index = 99 WHERE stream = 'faults.1' AND batch_seq = 0 AND leaf_index = 1"
+    )
+    sql(
+        "UPDATE events SET leaf_index = 1 WHERE stream = 'faults.1' AND batch_seq = 0 AND leaf_index = 2"
+    )
+    sql(
+        "UPDATE events SET leaf_index = 2 WHERE stream = 'faults.1' AND batch_seq = 0 AND leaf_index = 99"
+    )
+    sql(
+        "UPDATE events SET batch_seq = 1 WHERE stream = 'faults.0' AND batch_seq = 0 AND leaf_index = 9"
+    )
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def test_the_fast_paths_report_what_the_slow_ones_do(
+    faulty: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run() -> dict[str, Any]:
+        auditor = Auditor(faulty.chain, faulty.deployment, source=faulty.store, bytecode=False)
+        return auditor.run().to_json()
+
+    fast = run()
+    # every envelope through the models, every inclusion through verify_inclusion
+    monkeypatch.setattr(audit, "_hashes", lambda raw, domain: None)
+    monkeypatch.setattr(audit.Auditor, "_included", lambda self, events: set())
+    slow = run()
+    assert fast == slow
+    codes = {f["code"] for f in fast["findings"]}
+    assert {
+        "payload_tampered",
+        "signature_invalid",
+        "event_missing",
+        "envelope_invalid",
+        "root_mismatch",
+    } <= codes
+    assert not fast["ok"]

@@ -77,7 +77,10 @@ def _plain(value: Any) -> Any:
         for key, item in value.items():
             if type(key) is not str or (not key.isascii() and max(key) > "\uffff"):
                 raise _NotPlain  # beyond the BMP, UTF-16 order is not code-point order
-            if type(item) is str:  # the common case, without a call
+            inner = type(item)
+            if inner is str or inner is bool or item is None:  # the common cases, no call
+                continue
+            if inner is int and -_MAX_SAFE <= item <= _MAX_SAFE:
                 continue
             ready = _plain(item)
             if ready is not item:
@@ -88,7 +91,10 @@ def _plain(value: Any) -> Any:
     if kind is list:
         items: list[Any] | None = None
         for index, item in enumerate(value):
-            if type(item) is str:
+            inner = type(item)
+            if inner is str or inner is bool or item is None:
+                continue
+            if inner is int and -_MAX_SAFE <= item <= _MAX_SAFE:
                 continue
             ready = _plain(item)
             if ready is not item:

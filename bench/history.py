@@ -319,7 +319,6 @@ def run_memory(ctx: Context) -> list[Figure]:
                 "seal_and_anchor_s": round(elapsed(), 2),
                 "process": "python -c: Runtime.open + Anchorer.run_once(force=True, "
                 "max_batch=N) on SQLite and anvil; VmHWM from /proc/self/status",
-                "not_measured": "the API's RSS under the load test",
             },
         )
     ]

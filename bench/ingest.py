@@ -434,3 +434,74 @@ def verify(ctx: Context) -> list[Figure]:
             },
         ),
     ]
+
+
+# --- 7. the API's memory under the load test ----------------------------------------------------
+
+
+def _status_kib(pid: int, field: str) -> int:
+    """A VmRSS/VmHWM line of /proc/<pid>/status, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
+@benchmark("memory-api", "peak RSS of `fourflow serve` under the load test (`fourflow load`)")
+def memory_api(ctx: Context) -> list[Figure]:
+    from api.loadtest import LoadPlan, run_load
+    from tests.load_world import ASSETS, deploy_load_world, wait_indexed
+
+    submitters, readers, batch, duration_s, max_events = ctx.pick(
+        tiny=(2, 1, 10, 2.0, 200), quick=(8, 4, 50, 20.0, 8_000), full=(8, 4, 50, 120.0, 60_000)
+    )
+    node = _anvil(ctx)
+    db_url = f"sqlite:///{ctx.tmp}/load.sqlite"
+    world = deploy_load_world(node.url, ctx.tmp, db_url, submitters)
+    env = os.environ | {
+        "FOURFLOW_DB_URL": db_url,
+        "FOURFLOW_RPC_URL": node.url,
+        "FOURFLOW_MANIFEST": str(world.manifest),
+        "FOURFLOW_ORACLE_KEY": world.oracle_key,
+    }
+    port = free_port()
+    server = ServeProcess.start(env, log=ctx.tmp / f"serve-{port}.log", port=port)
+    ctx.on_exit(server.stop)
+    wait_indexed(server.url, world.auditor, world.pledge_id)
+    started_kib = _status_kib(server.proc.pid, "VmRSS")
+    ctx.say(
+        f"{submitters} submitters × {batch} events and {readers} readers for {duration_s:g} s "
+        f"(at most {max_events:,} events); server RSS at start {started_kib / 1024:.0f} MiB"
+    )
+    plan = LoadPlan(
+        api=server.url, submitters=world.submitters, batch=batch, duration_s=duration_s,
+        max_events=max_events, readers=readers, reader=world.auditor, assets=ASSETS,
+        pledges=[world.pledge_id], timeout_s=60.0,
+    )  # fmt: skip
+    load = run_load(plan)
+    peak_kib = _status_kib(server.proc.pid, "VmHWM")
+    if load.errors:  # a server that failed requests says nothing about its memory
+        raise RuntimeError(f"the load saw {load.errors} errors: {load.operations}")
+    accepted = len(load.accepted)
+    return [
+        Figure(
+            "memory-api",
+            "API: peak RSS under the load test",
+            peak_kib / 1024,
+            "MiB",
+            peer="the same server once started and indexed",
+            peer_value=started_kib / 1024,
+            ratio=peak_kib / started_kib,
+            ratio_of="peak / at start",
+            details={
+                "events_accepted": accepted,
+                "requests": {name: op["count"] for name, op in load.operations.items()},
+                "submitters": submitters,
+                "readers": readers,
+                "batch": batch,
+                "duration_s": duration_s,
+                "server": "fourflow serve (API + in-process anchoring + indexer), SQLite, "
+                "anvil; VmHWM from /proc/<pid>/status",
+            },
+        )
+    ]

@@ -1,4 +1,4 @@
-"""bench/ingest.py's three benchmarks run at size tiny and report well-formed figures.
+"""bench/ingest.py's four benchmarks run at size tiny and report well-formed figures.
 Only the figures' shape is asserted, never a speed: this machine is shared."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.core import REGISTRY, Figure, new_context
-from bench.ingest import anchoring_latency, ingest, verify
+from bench.ingest import anchoring_latency, ingest, memory_api, verify
 from tests.bench_figures import assert_well_formed
 
 
@@ -19,11 +19,13 @@ def _run(name: str) -> list[Figure]:
         ctx.close()
 
 
-def test_the_three_benchmarks_are_registered() -> None:
-    assert {n: REGISTRY[n][1] for n in ("ingest", "anchoring-latency", "verify")} == {
+def test_the_four_benchmarks_are_registered() -> None:
+    names = ("ingest", "anchoring-latency", "verify", "memory-api")
+    assert {n: REGISTRY[n][1] for n in names} == {
         "ingest": ingest,
         "anchoring-latency": anchoring_latency,
         "verify": verify,
+        "memory-api": memory_api,
     }
 
 
@@ -51,3 +53,11 @@ def test_verify_reports_bundles_per_second_and_the_audit_rate() -> None:
     projected = figures[2]
     assert projected.details["extrapolated"] is True
     assert projected.value == pytest.approx(1_000_000 / figures[1].value)
+
+
+@pytest.mark.anvil
+def test_memory_api_reports_the_servers_peak_against_its_start() -> None:
+    (figure,) = _run("memory-api")
+    assert_well_formed([figure], "memory-api", ["MiB"])
+    assert figure.value >= figure.peer_value  # a peak is never below an earlier reading
+    assert figure.details["events_accepted"] > 0 and figure.details["requests"]["submit"] > 0

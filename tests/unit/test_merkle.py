@@ -387,6 +387,8 @@ def test_proof_from_parts_refuses_a_short_chunk_or_a_missing_node() -> None:
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 64, 65, 100])
 def test_all_proofs_at_once_equal_each_proof(n: int) -> None:
     tree = build_tree(leaves(n))
-    assert tree.proofs() == [tree.proof(i) for i in range(n)] == [
-        ref_proof(leaves(n), i) for i in range(n)
-    ]
+    assert (
+        tree.proofs()
+        == [tree.proof(i) for i in range(n)]
+        == [ref_proof(leaves(n), i) for i in range(n)]
+    )

@@ -31,7 +31,8 @@ def _table(figures: list[Figure]) -> Table:
     for column in ("benchmark", "figure", "fourflow", "peer / floor", "ratio", "goal"):
         table.add_column(column, overflow="fold")
     for f in figures:
-        goal = "" if f.goal is None else f"{'met' if f.goal_met else 'NOT met'}: {f.goal}"
+        verdict = {True: "met", False: "NOT met", None: "not judged at this size"}[f.goal_met]
+        goal = "" if f.goal is None else f"{verdict}: {f.goal}"
         peer = "" if f.peer is None else f"{f.peer}: {_num(f.peer_value)} {f.unit}"
         ratio = "" if f.ratio is None else f"{_num(f.ratio)}×"
         table.add_row(f.benchmark, f.name, f"{_num(f.value)} {f.unit}", peer, ratio, goal)

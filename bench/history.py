@@ -179,19 +179,16 @@ def _measure_history(
             _api_body(histories, None)
         first_ms.append(elapsed() * 1000)
     reads = walk_ms + first_ms
-    floor_ms = [t * 1000 for t in _floor_reads(runtime, len(reads))]
-    p50, p99 = percentile(reads, 50), percentile(reads, 99)
+    floor_ms = [t * 1000 for t in _floor_reads(runtime, len(walk_ms))]
+    later_p50, first_p50 = percentile(walk_ms, 50), percentile(first_ms, 50)
     floor_p50 = percentile(floor_ms, 50)
     details = {
         "store_events": shape.events,
         "asset_events": shape.target,
         "other_assets": shape.others,
         "page_limit": PAGE,
-        "reads": len(reads),
         "later_page_reads": len(walk_ms),
         "first_page_reads": len(first_ms),
-        "first_page_p50_ms": round(percentile(first_ms, 50), 3),
-        "later_page_p50_ms": round(percentile(walk_ms, 50), 3),
         "floor_p99_ms": round(percentile(floor_ms, 99), 3),
         "batches": batches,
         "build_s": round(fill_s + anchor_s() + catalog_s(), 1),
@@ -199,27 +196,39 @@ def _measure_history(
         "first pages + Entry.to_json, as the route; no HTTP, no token check",
     }
     if shape.events < 1_000_000:
-        details["note"] = (
-            f"a store of {shape.events:,} events at this size; 10^6 only with --full "
-            "(signing and storing 10^6 events takes about 15 minutes per database)"
-        )
-    name = f"asset history page with proofs ({database}, {shape.events:,} events)"
+        details["note"] = f"a store of {shape.events:,} events at this size; 10^6 with --full"
+    at_scale = shape.events >= 1_000_000
+    goal = f"p50 under {GOAL_P50_MS:.0f} ms (an asset with 10,000 events in 10^6)"
+    name = f"asset history ({database}, {shape.events:,} events)"
     return [
         Figure(
             "history",
-            f"{name}: p50",
-            p50,
+            f"{name}: page with proofs, p50",
+            later_p50,
             "ms",
             peer="floor (bare indexed SELECT of the page's rows)",
             peer_value=floor_p50,
-            ratio=p50 / floor_p50,
+            ratio=later_p50 / floor_p50,
             ratio_of="fourflow / floor",
-            goal=f"p50 under {GOAL_P50_MS:.0f} ms (an asset with 10,000 events in 10^6)",
-            goal_met=p50 < GOAL_P50_MS if shape.events >= 1_000_000 else None,
+            goal=goal,
+            goal_met=later_p50 < GOAL_P50_MS if at_scale else None,
             details=details,
         ),
-        Figure("history", f"{name}: p99", p99, "ms", details={"reads": len(reads)}),
-    ]
+        Figure(
+            "history",
+            f"{name}: first page with proofs and the summary, p50",
+            first_p50,
+            "ms",
+            goal=goal,
+            goal_met=first_p50 < GOAL_P50_MS if at_scale else None,
+            details={
+                "reads": len(first_ms),
+                "summary": "custody, quantity against the covenant, ownership, money, alarms",
+            },
+        ),
+        Figure("history", f"{name}: p99, all pages", percentile(reads, 99), "ms",
+               details={"reads": len(reads)}),
+    ]  # fmt: skip
 
 
 @benchmark("history", "an asset's four-flow history page with proofs, SQLite and PostgreSQL")
@@ -230,20 +239,8 @@ def run_history(ctx: Context) -> list[Figure]:
         full=_Shape(1_000_000, 10_000, 10_000),
     )
     figures = _history_on(ctx, "SQLite", f"sqlite:///{ctx.tmp}/history.sqlite", shape)
-    try:
-        with fresh_pg_database() as pg_url:
-            figures += _history_on(ctx, "PostgreSQL", pg_url, shape)
-    except Exception as exc:  # PostgreSQL unreachable: report SQLite, and why not PG
-        ctx.say(f"PostgreSQL: {exc!r}")
-        figures.append(
-            Figure(
-                "history",
-                "asset history page with proofs (PostgreSQL): not measured",
-                float("nan"),
-                "ms",
-                details={"error": f"{exc.__class__.__name__}: {exc}"},
-            )
-        )
+    with fresh_pg_database() as pg_url:  # no server: the benchmark fails, and says why
+        figures += _history_on(ctx, "PostgreSQL", pg_url, shape)
     return figures
 
 

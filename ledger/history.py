@@ -42,7 +42,7 @@ from ledger.canonical import canonical_json
 from ledger.chain import Deployment
 from ledger.chainlog import ChainLog
 from ledger.collateral import Change, FactKind, Freeze, Mode, PledgeStatus, identifier_key
-from ledger.errors import InvalidInput, NotAnchored, NotFound
+from ledger.errors import InvalidInput, NotFound
 from ledger.flows import CustodyRow, Flow, FlowEntryRow
 from ledger.indexer import ChainIndex
 from ledger.models import utc_text
@@ -838,14 +838,17 @@ class Histories:
         return out
 
     def _attach_bundles(self, entries: Sequence[Entry]) -> None:
+        """Every anchored event's bundle, fetched for the whole page at once; the rest
+        stay "pending"."""
+        bundles = self.bundles.bundles(e.event_id for e in entries if e.event_id is not None)
         for entry in entries:
-            if entry.event_id is None:
-                continue
-            try:
-                bundle = self.bundles.bundle(entry.event_id)
-            except NotAnchored:
-                continue
-            entry.proof = {"type": "merkle", "status": "anchored", "bundle": bundle.to_json_dict()}
+            bundle = bundles.get(entry.event_id) if entry.event_id is not None else None
+            if bundle is not None:
+                entry.proof = {
+                    "type": "merkle",
+                    "status": "anchored",
+                    "bundle": bundle.to_json_dict(),
+                }
 
     # --- the summary block --------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +75,16 @@ _LOCAL_GUARD = threading.Lock()
 _NUMBER_EVENT = text(
     "UPDATE events SET batch_seq = :seq, leaf_index = :index WHERE position = :position"
 )
-_CHUNK_LEAVES = text(
-    "SELECT leaf FROM events WHERE stream = :stream AND batch_seq = :seq"
-    " AND leaf_index >= :first AND leaf_index < :end ORDER BY leaf_index"
-)
+
+
+@functools.cache
+def _chunks_query(spans: int) -> TextClause:
+    """The leaves of ``spans`` leaf-index ranges [f, e) of one batch, by index."""
+    ranges = " OR ".join(
+        f"(stream = :stream AND batch_seq = :seq AND leaf_index >= :f{t} AND leaf_index < :e{t})"
+        for t in range(spans)
+    )  # the whole index prefix in every term: one range scan each
+    return text(f"SELECT leaf_index, leaf FROM events WHERE {ranges or 'false'}")
 
 
 @functools.cache
@@ -498,6 +504,12 @@ class Store:
             raise NotFound(f"no event with id {event_id!r}")
         return row
 
+    def events(self, event_ids: Sequence[str]) -> dict[str, EventRow]:
+        """The stored events among ``event_ids``, by id (one query)."""
+        with self._session() as session:
+            rows = session.exec(select(EventRow).where(col(EventRow.event_id).in_(event_ids)))
+            return {row.event_id: row for row in rows}
+
     # --- batches -------------------------------------------------------------------
 
     def backlog(self, stream: str | None = None) -> dict[str, tuple[int, int]]:
@@ -560,31 +572,50 @@ class Store:
         return batch
 
     def batch_proof(self, stream: str, seq: int, index: int, leaf_count: int) -> list[ProofStep]:
-        """The Merkle proof of leaf ``index`` of a sealed batch, from the leaves of its
-        64-leaf chunk and the stored upper nodes; a batch sealed before those were kept
-        (schema 0002) is proved from all its leaves.
+        """The Merkle proof of leaf ``index`` of a sealed batch (see ``batch_proofs``)."""
+        return self.batch_proofs(stream, seq, [index], leaf_count)[index]
 
-        Plain SQL on a connection: building the statement with SQLAlchemy's expression
-        language cost twenty times the two index lookups it makes."""
-        first, end = chunk_span(index, leaf_count)
-        wanted = upper_siblings(index, leaf_count)
-        params: dict[str, Any] = {"stream": stream, "seq": seq, "first": first, "end": end}
+    def batch_proofs(
+        self, stream: str, seq: int, indexes: Iterable[int], leaf_count: int
+    ) -> dict[int, list[ProofStep]]:
+        """The Merkle proofs of leaves ``indexes`` of a sealed batch, from the leaves of
+        their 64-leaf chunks and the stored upper nodes, in two queries; a batch sealed
+        before those were kept (schema 0002) is proved from all its leaves.
+
+        Plain SQL on a connection: building the statements with SQLAlchemy's expression
+        language cost twenty times the index lookups they make."""
+        indexes = sorted(set(indexes))
+        spans = sorted({chunk_span(index, leaf_count) for index in indexes})
+        wanted = sorted({key for index in indexes for key in upper_siblings(index, leaf_count)})
+        params: dict[str, Any] = {"stream": stream, "seq": seq}
+        for term, (first, end) in enumerate(spans):
+            params[f"f{term}"], params[f"e{term}"] = first, end
         for term, (height, idx) in enumerate(wanted):
             params[f"h{term}"], params[f"i{term}"] = height, idx
         try:
             with self.engine.connect() as connection:
-                leaves = connection.execute(_CHUNK_LEAVES, params).scalars().all()
+                leaves = {
+                    index: bytes.fromhex(leaf)
+                    for index, leaf in connection.execute(_chunks_query(len(spans)), params)
+                }
                 nodes = {
                     (height, idx): bytes.fromhex(node)
                     for height, idx, node in connection.execute(_nodes_query(len(wanted)), params)
                 }
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
-        if len(leaves) != end - first:
-            raise NotFound(f"batch {seq} of {stream!r} has no leaves {first}..{end - 1}")
+        for first, end in spans:
+            if any(i not in leaves for i in range(first, end)):
+                raise NotFound(f"batch {seq} of {stream!r} has no leaves {first}..{end - 1}")
         if len(nodes) < len(wanted):
-            return build_tree(self.batch_leaves(stream, seq)).proof(index)
-        return proof_from_parts(index, leaf_count, [bytes.fromhex(x) for x in leaves], nodes)
+            tree = build_tree(self.batch_leaves(stream, seq))
+            return {index: tree.proof(index) for index in indexes}
+        proofs = {}
+        for index in indexes:
+            first, end = chunk_span(index, leaf_count)
+            chunk = [leaves[i] for i in range(first, end)]
+            proofs[index] = proof_from_parts(index, leaf_count, chunk, nodes)
+        return proofs
 
     def unfinished_batches(self, stream: str | None = None) -> list[BatchRow]:
         """Sealed or sent batches, in (stream, seq) order: the anchoring to-do list."""
@@ -642,6 +673,21 @@ class Store:
         if row is None:
             raise NotFound(f"no batch {seq} in stream {stream!r}")
         return row
+
+    def batches(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], BatchRow]:
+        """The batches among ``keys`` ((stream, seq) pairs), by key (one query)."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        streams = {stream for stream, _ in wanted}
+        seqs = {seq for _, seq in wanted}
+        with self._session() as session:
+            rows = session.exec(
+                select(BatchRow).where(
+                    col(BatchRow.stream).in_(streams), col(BatchRow.seq).in_(seqs)
+                )
+            )
+            return {(r.stream, r.seq): r for r in rows if (r.stream, r.seq) in wanted}
 
     def batch_leaves(self, stream: str, seq: int) -> list[bytes]:
         with self._session() as session:

@@ -201,3 +201,15 @@ def test_bundles_of_a_large_batch_come_from_stored_nodes_and_survive_a_damaged_o
         bundle = runtime.bundles.bundle(ids[5])
     assert "disagree with its root" in caplog.text
     verify_bundle(bundle.to_json_dict(), chain=runtime.chain)  # proved from the full tree instead
+
+
+def test_bundles_in_bulk_are_the_single_bundles_and_skip_what_is_not_anchored(dev: Any) -> None:
+    runtime, keys = dev
+    anchored = submit(runtime, keys.submitters[0], 150)  # three chunks of batch 0
+    runtime.anchorer(keys.oracle).run_once(force=True)
+    pending = submit(runtime, keys.submitters[0], 2)
+    wanted = [anchored[0], anchored[70], anchored[149], anchored[71], *pending, "no-such-event"]
+    bulk = runtime.bundles.bundles(wanted)
+    assert set(bulk) == {anchored[0], anchored[70], anchored[71], anchored[149]}
+    for event_id, bundle in bulk.items():
+        assert bundle == runtime.bundles.bundle(event_id)

@@ -207,3 +207,14 @@ def test_a_batch_without_stored_nodes_is_proved_from_all_its_leaves(store: Store
     assert store.batch_proof("acme.custody", batch.seq, 99, 100) == tree.proof(99)
     with pytest.raises(NotFound, match=r"no leaves 128\.\.191"):
         store.batch_proof("acme.custody", batch.seq, 130, 200)
+
+
+def test_batch_proofs_of_several_chunks_at_once(store: Store) -> None:
+    store.accept(envelopes(300, prefix="m"))
+    batch = store.seal("acme.custody", max_events=1_000)
+    assert batch is not None
+    tree = build_tree(store.batch_leaves("acme.custody", batch.seq))
+    indexes = [0, 1, 63, 64, 200, 299]  # four chunks, two leaves sharing one
+    assert store.batch_proofs("acme.custody", batch.seq, indexes, 300) == {
+        i: tree.proof(i) for i in indexes
+    }

@@ -359,7 +359,7 @@ def _path_only(envelope: dict[str, Any], raw: dict[str, Any]) -> None:
 def verify(ctx: Context) -> list[Figure]:
     from ledger.audit import Auditor  # the audit module pulls in the compiler wrappers
 
-    events, batch = ctx.pick(tiny=(200, 100), quick=(10_000, 1_000), full=(200_000, 1_000))
+    events, batch = ctx.pick(tiny=(200, 100), quick=(10_000, 1_000), full=(1_000_000, 1_000))
     runtime, keys = Runtime.dev(db_url=f"sqlite:///{ctx.tmp}/store.sqlite", submitters=2)
     ctx.on_exit(runtime.close)
     signed = _signed_batches(

@@ -7,7 +7,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from threading import Lock
 
-from ledger.canonical import stream_id
+from ledger.canonical import loads_canonical, stream_id
 from ledger.chain import Deployment
 from ledger.errors import InvalidInput, NotAnchored
 from ledger.merkle import MerkleTree, ProofStep, build_tree, verify_inclusion
@@ -106,7 +106,9 @@ class BundleBuilder:
         assert event.leaf_index is not None and batch.tx_hash is not None
         assert batch.block_number is not None
         return ProofBundle(
-            envelope=SignedEnvelope.model_validate_json(event.envelope),
+            # not model_validate_json: JCS writes the float 1e20 as plain digits, which only
+            # loads_canonical reads back as the float it was (the leaf depends on it)
+            envelope=SignedEnvelope.model_validate(loads_canonical(event.envelope)),
             leaf="0x" + event.leaf,
             batch=BatchRef(
                 stream=batch.stream,

@@ -213,3 +213,23 @@ def test_bundles_in_bulk_are_the_single_bundles_and_skip_what_is_not_anchored(de
     assert set(bulk) == {anchored[0], anchored[70], anchored[71], anchored[149]}
     for event_id, bundle in bulk.items():
         assert bundle == runtime.bundles.bundle(event_id)
+
+
+def test_a_bundle_keeps_large_whole_floats_as_floats(dev: Any) -> None:
+    from ledger.verify import verify_bundle
+
+    runtime, keys = dev
+    firm = keys.submitters[0]
+    events = make_events(firm.address, 2, prefix="floats")
+    events[0] = events[0].model_copy(update={"payload": {"big": 1e20, "tiny": 1e-7}})
+    runtime.intake.submit(
+        sign_submission(events, private_key=firm.key, domain=runtime.intake.domain)
+    )
+    runtime.anchorer(keys.oracle).run_once(force=True)
+    for bundle in (
+        runtime.bundles.bundle(events[0].event_id),
+        runtime.bundles.bundles([events[0].event_id])[events[0].event_id],
+    ):
+        assert bundle.envelope.event.payload["big"] == 1e20
+        assert isinstance(bundle.envelope.event.payload["big"], float)
+        verify_bundle(bundle.to_json_dict(), chain=runtime.chain)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -72,10 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     at_start = machine()  # the load average before the benchmarks load the machine
     figures: list[Figure] = []
     errors: dict[str, str] = {}
+    seconds: dict[str, float] = {}
     for name in wanted:
         title, run = REGISTRY[name]
         console.print(f"[bold]{name}[/bold]: {title} ({size})")
         ctx = new_context(size, lambda text: console.print(f"  {text}"))
+        started = time.monotonic()
         try:
             figures += run(ctx)
         except Exception as exc:  # one benchmark's failure is reported, the rest still run
@@ -84,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         finally:
             ctx.close()
-    write_results(args.out, size, figures, errors, machine_at_start=at_start)
+            seconds[name] = time.monotonic() - started
+            console.print(f"  done in {seconds[name]:.0f} s")
+    write_results(args.out, size, figures, errors, machine_at_start=at_start, seconds=seconds)
     console.print(_table(figures))
     console.print(f"results: {args.out}")
     return 1 if errors else 0

@@ -176,6 +176,7 @@ def write_results(
     errors: dict[str, str],
     *,
     machine_at_start: dict[str, Any] | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> None:
     body = {
         "format": "fourflow/bench-results",
@@ -186,6 +187,7 @@ def write_results(
         "versions": versions(),
         "figures": [f.to_json() for f in figures],
         "errors": errors,
+        "seconds": {name: round(took, 1) for name, took in (seconds or {}).items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_finite(body), indent=2, allow_nan=False)

@@ -97,7 +97,7 @@ from ledger.models import (
     event_time_ms,
 )
 from ledger.replay import ChainState
-from ledger.signing import domain_for, recover_envelope_signer
+from ledger.signing import domain_for, envelope_jcs, recover_envelope_signer
 from ledger.store import ANCHORED, BatchRow, EventRow, Store
 
 __all__ = [
@@ -472,10 +472,8 @@ def _differences(on_chain: Any, replayed: Any, prefix: str = "") -> dict[str, An
 def _hashes(raw: dict[str, Any], domain: _Domain) -> tuple[bytes, bytes, int] | None:
     """(event digest, leaf, event time) of ``raw``, parsed JSON, if it is certainly a
     valid SignedEnvelope; None when the models must decide. The body is written in
-    canonical JSON once: JCS writes an object as its members in key order, each
-    value in its own canonical form, so the envelope's canonical JSON is the
-    domain's, the body's and the submission's in that order (the three keys an
-    envelope has), and the leaf is ``leaf_hash(raw)``."""
+    canonical JSON once, and the envelope's from its members' (ledger.signing.envelope_jcs),
+    so the leaf is ``leaf_hash(raw)``."""
     if len(raw) != 3:
         return None
     body, ref, raw_domain = raw.get("event"), raw.get("submission"), raw.get("domain")
@@ -495,18 +493,8 @@ def _hashes(raw: dict[str, Any], domain: _Domain) -> tuple[bytes, bytes, int] | 
         body_jcs = canonical_json(body)
     except InvalidInput:
         return None
-    envelope_jcs = b"".join(
-        (
-            b'{"domain":',
-            domain_jcs,
-            b',"event":',
-            body_jcs,
-            b',"submission":',
-            canonical_json(ref),
-            b"}",
-        )
-    )
-    return digest_of_canonical(body_jcs), leaf_of_canonical(envelope_jcs), time_ms
+    envelope = envelope_jcs(domain_jcs, body_jcs, canonical_json(ref))
+    return digest_of_canonical(body_jcs), leaf_of_canonical(envelope), time_ms
 
 
 _Domain = tuple[dict[str, Any], bytes]  # the deployment's EIP-712 domain, and its JCS

@@ -90,6 +90,7 @@ class Intake:
         return self.store.accept(
             sealed.envelopes,
             digests=sealed.digests,
+            canonical=sealed.canonical,
             same_id_is_duplicate=same_id_is_duplicate,
             related=related,
         )

@@ -113,7 +113,7 @@ def build_tree(leaves: Sequence[bytes]) -> MerkleTree:
         wrong = next(size for size in sizes if size != _HASH_BYTES)
         raise InvalidInput(f"a leaf must be {_HASH_BYTES} bytes, got {wrong}")
     tools = MerkleTools(hash_type="sha256")
-    tools.leaves = [bytes(leaf) for leaf in leaves]  # what add_leaf makes of hex, minus the hex
+    tools.leaves = list(leaves)  # what add_leaf makes of hex, minus the hex
     tools.make_tree()
     return MerkleTree(tools)
 

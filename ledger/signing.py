@@ -23,7 +23,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils.address import is_checksum_address, to_checksum_address
 
-from ledger.canonical import event_digest
+from ledger.canonical import canonical_json, digest_of_canonical, event_digest
 from ledger.errors import InvalidInput, InvalidSignature
 from ledger.merkle import build_tree, verify_inclusion
 from ledger.models import Eip712Domain, EventBody, SignedEnvelope, SubmissionIn, SubmissionRef
@@ -35,6 +35,7 @@ __all__ = [
     "SUBMISSION_TYPES",
     "SealedSubmission",
     "domain_for",
+    "envelope_jcs",
     "envelopes_for",
     "recover_envelope_signer",
     "recover_submitter",
@@ -128,6 +129,25 @@ class SealedSubmission:
     root: bytes
     envelopes: list[SignedEnvelope]
     digests: list[bytes]  # each envelope's event digest, in order
+    canonical: list[bytes]  # each envelope's RFC 8785 JSON: its leaf's preimage body
+
+
+def envelope_jcs(domain_jcs: bytes, event_jcs: bytes, submission_jcs: bytes) -> bytes:
+    """A signed envelope's canonical JSON from its three members' canonical JSON. JCS
+    writes an object as its members in key order, each value in its own canonical
+    form, and an envelope has exactly the keys "domain" < "event" < "submission": so
+    the event's bytes, already written for its digest, are not written again."""
+    return b"".join(
+        (
+            b'{"domain":',
+            domain_jcs,
+            b',"event":',
+            event_jcs,
+            b',"submission":',
+            submission_jcs,
+            b"}",
+        )
+    )
 
 
 def recover_submitter(submission: SubmissionIn, *, domain: Eip712Domain) -> str:
@@ -156,28 +176,37 @@ def _verified_signer(submission: SubmissionIn, *, domain: Eip712Domain, root: by
 
 def envelopes_for(submission: SubmissionIn, *, domain: Eip712Domain) -> SealedSubmission:
     """Check the signature, then give each event its envelope (signature + inclusion proof)."""
-    digests = [event_digest(e.model_dump(mode="json")) for e in submission.events]
+    bodies = [canonical_json(e.model_dump(mode="json")) for e in submission.events]
+    digests = [digest_of_canonical(body) for body in bodies]
     tree = build_tree(digests)
     _verified_signer(submission, domain=domain, root=tree.root)
     root_hex = "0x" + tree.root.hex()
-    # Built, not validated: every part is already checked (the events and signature by
-    # SubmissionIn, the domain by its model) or computed here (root, index, proof).
-    envelopes = [
-        SignedEnvelope.model_construct(
-            event=event,
-            submission=SubmissionRef.model_construct(
-                root=root_hex,
-                count=len(digests),
-                index=index,
-                proof=proof,
-                signature=submission.signature,
-            ),
-            domain=domain,
+    domain_jcs = canonical_json(domain.model_dump(mode="json"))
+    envelopes, canonical = [], []
+    for index, (event, body, proof) in enumerate(
+        zip(submission.events, bodies, tree.proofs(), strict=True)
+    ):
+        ref: dict[str, Any] = {
+            "root": root_hex,
+            "count": len(digests),
+            "index": index,
+            "proof": proof,
+            "signature": submission.signature,
+        }
+        # Built, not validated: every part is already checked (the events and signature
+        # by SubmissionIn, the domain by its model) or computed here (root, index, proof).
+        envelopes.append(
+            SignedEnvelope.model_construct(
+                event=event, submission=SubmissionRef.model_construct(**ref), domain=domain
+            )
         )
-        for index, (event, proof) in enumerate(zip(submission.events, tree.proofs(), strict=True))
-    ]
+        canonical.append(envelope_jcs(domain_jcs, body, canonical_json(ref)))
     return SealedSubmission(
-        submitter=submission.submitter, root=tree.root, envelopes=envelopes, digests=digests
+        submitter=submission.submitter,
+        root=tree.root,
+        envelopes=envelopes,
+        digests=digests,
+        canonical=canonical,
     )
 
 

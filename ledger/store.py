@@ -399,6 +399,7 @@ class Store:
         envelopes: Sequence[SignedEnvelope],
         *,
         digests: Sequence[bytes] | None = None,
+        canonical: Sequence[bytes] | None = None,
         same_id_is_duplicate: bool = False,
         related: Callable[[Session, list[Receipt]], None] | None = None,
     ) -> list[Receipt]:
@@ -410,20 +411,25 @@ class Store:
         (the GS1 event hash), another spelling of the same event is a duplicate too.
         ``related(session, receipts)`` writes rows derived from the new events (the
         EPCIS index, flow entries, custody) in the same transaction, so a crash keeps
-        both or neither. ``digests`` are the events' digests when the caller has them
-        (ledger.signing.envelopes_for computes them to check the signature).
+        both or neither. ``digests`` and ``canonical`` are the events' digests and the
+        envelopes' canonical JSON when the caller has them (ledger.signing.envelopes_for
+        writes them to check the signature); else they are computed here.
         """
-        if digests is not None and len(digests) != len(envelopes):
-            raise ValueError(f"{len(digests)} digests for {len(envelopes)} envelopes")
+        for given, name in ((digests, "digests"), (canonical, "canonical forms")):
+            if given is not None and len(given) != len(envelopes):
+                raise ValueError(f"{len(given)} {name} for {len(envelopes)} envelopes")
         received = _now_ms()
         rows: list[dict[str, Any]] = []
         for position, env in enumerate(envelopes):
             event = env.event
-            envelope_json = env.model_dump(mode="json")
+            if digests is None or canonical is None:
+                envelope_json = env.model_dump(mode="json")
             body_digest = (
                 digests[position] if digests is not None else event_digest(envelope_json["event"])
             )
-            envelope_jcs = canonical_json(envelope_json)
+            envelope_jcs = (
+                canonical[position] if canonical is not None else canonical_json(envelope_json)
+            )
             rows.append(
                 {
                     "event_id": event.event_id,

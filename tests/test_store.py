@@ -58,7 +58,7 @@ def test_accept_is_all_or_nothing_and_idempotent(store: Store) -> None:
     assert store.counts()["events"] == 3  # the two new events of that batch were not stored
 
 
-def test_given_digests_are_the_events_own_and_stored_rows_carry_them(store: Store) -> None:
+def test_given_digests_and_canonical_forms_are_the_ones_stored(store: Store) -> None:
     from ledger.canonical import event_digest
 
     sub = sign_submission(
@@ -68,8 +68,11 @@ def test_given_digests_are_the_events_own_and_stored_rows_carry_them(store: Stor
     assert sealed.digests == [event_digest(e.model_dump(mode="json")) for e in sub.events]
     with pytest.raises(ValueError, match="2 digests for 3 envelopes"):
         store.accept(sealed.envelopes, digests=sealed.digests[:2])
+    with pytest.raises(ValueError, match="1 canonical forms for 3 envelopes"):
+        store.accept(sealed.envelopes, canonical=sealed.canonical[:1])
     assert store.counts()["events"] == 0
-    receipts = store.accept(sealed.envelopes, digests=sealed.digests)
+    receipts = store.accept(sealed.envelopes, digests=sealed.digests, canonical=sealed.canonical)
+    assert [store.event(r.event_id).envelope.encode() for r in receipts] == sealed.canonical
     assert [r.digest for r in receipts] == [d.hex() for d in sealed.digests]
     assert [store.event(r.event_id).digest for r in receipts] == [d.hex() for d in sealed.digests]
     assert [r.duplicate for r in store.accept(sealed.envelopes)] == [True] * 3

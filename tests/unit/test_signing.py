@@ -417,3 +417,15 @@ def test_changing_any_payload_value_breaks_the_envelope(data: st.DataObject) -> 
     except InvalidInput:
         return
     assert signer != envelope.event.submitter
+
+
+def test_sealed_canonical_forms_are_each_envelopes_own() -> None:
+    events = _events(5)
+    events[1] = events[1].model_copy(
+        update={"payload": {"t": 21.5, "big": 1e20, "tiny": 1e-7, "名": "ö\u2028", "n": None}}
+    )
+    sealed = envelopes_for(sign_submission(events, private_key=KEY, domain=DOMAIN), domain=DOMAIN)
+    assert sealed.canonical == [
+        canonical_json(env.model_dump(mode="json")) for env in sealed.envelopes
+    ]
+    assert sealed.digests == [event_digest(e.model_dump(mode="json")) for e in events]

@@ -226,3 +226,26 @@ def test_the_fast_paths_report_what_the_slow_ones_do(
         "root_mismatch",
     } <= codes
     assert not fast["ok"]
+
+
+def test_the_cycle_collector_is_paused_for_the_events_and_left_as_found(faulty: Runtime) -> None:
+    import gc
+
+    seen: list[bool] = []
+    original = Auditor._check_stream_events
+
+    def spy(self: Auditor, *args: Any) -> None:
+        seen.append(gc.isenabled())
+        original(self, *args)
+
+    auditor = Auditor(faulty.chain, faulty.deployment, source=faulty.store, bytecode=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Auditor, "_check_stream_events", spy)
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            try:
+                auditor.run()
+                assert gc.isenabled() is enabled
+            finally:
+                gc.enable()
+    assert seen and not any(seen)

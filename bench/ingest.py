@@ -453,7 +453,7 @@ def memory_api(ctx: Context) -> list[Figure]:
     from tests.load_world import ASSETS, deploy_load_world, wait_indexed
 
     submitters, readers, batch, duration_s, max_events = ctx.pick(
-        tiny=(2, 1, 10, 2.0, 200), quick=(8, 4, 50, 20.0, 8_000), full=(8, 4, 50, 120.0, 60_000)
+        tiny=(2, 1, 10, 2.0, 200), quick=(8, 4, 50, 10.0, 4_000), full=(8, 4, 50, 120.0, 60_000)
     )
     node = _anvil(ctx)
     db_url = f"sqlite:///{ctx.tmp}/load.sqlite"

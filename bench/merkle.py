@@ -127,6 +127,7 @@ def run(ctx: Context) -> list[Figure]:
         tiny=[1_000], quick=[10_000, 100_000, 1_000_000], full=[10_000, 100_000, 1_000_000]
     )
     peer_limit: int = ctx.pick(tiny=1_000, quick=100_000, full=1_000_000)
+    node_limit: int = ctx.pick(tiny=1_000, quick=10_000, full=1_000_000)  # the slow peer
     runs: int = ctx.pick(tiny=1, quick=3, full=5)
     figures: list[Figure] = []
     for n in sizes:
@@ -163,6 +164,7 @@ def run(ctx: Context) -> list[Figure]:
                     ratio_of="peer / fourflow (times faster)",
                 )
             )
+        if n <= node_limit:
             node = _node_peer(n)
             figures.append(
                 Figure(

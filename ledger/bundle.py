@@ -49,6 +49,9 @@ class BundleBuilder:
         against the batch root; should the nodes ever disagree with it (a damaged row),
         the proofs come from the full tree."""
         proofs = self.store.batch_proofs(batch.stream, batch.seq, leaves, batch.leaf_count)
+        if proofs is None:  # sealed before nodes were stored: the whole tree, kept
+            tree = self._tree(batch.stream, batch.seq, batch.root)
+            return {index: tree.proof(index) for index in leaves}
         root = bytes.fromhex(batch.root)
         try:
             for index, proof in proofs.items():
@@ -60,7 +63,11 @@ class BundleBuilder:
                     root=root,
                 )
         except InvalidInput:
-            log.error("stored nodes of batch %s/%d disagree with its root", batch.stream, batch.seq)
+            log.error(
+                "proofs of batch %s/%d from its stored nodes and leaves disagree with its root",
+                batch.stream,
+                batch.seq,
+            )
             tree = self._tree(batch.stream, batch.seq, batch.root)
             return {index: tree.proof(index) for index in leaves}
         return proofs
@@ -92,7 +99,12 @@ class BundleBuilder:
         by_batch: dict[tuple[str, int], dict[int, EventRow]] = defaultdict(dict)
         for event_id, (stream, seq, index) in placed.items():
             batch = batches.get((stream, seq))
-            if batch is not None and batch.state == ANCHORED and batch.tx_hash is not None:
+            if (
+                batch is not None
+                and batch.state == ANCHORED
+                and batch.tx_hash is not None
+                and batch.block_number is not None
+            ):
                 by_batch[(stream, seq)][index] = events[event_id]
         out: dict[str, ProofBundle] = {}
         for key, members in by_batch.items():

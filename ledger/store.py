@@ -15,6 +15,7 @@ import hashlib
 import os
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from sqlalchemy import (
     BigInteger,
     Index,
     Integer,
+    bindparam,
     event,
     func,
     insert,
@@ -77,6 +79,9 @@ _NUMBER_EVENT = text(
 )
 
 
+_SPANS_A_QUERY = 100  # OR terms in one statement: SQLite refuses expressions 1,000 deep
+
+
 @functools.cache
 def _chunks_query(spans: int) -> TextClause:
     """The leaves of ``spans`` leaf-index ranges [f, e) of one batch, by index."""
@@ -88,14 +93,17 @@ def _chunks_query(spans: int) -> TextClause:
 
 
 @functools.cache
-def _nodes_query(terms: int) -> TextClause:
-    """Stored nodes by full key, ``terms`` of them: one index probe each (a tuple IN
-    over (height, idx) made SQLite scan all of the batch's nodes)."""
+def _nodes_query(heights: int) -> TextClause:
+    """Stored nodes at ``heights`` heights, a list of indexes at each: one term a
+    height with the whole key, so each index is one probe (a tuple IN over
+    (height, idx) made SQLite scan all of the batch's nodes)."""
     keys = " OR ".join(
-        f"(stream = :stream AND seq = :seq AND height = :h{t} AND idx = :i{t})"
-        for t in range(terms)
+        f"(stream = :stream AND seq = :seq AND height = :h{t} AND idx IN :i{t})"
+        for t in range(heights)
     )
-    return text(f"SELECT height, idx, hash FROM batch_nodes WHERE {keys or 'false'}")
+    return text(f"SELECT height, idx, hash FROM batch_nodes WHERE {keys or 'false'}").bindparams(
+        *(bindparam(f"i{t}", expanding=True) for t in range(heights))
+    )
 
 
 def _now_ms() -> int:
@@ -578,44 +586,55 @@ class Store:
         return batch
 
     def batch_proof(self, stream: str, seq: int, index: int, leaf_count: int) -> list[ProofStep]:
-        """The Merkle proof of leaf ``index`` of a sealed batch (see ``batch_proofs``)."""
-        return self.batch_proofs(stream, seq, [index], leaf_count)[index]
+        """The Merkle proof of leaf ``index`` of a sealed batch (see ``batch_proofs``); a
+        batch sealed before nodes were stored is proved from all its leaves."""
+        proofs = self.batch_proofs(stream, seq, [index], leaf_count)
+        if proofs is None:
+            return build_tree(self.batch_leaves(stream, seq)).proof(index)
+        return proofs[index]
 
     def batch_proofs(
         self, stream: str, seq: int, indexes: Iterable[int], leaf_count: int
-    ) -> dict[int, list[ProofStep]]:
+    ) -> dict[int, list[ProofStep]] | None:
         """The Merkle proofs of leaves ``indexes`` of a sealed batch, from the leaves of
-        their 64-leaf chunks and the stored upper nodes, in two queries; a batch sealed
-        before those were kept (schema 0002) is proved from all its leaves.
+        their 64-leaf chunks and the stored upper nodes, in a few queries. None for a
+        batch sealed before nodes were stored (schema 0002): the caller proves it from
+        all its leaves (and may keep that tree).
 
         Plain SQL on a connection: building the statements with SQLAlchemy's expression
         language cost twenty times the index lookups they make."""
         indexes = sorted(set(indexes))
         spans = sorted({chunk_span(index, leaf_count) for index in indexes})
-        wanted = sorted({key for index in indexes for key in upper_siblings(index, leaf_count)})
-        params: dict[str, Any] = {"stream": stream, "seq": seq}
-        for term, (first, end) in enumerate(spans):
-            params[f"f{term}"], params[f"e{term}"] = first, end
-        for term, (height, idx) in enumerate(wanted):
-            params[f"h{term}"], params[f"i{term}"] = height, idx
+        by_height: dict[int, set[int]] = defaultdict(set)
+        for index in indexes:
+            for height, idx in upper_siblings(index, leaf_count):
+                by_height[height].add(idx)
+        wanted = sum(len(idxs) for idxs in by_height.values())
+        nodes_params: dict[str, Any] = {"stream": stream, "seq": seq}
+        for term, (height, idxs) in enumerate(sorted(by_height.items())):
+            nodes_params[f"h{term}"], nodes_params[f"i{term}"] = height, sorted(idxs)
+        leaves: dict[int, bytes] = {}
+        nodes: dict[tuple[int, int], bytes] = {}
         try:
             with self.engine.connect() as connection:
-                leaves = {
-                    index: bytes.fromhex(leaf)
-                    for index, leaf in connection.execute(_chunks_query(len(spans)), params)
-                }
-                nodes = {
-                    (height, idx): bytes.fromhex(node)
-                    for height, idx, node in connection.execute(_nodes_query(len(wanted)), params)
-                }
+                for start in range(0, len(spans), _SPANS_A_QUERY):
+                    group = spans[start : start + _SPANS_A_QUERY]
+                    params: dict[str, Any] = {"stream": stream, "seq": seq}
+                    for term, (first, end) in enumerate(group):
+                        params[f"f{term}"], params[f"e{term}"] = first, end
+                    for index, leaf in connection.execute(_chunks_query(len(group)), params):
+                        leaves[index] = bytes.fromhex(leaf)
+                if by_height:
+                    query = _nodes_query(len(by_height))
+                    for height, idx, node in connection.execute(query, nodes_params):
+                        nodes[(height, idx)] = bytes.fromhex(node)
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
         for first, end in spans:
             if any(i not in leaves for i in range(first, end)):
                 raise NotFound(f"batch {seq} of {stream!r} has no leaves {first}..{end - 1}")
-        if len(nodes) < len(wanted):
-            tree = build_tree(self.batch_leaves(stream, seq))
-            return {index: tree.proof(index) for index in indexes}
+        if len(nodes) < wanted:
+            return None
         proofs = {}
         for index in indexes:
             first, end = chunk_span(index, leaf_count)

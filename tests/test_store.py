@@ -207,6 +207,7 @@ def test_a_batch_without_stored_nodes_is_proved_from_all_its_leaves(store: Store
         session.exec(delete(BatchNodeRow))  # type: ignore[call-overload]
         session.commit()
     tree = build_tree(store.batch_leaves("acme.custody", batch.seq))
+    assert store.batch_proofs("acme.custody", batch.seq, [99], 100) is None  # no nodes
     assert store.batch_proof("acme.custody", batch.seq, 99, 100) == tree.proof(99)
     with pytest.raises(NotFound, match=r"no leaves 128\.\.191"):
         store.batch_proof("acme.custody", batch.seq, 130, 200)
@@ -221,3 +222,32 @@ def test_batch_proofs_of_several_chunks_at_once(store: Store) -> None:
     assert store.batch_proofs("acme.custody", batch.seq, indexes, 300) == {
         i: tree.proof(i) for i in indexes
     }
+
+
+def test_proofs_of_a_whole_page_in_a_large_batch(store: Store) -> None:
+    # 500 leaves spread over a batch of 100,000 ask for about 1,500 stored nodes and 500
+    # chunks: more terms than SQLite takes in one expression (it refused at ~1,000)
+    import os
+    import random
+
+    from sqlalchemy import insert
+
+    from ledger.store import EventRow
+
+    n = 100_000
+    leaves = [os.urandom(32) for _ in range(n)]
+    rows = [
+        {"event_id": f"big-{i}", "stream": "big.stream", "kind": "k", "submitter": "0x0",
+         "event_time_ms": i, "digest": leaf.hex(), "leaf": leaf.hex(), "envelope": "{}",
+         "received_at_ms": 0}
+        for i, leaf in enumerate(leaves)
+    ]  # fmt: skip
+    with store.engine.begin() as connection:
+        connection.execute(insert(EventRow), rows)
+    batch = store.seal("big.stream", max_events=n)
+    assert batch is not None
+    indexes = random.Random(7).sample(range(n), 500)
+    proofs = store.batch_proofs("big.stream", batch.seq, indexes, n)
+    assert proofs is not None and set(proofs) == set(indexes)
+    tree = build_tree(leaves)
+    assert all(proofs[i] == tree.proof(i) for i in indexes)

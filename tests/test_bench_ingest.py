@@ -47,6 +47,7 @@ def test_anchoring_latency_reports_p50_and_p99_against_the_bound() -> None:
     assert p99.peer_value == pytest.approx(3.0)  # max-age 1 s + 2 blocks of 1 s
 
 
+@pytest.mark.anvil
 def test_verify_reports_bundles_per_second_and_the_audit_rate() -> None:
     figures = _run("verify")
     assert_well_formed(figures, "verify", ["bundles/s", "events/s", "s"])

@@ -17,11 +17,10 @@ import shutil
 import subprocess
 import time
 
-from sqlalchemy import insert
-
 from bench.core import PEERS, Context, Figure, benchmark, percentile, timed
 from ledger.merkle import build_tree, root_from_proof
-from ledger.store import EventRow, Store
+from ledger.store import Store
+from tests.conftest import store_bare_leaves
 
 
 def floor_root(leaves: list[bytes]) -> bytes:
@@ -77,15 +76,7 @@ def _sealed_batch_proofs(ctx: Context, leaves: list[bytes]) -> list[Figure]:
     n = len(leaves)
     store = Store.open(f"sqlite:///{ctx.tmp}/merkle-{n}.sqlite")
     ctx.on_exit(store.close)
-    rows = [
-        {"event_id": f"e{i}", "stream": "bench.merkle", "kind": "bench", "submitter": "0x0",
-         "event_time_ms": i, "digest": leaf.hex(), "leaf": leaf.hex(), "envelope": "{}",
-         "received_at_ms": 0}
-        for i, leaf in enumerate(leaves)
-    ]  # fmt: skip
-    with store.engine.begin() as connection:
-        connection.execute(insert(EventRow), rows)
-    del rows
+    store_bare_leaves(store, "bench.merkle", leaves)
     with timed() as sealing:
         batch = store.seal("bench.merkle", max_events=n)
     assert batch is not None and batch.root == floor_root(leaves).hex()

@@ -9,17 +9,19 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import insert
 
 from ledger.chain import Chain
 from ledger.models import EventBody
 from ledger.runtime import DevKeys, Runtime
+from ledger.store import EventRow, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 ANVIL = ROOT / "contracts" / "node_modules" / ".bin" / "anvil"
@@ -35,6 +37,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def store_bare_leaves(store: Store, stream: str, leaves: Sequence[bytes]) -> None:
+    """Rows for ``leaves`` in the events table, pending in ``stream``, without envelopes:
+    enough to seal and prove a batch of 10^5 or 10^6 leaves without signing that many
+    events (Merkle benchmarks and tests; never for anything that reads envelopes)."""
+    rows = [
+        {"event_id": f"{stream}-{i}", "stream": stream, "kind": "bare", "submitter": "0x0",
+         "event_time_ms": i, "digest": leaf.hex(), "leaf": leaf.hex(), "envelope": "{}",
+         "received_at_ms": 0}
+        for i, leaf in enumerate(leaves)
+    ]  # fmt: skip
+    with store.engine.begin() as connection:
+        connection.execute(insert(EventRow), rows)
 
 
 def make_events(

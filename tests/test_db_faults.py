@@ -294,9 +294,9 @@ _STALL_KEY = 0x66660003  # the advisory lock the stalled INSERT waits on
 
 @contextmanager
 def stall_insert_of(site: Site, event_id: str) -> Iterator[Any]:
-    """A trigger makes the INSERT of ``event_id`` (the last event of a submission; its
-    asset rows and the other events are written before it) wait on an advisory lock
-    this connection holds, until the block ends. Yields the admin cursor."""
+    """A trigger makes the INSERT of the asset row of ``event_id`` (the last event of a
+    submission: every event and the other asset rows are written before it) wait on an
+    advisory lock this connection holds, until the block ends. Yields the admin cursor."""
     import psycopg2
 
     admin = psycopg2.connect(site.dsn)
@@ -314,14 +314,14 @@ def stall_insert_of(site: Site, event_id: str) -> Iterator[Any]:
                 END IF;
                 RETURN NEW;
             END $$;
-            CREATE TRIGGER stall_for_test AFTER INSERT ON events
+            CREATE TRIGGER stall_for_test AFTER INSERT ON event_assets
                 FOR EACH ROW EXECUTE FUNCTION stall_for_test();
             """
         )
         yield cur
     finally:
         cur.execute("SELECT pg_advisory_unlock(%s)", (_STALL_KEY,))
-        cur.execute("DROP TRIGGER IF EXISTS stall_for_test ON events")
+        cur.execute("DROP TRIGGER IF EXISTS stall_for_test ON event_assets")
         cur.execute("DROP FUNCTION IF EXISTS stall_for_test()")
         cur.close()
         admin.close()
@@ -353,7 +353,7 @@ def _tables_written_by(cur: Any, pid: int) -> set[str]:
 
 def test_a_submission_whose_database_backend_dies_mid_write_leaves_nothing(site: Site) -> None:
     """PostgreSQL: the backend writing a large submission is terminated while its
-    transaction holds every asset row and all but the last event."""
+    transaction holds every event and all but the last asset row."""
     if site.kind == "sqlite":
         pytest.skip("SQLite has no backend to terminate; see the killed-writer test below")
     body = site.submission(400, "cut-off")

@@ -230,20 +230,11 @@ def test_proofs_of_a_whole_page_in_a_large_batch(store: Store) -> None:
     import os
     import random
 
-    from sqlalchemy import insert
-
-    from ledger.store import EventRow
+    from tests.conftest import store_bare_leaves
 
     n = 100_000
     leaves = [os.urandom(32) for _ in range(n)]
-    rows = [
-        {"event_id": f"big-{i}", "stream": "big.stream", "kind": "k", "submitter": "0x0",
-         "event_time_ms": i, "digest": leaf.hex(), "leaf": leaf.hex(), "envelope": "{}",
-         "received_at_ms": 0}
-        for i, leaf in enumerate(leaves)
-    ]  # fmt: skip
-    with store.engine.begin() as connection:
-        connection.execute(insert(EventRow), rows)
+    store_bare_leaves(store, "big.stream", leaves)
     batch = store.seal("big.stream", max_events=n)
     assert batch is not None
     indexes = random.Random(7).sample(range(n), 500)

@@ -92,6 +92,15 @@ def timed() -> Iterator[Callable[[], float]]:
     end.append(time.perf_counter())
 
 
+def status_kib(pid: int, field: str) -> int:
+    """A VmRSS/VmHWM line of /proc/<pid>/status, in KiB (VmHWM: the process's own peak;
+    ru_maxrss would keep the parent's across exec)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:

@@ -247,15 +247,13 @@ def run_history(ctx: Context) -> list[Figure]:
 # --- memory ------------------------------------------------------------------------------
 
 _SEAL_SCRIPT = """
-import json, os, resource, sys
+import json, os, sys
 from pathlib import Path
 from eth_account import Account
+from bench.core import status_kib
 from ledger.runtime import Runtime
-def rss():  # VmHWM: this process's own peak (ru_maxrss keeps the parent's across exec)
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def rss():
+    return status_kib(os.getpid(), "VmHWM") * 1024
 after_imports = rss()
 runtime = Runtime.open(db_url=sys.argv[1], rpc_url=sys.argv[2], manifest=Path(sys.argv[3]))
 oracle = Account.from_key(os.environ["BENCH_ORACLE_KEY"])

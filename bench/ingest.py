@@ -25,7 +25,7 @@ import httpx
 from eth_account.signers.local import LocalAccount
 
 from api.loadtest import SignedIn
-from bench.core import Context, Figure, benchmark, percentile, timed
+from bench.core import Context, Figure, benchmark, percentile, status_kib, timed
 from ledger.canonical import canonical_json, event_digest, leaf_hash
 from ledger.chain import Chain
 from ledger.errors import LedgerError
@@ -449,14 +449,6 @@ def verify(ctx: Context) -> list[Figure]:
 # --- 7. the API's memory under the load test ----------------------------------------------------
 
 
-def _status_kib(pid: int, field: str) -> int:
-    """A VmRSS/VmHWM line of /proc/<pid>/status, in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} for process {pid}")
-
-
 @benchmark("memory-api", "peak RSS of `fourflow serve` under the load test (`fourflow load`)")
 def memory_api(ctx: Context) -> list[Figure]:
     from api.loadtest import LoadPlan, run_load
@@ -478,7 +470,7 @@ def memory_api(ctx: Context) -> list[Figure]:
     server = ServeProcess.start(env, log=ctx.tmp / f"serve-{port}.log", port=port)
     ctx.on_exit(server.stop)
     wait_indexed(server.url, world.auditor, world.pledge_id)
-    started_kib = _status_kib(server.proc.pid, "VmRSS")
+    started_kib = status_kib(server.proc.pid, "VmRSS")
     ctx.say(
         f"{submitters} submitters × {batch} events and {readers} readers for {duration_s:g} s "
         f"(at most {max_events:,} events); server RSS at start {started_kib / 1024:.0f} MiB"
@@ -489,7 +481,7 @@ def memory_api(ctx: Context) -> list[Figure]:
         pledges=[world.pledge_id], timeout_s=60.0,
     )  # fmt: skip
     load = run_load(plan)
-    peak_kib = _status_kib(server.proc.pid, "VmHWM")
+    peak_kib = status_kib(server.proc.pid, "VmHWM")
     if load.errors:  # a server that failed requests says nothing about its memory
         raise RuntimeError(f"the load saw {load.errors} errors: {load.operations}")
     accepted = len(load.accepted)

@@ -19,6 +19,11 @@ __all__ = ["BundleBuilder"]
 log = logging.getLogger("fourflow.bundle")
 
 
+def _anchored(batch: BatchRow) -> bool:
+    """Whether ``batch`` is anchored with all a bundle's anchor reference needs."""
+    return batch.state == ANCHORED and batch.tx_hash is not None and batch.block_number is not None
+
+
 class BundleBuilder:
     """Makes bundles. A proof comes from the batch's stored upper nodes and one 64-leaf
     chunk (Store.batch_proof); batches sealed before those were stored are proved from
@@ -49,9 +54,22 @@ class BundleBuilder:
         against the batch root; should the nodes ever disagree with it (a damaged row),
         the proofs come from the full tree."""
         proofs = self.store.batch_proofs(batch.stream, batch.seq, leaves, batch.leaf_count)
-        if proofs is None:  # sealed before nodes were stored: the whole tree, kept
+        if proofs is not None and not self._lead_to_root(batch, leaves, proofs):
+            log.error(
+                "proofs of batch %s/%d from its stored nodes and leaves disagree with its root",
+                batch.stream,
+                batch.seq,
+            )
+            proofs = None
+        if proofs is None:  # sealed before nodes were stored, or they are damaged
             tree = self._tree(batch.stream, batch.seq, batch.root)
             return {index: tree.proof(index) for index in leaves}
+        return proofs
+
+    @staticmethod
+    def _lead_to_root(
+        batch: BatchRow, leaves: dict[int, str], proofs: dict[int, list[ProofStep]]
+    ) -> bool:
         root = bytes.fromhex(batch.root)
         try:
             for index, proof in proofs.items():
@@ -63,14 +81,8 @@ class BundleBuilder:
                     root=root,
                 )
         except InvalidInput:
-            log.error(
-                "proofs of batch %s/%d from its stored nodes and leaves disagree with its root",
-                batch.stream,
-                batch.seq,
-            )
-            tree = self._tree(batch.stream, batch.seq, batch.root)
-            return {index: tree.proof(index) for index in leaves}
-        return proofs
+            return False
+        return True
 
     def bundle(self, event_id: str) -> ProofBundle:
         """The proof bundle of an anchored event; NotAnchored until its batch is anchored."""
@@ -78,7 +90,7 @@ class BundleBuilder:
         if event.batch_seq is None or event.leaf_index is None:
             raise NotAnchored(f"event {event_id!r} is not in a batch yet")
         batch = self.store.batch(event.stream, event.batch_seq)
-        if batch.state != ANCHORED or batch.tx_hash is None or batch.block_number is None:
+        if not _anchored(batch):
             raise NotAnchored(
                 f"batch {batch.seq} of {event.stream!r} is {batch.state}, not anchored"
             )
@@ -99,12 +111,7 @@ class BundleBuilder:
         by_batch: dict[tuple[str, int], dict[int, EventRow]] = defaultdict(dict)
         for event_id, (stream, seq, index) in placed.items():
             batch = batches.get((stream, seq))
-            if (
-                batch is not None
-                and batch.state == ANCHORED
-                and batch.tx_hash is not None
-                and batch.block_number is not None
-            ):
+            if batch is not None and _anchored(batch):
                 by_batch[(stream, seq)][index] = events[event_id]
         out: dict[str, ProofBundle] = {}
         for key, members in by_batch.items():

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from blockcerts_merkletools import MerkleTools
@@ -70,18 +70,11 @@ class MerkleTree:
         """Every leaf's proof, in leaf order: ``[self.proof(i) for i in range(n)]``, with
         each node written in hex once instead of once per proof it appears in."""
         below_root = [[node.hex() for node in level] for level in reversed(self._tools.levels[1:])]
-        every = []
-        for index in range(self.leaf_count):
-            steps: list[ProofStep] = []
-            position = index
-            for level in below_root:
-                if position % 2:
-                    steps.append({"left": level[position - 1]})
-                elif position + 1 < len(level):
-                    steps.append({"right": level[position + 1]})
-                position //= 2
-            every.append(steps)
-        return every
+        count = self.leaf_count
+        return [
+            [{side: below_root[height][idx]} for height, idx, side in _siblings(index, count)]
+            for index in range(count)
+        ]
 
     def upper_nodes(self, from_height: int = CHUNK_HEIGHT) -> list[tuple[int, int, bytes]]:
         """(height, index, hash) of every node at ``from_height`` and above, the root
@@ -128,16 +121,7 @@ def upper_siblings(
     index: int, leaf_count: int, height: int = CHUNK_HEIGHT
 ) -> list[tuple[int, int]]:
     """(height, index) of the stored nodes a proof of leaf ``index`` needs, lowest first."""
-    wanted = []
-    level, width = height, -(-leaf_count >> height)  # ceil(leaf_count / 2**height)
-    position = index >> height
-    while width > 1:
-        if position % 2 == 1:
-            wanted.append((level, position - 1))
-        elif position + 1 < width:
-            wanted.append((level, position + 1))
-        level, position, width = level + 1, position // 2, (width + 1) // 2
-    return wanted
+    return [(level, idx) for level, idx, _ in _siblings(index, leaf_count, height)]
 
 
 def proof_from_parts(
@@ -155,11 +139,10 @@ def proof_from_parts(
             f"chunk of leaf {index} has {end - first} leaves, got {len(chunk_leaves)}"
         )
     steps = build_tree(chunk_leaves).proof(index - first)
-    sides = proof_shape(index, leaf_count)[len(steps) :]
-    for side, key in zip(sides, upper_siblings(index, leaf_count, height), strict=True):
-        node = nodes.get(key)
+    for level, idx, side in _siblings(index, leaf_count, height):
+        node = nodes.get((level, idx))
         if node is None:
-            raise InvalidInput(f"stored node {key} missing for leaf {index}")
+            raise InvalidInput(f"stored node {(level, idx)} missing for leaf {index}")
         steps.append({side: node.hex()})
     return steps
 
@@ -168,17 +151,20 @@ def proof_shape(index: int, leaf_count: int) -> list[str]:
     """The sides ("left"/"right") of the siblings on the path of leaf ``index``."""
     if leaf_count < 1 or not 0 <= index < leaf_count:
         raise InvalidInput(f"leaf index {index} outside a tree of {leaf_count} leaves")
-    sides: list[str] = []
-    width = leaf_count
+    return [side for _, _, side in _siblings(index, leaf_count)]
+
+
+def _siblings(index: int, leaf_count: int, height: int = 0) -> Iterator[tuple[int, int, str]]:
+    """(height, index, side) of each sibling on the path of leaf ``index``, from
+    ``height`` up: the one walk behind proof shapes, stored-node lookups and proofs."""
+    position, width = index >> height, -(-leaf_count >> height)  # ceil(count / 2**height)
     while width > 1:
-        if index % 2 == 1:
-            sides.append("left")
-        elif index + 1 < width:
-            sides.append("right")
+        if position % 2 == 1:
+            yield height, position - 1, "left"
+        elif position + 1 < width:
+            yield height, position + 1, "right"
         # else: the last node of an odd level is promoted, no sibling
-        index //= 2
-        width = (width + 1) // 2
-    return sides
+        height, position, width = height + 1, position // 2, (width + 1) // 2
 
 
 def _sibling(step: ProofStep, expected_side: str, position: int) -> bytes:

@@ -66,7 +66,12 @@ class FlowEntryRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_flow_entries_asset", "asset_id", "time_ms", "id"),
         Index("ix_flow_entries_event", "event_id"),
-    )
+        # the custody chain's walk, answered from the index alone (migration 0004)
+        Index(
+            "ix_flow_entries_custody",
+            "asset_id", "flow", "time_ms", "event_id", "id", "kind", "place",
+        ),
+    )  # fmt: skip
 
     id: int | None = Field(default=None, primary_key=True, sa_type=_BIG)
     event_id: str = Field(max_length=200)
@@ -75,6 +80,7 @@ class FlowEntryRow(SQLModel, table=True):
     kind: str = Field(max_length=64)
     time_ms: int = Field(sa_type=_BIG)
     summary: str  # RFC 8785 JSON
+    place: str | None = None  # logistics entries: place_of(summary)
 
 
 class CustodyRow(SQLModel, table=True):
@@ -165,6 +171,15 @@ class EpcisQuery:
     lt_record_time_ms: int | None = None
 
 
+def place_of(flow: Flow | str, summary: dict[str, Any]) -> str | None:
+    """Where a logistics entry puts its asset: the business location, else the read
+    point; the custody chain starts a step wherever this or the kind changes."""
+    if flow != Flow.LOGISTICS:
+        return None
+    place = summary.get("biz_location") or summary.get("read_point")
+    return place if isinstance(place, str) else None
+
+
 class Flows:
     """Reads and derived writes of the tables above, on a Store's database."""
 
@@ -186,6 +201,7 @@ class Flows:
                     kind=entry.kind,
                     time_ms=time_ms,
                     summary=canonical_json(entry.summary).decode("utf-8"),
+                    place=place_of(entry.flow, entry.summary),
                 )
             )
 

@@ -127,18 +127,19 @@ def upper_siblings(
 def proof_from_parts(
     index: int,
     leaf_count: int,
-    chunk_leaves: Sequence[bytes],
+    chunk: Sequence[bytes] | MerkleTree,
     nodes: dict[tuple[int, int], bytes],
     height: int = CHUNK_HEIGHT,
 ) -> list[ProofStep]:
-    """The proof of leaf ``index`` from its chunk's leaves (``chunk_span``) and the
-    stored nodes ``upper_siblings`` names; equal to ``build_tree(all).proof(index)``."""
+    """The proof of leaf ``index`` from its chunk (``chunk_span``): its leaves, or the
+    tree over them when several proofs share it; and the stored nodes ``upper_siblings``
+    names. Equal to ``build_tree(all).proof(index)``."""
     first, end = chunk_span(index, leaf_count, height)
-    if len(chunk_leaves) != end - first:
-        raise InvalidInput(
-            f"chunk of leaf {index} has {end - first} leaves, got {len(chunk_leaves)}"
-        )
-    steps = build_tree(chunk_leaves).proof(index - first)
+    size = chunk.leaf_count if isinstance(chunk, MerkleTree) else len(chunk)
+    if size != end - first:
+        raise InvalidInput(f"chunk of leaf {index} has {end - first} leaves, got {size}")
+    tree = chunk if isinstance(chunk, MerkleTree) else build_tree(chunk)
+    steps = tree.proof(index - first)
     for level, idx, side in _siblings(index, leaf_count, height):
         node = nodes.get((level, idx))
         if node is None:

@@ -639,12 +639,11 @@ class Store:
                 raise NotFound(f"batch {seq} of {stream!r} has no leaves {first}..{end - 1}")
         if len(nodes) < wanted:
             return None
-        proofs = {}
-        for index in indexes:
-            first, end = chunk_span(index, leaf_count)
-            chunk = [leaves[i] for i in range(first, end)]
-            proofs[index] = proof_from_parts(index, leaf_count, chunk, nodes)
-        return proofs
+        trees = {(f, e): build_tree([leaves[i] for i in range(f, e)]) for f, e in spans}
+        return {
+            index: proof_from_parts(index, leaf_count, trees[chunk_span(index, leaf_count)], nodes)
+            for index in indexes
+        }
 
     def unfinished_batches(self, stream: str | None = None) -> list[BatchRow]:
         """Sealed or sent batches, in (stream, seq) order: the anchoring to-do list."""

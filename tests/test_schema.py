@@ -4,6 +4,7 @@ processes starting together migrate once, and stores the code cannot serve are r
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import ledger.ops
 import ledger.oracle_state  # noqa: F401
 from ledger import schema
 from ledger.errors import StoreError
+from ledger.flows import place_of
 from ledger.store import Store
 from tests.conftest import fresh_pg_database
 
@@ -42,6 +44,15 @@ def test_the_migrated_database_is_exactly_the_models(any_db_url: str) -> None:
         diff = compare_metadata(context, SQLModel.metadata)
     store.close()
     assert diff == []
+
+
+_ENTRIES = [  # (flow, summary) of flow entries written before 0004
+    ("logistics", '{"biz_location":"urn:epc:id:sgln:0614141.00001.0","read_point":"x"}'),
+    ("logistics", '{"biz_location":"","read_point":"urn:epc:id:sgln:0614141.00002.0"}'),
+    ("logistics", '{"head_count":3}'),
+    ("logistics", '{"read_point":""}'),
+    ("information", '{"biz_location":"urn:epc:id:sgln:0614141.00001.0"}'),
+]
 
 
 def _event_rows(url: str) -> list[Any]:
@@ -63,13 +74,31 @@ def test_upgrade_keeps_data_and_downgrade_undoes(any_db_url: str) -> None:
                 " '{}', 2)"
             )
         )
+        for i, (flow, summary) in enumerate(_ENTRIES):
+            connection.execute(
+                text(
+                    "INSERT INTO flow_entries (event_id, asset_id, flow, kind, time_ms, summary)"
+                    " VALUES ('e-1', :asset, :flow, 'k', 1, :summary)"
+                ),
+                {"asset": f"a-{i}", "flow": flow, "summary": summary},
+            )
     assert schema.current(engine) == "0001"
-    assert schema.migrate(engine) == ["0002", "0003"]
+    assert schema.migrate(engine) == ["0002", "0003", "0004"]
     assert schema.current(engine) == schema.HEAD
     assert inspect(engine).has_table("claims")
     assert inspect(engine).has_table("batch_nodes")
     assert _event_rows(any_db_url) == [("e-1", "s")]
+    with engine.connect() as connection:  # 0004 gave the entries their places
+        places = connection.execute(text("SELECT place FROM flow_entries ORDER BY id")).all()
+    assert (
+        [p for (p,) in places]
+        == [place_of(flow, json.loads(summary)) for flow, summary in _ENTRIES]
+        == ["urn:epc:id:sgln:0614141.00001.0", "urn:epc:id:sgln:0614141.00002.0", None, "", None]
+    )
     assert schema.migrate(engine) == []  # nothing left to do
+    with engine.begin() as connection:
+        command.downgrade(schema.alembic_config(connection), "0003")
+    assert "place" not in {c["name"] for c in inspect(engine).get_columns("flow_entries")}
     with engine.begin() as connection:
         command.downgrade(schema.alembic_config(connection), "0002")
     assert not inspect(engine).has_table("batch_nodes")
@@ -171,7 +200,7 @@ def test_the_db_commands(tmp_path: Path) -> None:
     assert behind.returncode == 1 and "none (behind" in behind.stdout
     upgraded = run("upgrade", "--db", url)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert f"to {schema.HEAD}: 0001, 0002, 0003" in upgraded.stdout
+    assert f"to {schema.HEAD}: 0001, 0002, 0003, 0004" in upgraded.stdout
     assert run("upgrade", "--db", url).stdout.strip() == f"already at {schema.HEAD}"
     assert run("current", "--db", url).stdout.strip() == f"{schema.HEAD} (up to date)"
     assert "0003" in run("history").stdout

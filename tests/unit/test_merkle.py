@@ -362,6 +362,8 @@ def test_a_proof_from_parts_is_the_full_trees_proof(
     assert set(wanted) <= set(nodes)  # only stored nodes are asked for
     proof = proof_from_parts(index, n, all_leaves[first:end], nodes, height)
     assert proof == tree.proof(index)
+    chunk = build_tree(all_leaves[first:end])  # the chunk's tree, as proofs sharing it pass it
+    assert proof_from_parts(index, n, chunk, nodes, height) == proof
     # the nodes are the reference tree's: height h of ref_levels, index for index
     reference = ref_levels(all_leaves)
     assert all(reference[h][i] == node for (h, i), node in nodes.items())
@@ -379,6 +381,8 @@ def test_proof_from_parts_refuses_a_short_chunk_or_a_missing_node() -> None:
     nodes = {(h, i): node for h, i, node in build_tree(all_leaves).upper_nodes(3)}
     with pytest.raises(InvalidInput, match="has 8 leaves, got 7"):
         proof_from_parts(9, 200, all_leaves[8:15], nodes, 3)
+    with pytest.raises(InvalidInput, match="has 8 leaves, got 7"):
+        proof_from_parts(9, 200, build_tree(all_leaves[8:15]), nodes, 3)
     del nodes[(3, 0)]
     with pytest.raises(InvalidInput, match=r"stored node \(3, 0\) missing"):
         proof_from_parts(9, 200, all_leaves[8:16], nodes, 3)

@@ -33,7 +33,15 @@ from typing import Annotated, Any, Final, Literal
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from ledger.canonical import canonical_json
 from ledger.errors import InvalidInput, InvalidSignature
@@ -43,18 +51,25 @@ __all__ = [
     "KINDS",
     "READING_TAG",
     "Alarm",
+    "Charge",
     "Climate",
     "Collar",
     "Cover",
     "CycleCount",
     "Device",
     "Door",
+    "GridMeter",
     "HeadCount",
     "Heartbeat",
     "Intrusion",
+    "Inverter",
+    "Machine",
     "Reading",
     "TagRead",
     "Tamper",
+    "Telemetry",
+    "VehicleGps",
+    "Weather",
     "Weighbridge",
     "Weight",
     "reading_digest",
@@ -83,6 +98,14 @@ Signature = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-f]{130}$")]
 #   intrusion    zone str, source "infrared"|"camera", confidence 0..1
 #   tamper       tag str, event "removed"|"cut"|"reattached"
 #   heartbeat    {} (battery? %, rssi? dBm)
+#   machine      machine str, current_a (A), energy_kwh (meter total), lat?, lon?,
+#                output? int (piece counter total)                  clamp-on current sensor
+#   vehicle_gps  vin str, lat, lon, speed_kmh?, power "external"|"battery"   GPS/BeiDou tracker
+#   inverter     inverter str, power_kw, energy_kwh (meter total)   PV inverter
+#   grid_meter   meter str, export_kwh (meter total)                grid export meter
+#   weather      station str, irradiance_wm2 (plane of array), module_temp_c?
+#   charge       pile str, session str, start, end (RFC 3339), energy_kwh   a finished session
+#   telemetry    schema "name@version", subject str, values {name: number}  (oracles.telemetry)
 KINDS: Final = (
     "tag_read",
     "collar",
@@ -96,6 +119,13 @@ KINDS: Final = (
     "intrusion",
     "tamper",
     "heartbeat",
+    "machine",
+    "vehicle_gps",
+    "inverter",
+    "grid_meter",
+    "weather",
+    "charge",
+    "telemetry",
 )
 Kind = Literal[
     "tag_read",
@@ -110,6 +140,13 @@ Kind = Literal[
     "intrusion",
     "tamper",
     "heartbeat",
+    "machine",
+    "vehicle_gps",
+    "inverter",
+    "grid_meter",
+    "weather",
+    "charge",
+    "telemetry",
 ]
 
 
@@ -194,6 +231,74 @@ class Heartbeat(_Data):
     rssi: Number | None = None
 
 
+class Machine(_Data):
+    machine: str
+    current_a: Number = Field(ge=0, le=10_000)
+    energy_kwh: Number = Field(ge=0)  # the sensor's meter: a running total
+    lat: Number | None = Field(default=None, ge=-90, le=90)
+    lon: Number | None = Field(default=None, ge=-180, le=180)
+    output: int | None = Field(default=None, ge=0)  # the machine's piece counter: a total
+
+
+class VehicleGps(_Data):
+    vin: str = Field(pattern=r"^[A-HJ-NPR-Z0-9]{17}$")  # ISO 3779: no I, O or Q
+    lat: Number = Field(ge=-90, le=90)
+    lon: Number = Field(ge=-180, le=180)
+    speed_kmh: Number | None = Field(default=None, ge=0, le=400)
+    power: Literal["external", "battery"]  # on its backup battery: unplugged
+
+
+class Inverter(_Data):
+    inverter: str
+    power_kw: Number = Field(ge=0, le=100_000)
+    energy_kwh: Number = Field(ge=0)  # running total
+
+
+class GridMeter(_Data):
+    meter: str
+    export_kwh: Number = Field(ge=0)  # running total
+
+
+class Weather(_Data):
+    station: str
+    irradiance_wm2: Number = Field(ge=0, le=2_000)  # plane of array
+    module_temp_c: Number | None = Field(default=None, ge=-60, le=120)
+
+
+class Charge(_Data):
+    pile: str
+    session: str
+    start: str = Field(pattern=_RFC3339.pattern)
+    end: str = Field(pattern=_RFC3339.pattern)
+    energy_kwh: Number = Field(ge=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Charge:
+        if _moment(self.end) < _moment(self.start):
+            raise ValueError("a session cannot end before it starts")
+        return self
+
+    @property
+    def start_ms(self) -> int:
+        return (_moment(self.start) - _EPOCH) // timedelta(milliseconds=1)
+
+    @property
+    def end_ms(self) -> int:
+        return (_moment(self.end) - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class Telemetry(_Data):
+    schema_: str = Field(alias="schema", pattern=r"^[a-z][a-z0-9_.-]{0,62}@[1-9][0-9]{0,5}$")
+    subject: str = Field(min_length=1, max_length=200)
+    values: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")], Number] = (
+        Field(min_length=1, max_length=64)
+    )
+
+
 DATA_MODELS: Final[dict[str, type[_Data]]] = {
     "tag_read": TagRead,
     "collar": Collar,
@@ -207,6 +312,13 @@ DATA_MODELS: Final[dict[str, type[_Data]]] = {
     "intrusion": Intrusion,
     "tamper": Tamper,
     "heartbeat": Heartbeat,
+    "machine": Machine,
+    "vehicle_gps": VehicleGps,
+    "inverter": Inverter,
+    "grid_meter": GridMeter,
+    "weather": Weather,
+    "charge": Charge,
+    "telemetry": Telemetry,
 }
 
 

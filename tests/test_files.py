@@ -61,7 +61,7 @@ urn:fourflow:device:wh-3:door-1,3,2026-11-20T06:00:02.000Z,door,,,,"{""door"": "
 urn:fourflow:device:wh-3:climate-1,42,2026-11-20T06:00:00.000+08:00,climate,bay-3,hot,61,
 urn:fourflow:device:wh-3:climate-1,43,2026-11-20,climate,bay-3,4.5,61,
 urn:fourflow:device:wh-3:climate-1,x44,2026-11-20T06:00:00.000Z,climate,bay-3,4.5,61,
-urn:fourflow:device:wh-3:climate-1,45,2026-11-20T06:00:00.000Z,weather,bay-3,4.5,61,
+urn:fourflow:device:wh-3:climate-1,45,2026-11-20T06:00:00.000Z,telepathy,bay-3,4.5,61,
 urn:fourflow:device:wh-3:climate-1,46,2026-11-20T06:00:00.000Z,climate,bay-3,4.5,61,"{""zone"": ""bay-4""}"
 urn:fourflow:device:wh-3:door-1,4,2026-11-20T06:00:02.000Z,door,,,,"{""door"": ""north"", ""state"": ""ajar""}"
 urn:fourflow:device:wh-3:door-1,5,2026-11-20T06:00:02.000Z,door,,,,{broken json
@@ -260,7 +260,7 @@ def test_reading_csv_flat_and_json_data() -> None:
     assert reasons[5].startswith("data.temperature: Input should be a valid number")
     assert reasons[6].startswith("time: Value error, expected RFC 3339")
     assert reasons[7] == "seq 'x44' is not an integer"
-    assert reasons[8].startswith("kind 'weather' is not one of tag_read, collar")
+    assert reasons[8].startswith("kind 'telepathy' is not one of tag_read, collar")
     assert reasons[9] == "data field zone is given both in data and as a column"
     assert "state" in reasons[10]
     assert reasons[11].startswith("Expecting property name")

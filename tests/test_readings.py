@@ -118,6 +118,66 @@ def test_malformed_readings_are_refused(change: dict[str, Any], fragment: str) -
         Reading.model_validate({**as_json(collar(1)), **change})
 
 
+_INDUSTRY_DATA: dict[str, dict[str, Any]] = {  # one valid reading of each kind
+    "machine": {"machine": "cnc-07", "current_a": 31.5, "energy_kwh": 18250.4, "output": 1200},
+    "vehicle_gps": {"vin": "LSVAX60E7J2000001", "lat": 30.66, "lon": 104.06, "power": "external"},
+    "inverter": {"inverter": "inv-03", "power_kw": 212.4, "energy_kwh": 881230},
+    "grid_meter": {"meter": "export-1", "export_kwh": 2301120.5},
+    "weather": {"station": "ws-1", "irradiance_wm2": 812, "module_temp_c": 41.5},
+    "charge": {
+        "pile": "dc-07",
+        "session": "s-20261120-0042",
+        "start": "2026-11-20T12:01:00+08:00",
+        "end": "2026-11-20T12:48:30+08:00",
+        "energy_kwh": 41.2,
+    },
+    "telemetry": {"schema": "pump@1", "subject": "pump-2", "values": {"flow_m3h": 310.5}},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_INDUSTRY_DATA))
+def test_each_industrys_reading_kinds_sign_and_parse(kind: str) -> None:
+    unsigned = {
+        "device": COLLAR.id,
+        "seq": 7,
+        "time": "2026-11-20T12:50:00+08:00",
+        "kind": kind,
+        "data": _INDUSTRY_DATA[kind],
+    }
+    reading = sign_reading(unsigned, private_key=COLLAR_KEY.key)
+    verify_reading(reading, address=COLLAR_KEY.address)
+    assert reading.parsed().model_dump(by_alias=True, exclude_none=True) == _INDUSTRY_DATA[kind]
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "fragment"),
+    [
+        ("machine", {"current_a": -1}, "current_a"),
+        ("vehicle_gps", {"vin": "LSVAX60E7J200000O"}, "vin"),  # O is not a VIN letter
+        ("vehicle_gps", {"power": "mains"}, "power"),
+        ("weather", {"irradiance_wm2": 2_500}, "irradiance_wm2"),
+        ("charge", {"end": "2026-11-20T11:00:00+08:00"}, "end before it starts"),
+        ("charge", {"start": "noon"}, "start"),
+        ("telemetry", {"schema": "Pump"}, "schema"),
+        ("telemetry", {"values": {}}, "values"),
+        ("telemetry", {"values": {"Flow Rate": 1}}, "values"),
+        ("telemetry", {"values": {"flow_m3h": "high"}}, "values"),
+    ],
+)
+def test_malformed_industry_readings_are_refused(
+    kind: str, change: dict[str, Any], fragment: str
+) -> None:
+    unsigned = {
+        "device": COLLAR.id,
+        "seq": 7,
+        "time": "2026-11-20T12:50:00+08:00",
+        "kind": kind,
+        "data": {**_INDUSTRY_DATA[kind], **change},
+    }
+    with pytest.raises(ValidationError, match=fragment):
+        sign_reading(unsigned, private_key=COLLAR_KEY.key)
+
+
 def test_a_device_refuses_kinds_it_is_not_registered_for() -> None:
     reading = sign_reading(
         {

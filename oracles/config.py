@@ -13,19 +13,31 @@ watches for which pledges. One JSON file, read by `fourflow serve --oracle-confi
                  "rules": {"herd": "urn:fourflow:herd:CN-NM-0007", "animals": […],
                            "minimum": 110, "max_daily_drop_pct": 5, …}}],
       "lots":  [{"receipt_id": 2, "pledge_id": 2,
-                 "rules": {"lot": "…", "zone": "…", "items": […], "minimum": 36, …}}]
+                 "rules": {"lot": "…", "zone": "…", "items": […], "minimum": 36, …}}],
+      "plants":  [{"receipt_id": 3, "rules": {"plant": "…", "running_a": {…}, …},
+                   "revenue": {"capacity_per_day": 4000, "unit_price": 12.8}}],
+      "dealers": [{"rules": {"dealer": "…", "vehicles": […], "lot": [[lat, lon], …], …}}],
+      "schemas": [{"name": "pump", "version": 1, "fields": {…}}],
+      "telemetry": [{"rules": {"subject": "…", "rules": […]}}],
+      "crosscheck": {"tolerance_pct": {"revenue": 5}, "grace_days": 3}
     }
 
-``rules`` take the fields of oracles.livestock.HerdRules and oracles.warehouse.LotRules
-(docs/oracles.md lists them). A herd or lot without ``receipt_id`` is watched and
-alarmed on, but nothing is reported on-chain for it. Every problem in the file is an
-``InvalidInput`` naming where it is (``herds[0].rules.minimum: …``).
+``rules`` take the fields of oracles.livestock.HerdRules, oracles.warehouse.LotRules,
+oracles.machines.PlantRules, oracles.vehicles.DealerRules and
+oracles.telemetry.TelemetryRules (docs/oracles.md and docs/industries/ list them);
+``schemas`` are oracles.telemetry schemas, ``crosscheck`` oracles.crosscheck's
+CrossCheckRules. A plant's ``revenue`` is what its utilization is worth
+(oracles.crosscheck.revenue_from_utilization), for checking declared revenue. A watch
+without ``receipt_id`` is watched and alarmed on, but nothing is reported on-chain for
+it. Every problem in the file is an ``InvalidInput`` naming where it is
+(``herds[0].rules.minimum: …``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,9 +45,14 @@ from eth_utils.address import is_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from ledger.errors import InvalidInput
+from oracles.crosscheck import CrossCheckRules, revenue_from_utilization
+from oracles.energy import SolarMonitor, SolarRules, StationMonitor, StationRules
 from oracles.livestock import HerdRules
-from oracles.pipeline import HerdWatch, LotWatch
+from oracles.machines import PlantMonitor, PlantRules
+from oracles.pipeline import HerdWatch, LotWatch, Measure, SiteWatch
 from oracles.readings import Device, Kind
+from oracles.telemetry import SchemaRegistry, TelemetryMonitor, TelemetryRules
+from oracles.vehicles import DealerMonitor, DealerRules
 from oracles.warehouse import LotRules
 
 __all__ = ["OracleConfig"]
@@ -62,11 +79,34 @@ class WatchSpec(_Strict):
     rules: dict[str, Any]
 
 
+class RevenueSpec(_Strict):
+    capacity_per_day: float = Field(ge=0)  # units the plant makes running all scheduled hours
+    unit_price: float = Field(ge=0)  # CNY a unit
+
+
+class PlantSpec(WatchSpec):
+    revenue: RevenueSpec | None = None
+
+
+class CrossCheckSpec(_Strict):
+    tolerance_pct: dict[str, float] = Field(default_factory=dict)
+    default_tolerance_pct: float = 5.0
+    grace_days: int = 3
+    utc_offset: str = "+08:00"
+
+
 class OracleConfig(_Strict):
     tenant: Name
     devices: list[DeviceSpec] = Field(default_factory=list)
     herds: list[WatchSpec] = Field(default_factory=list)
     lots: list[WatchSpec] = Field(default_factory=list)
+    plants: list[PlantSpec] = Field(default_factory=list)
+    dealers: list[WatchSpec] = Field(default_factory=list)
+    solar: list[WatchSpec] = Field(default_factory=list)
+    charging: list[WatchSpec] = Field(default_factory=list)
+    schemas: list[Any] = Field(default_factory=list)
+    telemetry: list[WatchSpec] = Field(default_factory=list)
+    crosscheck: CrossCheckSpec | None = None
 
     @classmethod
     def load(cls, path: Path) -> OracleConfig:
@@ -91,6 +131,8 @@ class OracleConfig(_Strict):
         config.devices_by_id()  # checks addresses and duplicates
         config.herd_watches()
         config.lot_watches()
+        config.site_watches()
+        config.crosscheck_rules()
         return config
 
     def devices_by_id(self) -> dict[str, Device]:
@@ -136,9 +178,140 @@ class OracleConfig(_Strict):
             for i, spec in enumerate(self.lots)
         ]
 
+    def site_watches(self) -> list[SiteWatch]:
+        """The plants, dealers and telemetry assets watched day by day."""
+        watches: list[SiteWatch] = []
+        for i, plant in enumerate(self.plants):
+            plant_rules: PlantRules = _build(PlantRules, plant.rules, f"plants[{i}].rules", {})
+            measures: list[Measure] = [("output", "pieces", _field("output"))]
+            if plant.revenue is not None:
+                measures.append(("revenue", "CNY", _utilization_worth(plant.revenue)))
+            watches.append(
+                SiteWatch(
+                    kind="manufacturing",
+                    subject=plant_rules.plant,
+                    utc_offset=plant_rules.utc_offset,
+                    monitor=partial(PlantMonitor, plant_rules),
+                    receipt_id=plant.receipt_id,
+                    pledge_id=plant.pledge_id,
+                    measures=tuple(measures),
+                )
+            )
+        for i, spec in enumerate(self.dealers):
+            dealer: DealerRules = _build(
+                DealerRules, spec.rules, f"dealers[{i}].rules", _DEALER_SETS
+            )
+            watches.append(
+                SiteWatch(
+                    kind="vehicles",
+                    subject=dealer.dealer,
+                    utc_offset=dealer.utc_offset,
+                    monitor=partial(DealerMonitor, dealer),
+                    receipt_id=spec.receipt_id,
+                    pledge_id=spec.pledge_id,
+                    measures=(("stock", "vehicles", _field("on_lot")),),
+                )
+            )
+        for i, spec in enumerate(self.solar):
+            pv: SolarRules = _build(SolarRules, spec.rules, f"solar[{i}].rules", {})
+            watches.append(
+                SiteWatch(
+                    kind="energy",
+                    subject=pv.plant,
+                    utc_offset=pv.utc_offset,
+                    monitor=partial(SolarMonitor, pv),
+                    receipt_id=spec.receipt_id,
+                    pledge_id=spec.pledge_id,
+                    measures=(
+                        ("generation", "kWh", _field("export_kwh")),
+                        ("revenue", "CNY", _fen("revenue_fen")),
+                    ),
+                )
+            )
+        for i, spec in enumerate(self.charging):
+            station: StationRules = _build(StationRules, spec.rules, f"charging[{i}].rules", {})
+            watches.append(
+                SiteWatch(
+                    kind="energy",
+                    subject=station.station,
+                    utc_offset=station.utc_offset,
+                    monitor=partial(StationMonitor, station),
+                    receipt_id=spec.receipt_id,
+                    pledge_id=spec.pledge_id,
+                    measures=(("revenue", "CNY", _fen("revenue_fen")),),
+                    grace_ms=_UPLOAD_GRACE_MS,
+                )
+            )
+        schemas = SchemaRegistry.from_config(self.schemas, "schemas")
+        for i, spec in enumerate(self.telemetry):
+            where = f"telemetry[{i}].rules"
+            asset = TelemetryRules.from_config(spec.rules, where)
+            try:
+                asset.check_against(schemas)
+            except InvalidInput as exc:
+                raise InvalidInput(
+                    f"{where}: {exc.message}", field=where, code="bad_config"
+                ) from exc
+            watches.append(
+                SiteWatch(
+                    kind="telemetry",
+                    subject=asset.subject,
+                    utc_offset=asset.utc_offset,
+                    monitor=partial(TelemetryMonitor, asset, schemas),
+                    receipt_id=spec.receipt_id,
+                    pledge_id=spec.pledge_id,
+                )
+            )
+        subjects = [w.subject for w in watches]
+        twice = sorted({s for s in subjects if subjects.count(s) > 1})
+        if twice:
+            raise InvalidInput(f"watched twice: {', '.join(twice)}", code="bad_config")
+        return watches
 
+    def crosscheck_rules(self) -> CrossCheckRules:
+        spec = self.crosscheck or CrossCheckSpec()
+        try:
+            return CrossCheckRules(**spec.model_dump())
+        except InvalidInput as exc:
+            raise InvalidInput(
+                f"crosscheck.{exc.field or ''}: {exc.message}",
+                field="crosscheck",
+                code="bad_config",
+            ) from exc
+
+
+def _field(name: str) -> Any:
+    def measure(payload: Mapping[str, Any]) -> float | None:
+        value = payload.get(name)
+        return float(value) if isinstance(value, int | float) else None
+
+    return measure
+
+
+def _fen(name: str) -> Any:
+    def measure(payload: Mapping[str, Any]) -> float | None:
+        value = payload.get(name)
+        return value / 100 if isinstance(value, int) else None
+
+    return measure
+
+
+def _utilization_worth(revenue: RevenueSpec) -> Any:
+    def measure(payload: Mapping[str, Any]) -> float | None:
+        utilization = payload.get("utilization_pct")
+        if not isinstance(utilization, int | float):
+            return None
+        return revenue_from_utilization(
+            utilization, capacity_per_day=revenue.capacity_per_day, unit_price=revenue.unit_price
+        )
+
+    return measure
+
+
+_UPLOAD_GRACE_MS = 10 * 60_000  # charging piles upload a session after it ends
 _HERD_SETS = {"animals": frozenset}
 _LOT_SETS = {"items": frozenset, "outbound_doors": frozenset}
+_DEALER_SETS = {"vehicles": frozenset}
 _TUPLES = ("night_hours", "temperature_c", "activity", "business_hours")
 
 
@@ -150,8 +323,12 @@ def _build(kind: Any, rules: Mapping[str, Any], where: str, sets: Mapping[str, A
     for name in _TUPLES:
         if isinstance(values.get(name), list):
             values[name] = tuple(values[name])
-    for name in ("geofence", "barn"):
-        if isinstance(values.get(name), list):
+    for name in ("geofence", "barn", "lot"):
+        if (
+            isinstance(values.get(name), list)
+            and values[name]
+            and isinstance(values[name][0], list)
+        ):
             values[name] = tuple(tuple(point) for point in values[name])
     try:
         return kind(**values)

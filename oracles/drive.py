@@ -92,7 +92,7 @@ def feed_in_process(
     ``record_releases``: tell the rules of the scenario's releases directly; without it
     they learn of them from the chain (the receipt's booked quantity)."""
     summary = DriveSummary()
-    lot = scenario.subject.get("lot")
+    lot = scenario.subject.get("dealer") or scenario.subject.get("lot")  # who releases
     total = len(scenario.readings)
     for step in steps(scenario, chunk=chunk):
         if step.readings:

@@ -8,6 +8,10 @@ find is written in one transaction, together with the cursor:
 
     alarm events     kind ``oracle.alarm``, one per alarm key, signed by the gateway
     count events     kind ``livestock.daily_count`` / ``warehouse.stock_level``
+    daily events     kind ``<industry>.daily``: a plant's, a station's, a dealer's or a
+                     telemetry asset's closed local day (``SiteWatch``)
+    check events     kind ``crosscheck.result``: a borrower's declared figure (a
+                     ``document.declaration`` event) against the devices' (oracles.crosscheck)
     alarm rows       the alarm's state, evidence and the id of its signed event
     fact rows        the covenant facts to report on-chain (oracles.facts), each citing
                      the signed event it rests on, so the contract can check the
@@ -27,27 +31,30 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from eth_account.signers.local import LocalAccount
 from pydantic import JsonValue
 from sqlmodel import Session, col, select
 
 from ledger.canonical import loads_canonical
+from ledger.errors import InvalidInput
 from ledger.intake import Intake
 from ledger.models import EventBody, offset_zone, utc_text
 from ledger.oracle_state import AlarmRow, FactRow, OracleState
 from ledger.signing import sign_submission
 from ledger.store import EventRow, Receipt, Store
+from oracles.crosscheck import CrossCheckRules, Declaration, Observation, ObservationBook
 from oracles.epcis.mapping import HELD_STEPS
 from oracles.ingest import reading_of_payload
 from oracles.livestock import DailyCount, HerdMonitor, HerdRules
-from oracles.readings import Alarm, Device, TagRead
+from oracles.readings import Alarm, Device, Reading, TagRead
 from oracles.warehouse import LotRules, StockLevel, WarehouseMonitor
 
-__all__ = ["HerdWatch", "LotWatch", "PassSummary", "RulesWorker"]
+__all__ = ["DailyMonitor", "HerdWatch", "LotWatch", "PassSummary", "RulesWorker", "SiteWatch"]
 
 log = logging.getLogger("fourflow.rules")
 
@@ -69,12 +76,63 @@ class LotWatch:
     pledge_id: int | None = None
 
 
+class DailyResult(Protocol):
+    def to_payload(self) -> dict[str, Any]: ...
+
+
+class DailyMonitor(Protocol):
+    """What a site's rules monitor offers (oracles.machines.PlantMonitor,
+    oracles.energy, oracles.vehicles.DealerMonitor, oracles.telemetry.TelemetryMonitor)."""
+
+    def observe(self, reading: Reading) -> list[Alarm]: ...
+
+    def check(self, now_ms: int) -> list[Alarm]: ...
+
+    def close_day(self, day: str) -> tuple[DailyResult, list[Alarm]]: ...
+
+
+# A closed day's figures that borrowers' declarations are checked against:
+# (metric, unit, payload -> value or None), by the kind of the daily event
+Measure = tuple[str, str, Callable[[Mapping[str, Any]], float | None]]
+
+
+@dataclass(frozen=True)
+class SiteWatch:
+    """A subject watched day by day by a rules monitor: a plant, a solar plant or a
+    charging station, a dealer's financed stock, a telemetry asset. Readings of the
+    devices whose subject it is go to the monitor; each closed local day is recorded as
+    a ``<kind>.daily`` event, and its ``measures`` are what declarations about the
+    subject are checked against."""
+
+    kind: str  # "manufacturing", "energy", "vehicles", "telemetry"
+    subject: str
+    utc_offset: str
+    monitor: Callable[[Mapping[str, Device]], DailyMonitor]
+    receipt_id: int | None = None
+    pledge_id: int | None = None
+    measures: tuple[Measure, ...] = ()
+    grace_ms: int = 0  # a day is closed this long after it ends (late uploads count)
+
+
 @dataclass
 class PassSummary:
     events: int = 0
     alarms: list[str] = field(default_factory=list)  # keys of new alarms
-    counts: list[str] = field(default_factory=list)  # ids of new count / stock events
+    counts: list[str] = field(default_factory=list)  # ids of new count / stock / daily events
     facts: list[str] = field(default_factory=list)  # keys of newly queued facts
+
+
+@dataclass(frozen=True)
+class _Record:
+    """A derived event to write: a count, a stock level, a closed day, a check."""
+
+    event_id: str
+    kind: str
+    time_ms: int
+    payload: dict[str, Any]
+    subject: str
+    receipt_id: int | None = None  # with ``quantity``: a quantity fact to report
+    quantity: int = 0
 
 
 @dataclass
@@ -82,9 +140,7 @@ class _Output:
     """What one pass found, before it is written."""
 
     alarms: list[tuple[Alarm, int | None, int | None]] = field(default_factory=list)
-    counts: list[tuple[str, str, int, dict[str, Any], int | None, int]] = field(
-        default_factory=list
-    )
+    counts: list[_Record] = field(default_factory=list)
     releases: list[tuple[str, list[str], int, str]] = field(default_factory=list)  # + trigger
 
 
@@ -107,6 +163,8 @@ class RulesWorker:
         tenant: str,
         herds: Sequence[HerdWatch] = (),
         lots: Sequence[LotWatch] = (),
+        sites: Sequence[SiteWatch] = (),
+        crosscheck: CrossCheckRules | None = None,
         state: OracleState | None = None,
         booked: Callable[[int], int] | None = None,
     ) -> None:
@@ -118,6 +176,8 @@ class RulesWorker:
         self.stream = f"{tenant}.findings".lower()
         self.state = state or OracleState(store)
         self._watches = (tuple(herds), tuple(lots))
+        self._sites = tuple(sites)
+        self._crosscheck = crosscheck or CrossCheckRules()
         self._reset()
 
     def _reset(self) -> None:
@@ -125,6 +185,9 @@ class RulesWorker:
         herds, lots = self._watches
         self.herds = {w.rules.herd: (w, HerdMonitor(w.rules, self.devices)) for w in herds}
         self.lots = [(w, WarehouseMonitor(w.rules, self.devices)) for w in lots]
+        self.sites = {w.subject: (w, w.monitor(self.devices)) for w in self._sites}
+        self.book = ObservationBook(self._crosscheck)
+        self._declared: dict[str, tuple[Declaration, int]] = {}  # awaiting a verdict
         self._open_day: dict[str, date] = {}
         self._held: set[str] = set()  # goods received or stored somewhere, per EPCIS
         self._position = 0  # events fed to the monitors so far (this process)
@@ -158,6 +221,9 @@ class RulesWorker:
                 self._check(now, out)
                 for watch, herd in self.herds.values():
                     self._close_days_before(watch, herd, now, out)
+                for site, monitor in self.sites.values():
+                    self._close_site_days(site, monitor, now, out)
+                self._judge(now, out)
             last = rows[-1].position if rows else None
             summary = self._write(out, last)
         except Exception:
@@ -208,7 +274,7 @@ class RulesWorker:
                         col(EventRow.position) > self._position,
                         col(EventRow.kind).startswith("reading.")
                         | col(EventRow.kind).startswith("epcis.")
-                        | (col(EventRow.kind) == "oracle.release"),
+                        | col(EventRow.kind).in_(["oracle.release", "document.declaration"]),
                     )
                     .order_by(col(EventRow.position))
                     .limit(limit)
@@ -231,6 +297,9 @@ class RulesWorker:
                     payload["lot"], payload["items"], _event_ms({"eventTime": payload["time"]})
                 )
             return
+        if row.kind == "document.declaration":
+            self._declaration(row, body, out)
+            return
         reading = reading_of_payload(payload)
         device = self.devices.get(reading.device)
         if device is None:
@@ -248,6 +317,13 @@ class RulesWorker:
             self._open_day.setdefault(watch.rules.herd, first_day)
             self._close_days_before(watch, herd, reading.time_ms, out)
             out.alarms += [(a, watch.receipt_id, watch.pledge_id) for a in herd.observe(reading)]
+        if device.subject in self.sites:
+            site, monitor = self.sites[device.subject]
+            zone = offset_zone(site.utc_offset)
+            first_day = datetime.fromtimestamp(reading.time_ms / 1000, tz=zone).date()
+            self._open_day.setdefault(site.subject, first_day)
+            self._close_site_days(site, monitor, reading.time_ms, out)
+            out.alarms += [(a, site.receipt_id, site.pledge_id) for a in monitor.observe(reading)]
         for lot_watch, lot in self.lots:
             if lot_watch.rules.watches(device):
                 found = lot.observe(reading)
@@ -285,6 +361,12 @@ class RulesWorker:
             if lot_watch.rules.lot == lot_name:
                 lot.release(list(items), time_ms)
                 self._released[lot_name].update(items)
+        if lot_name in self.sites:  # a dealer's financed vehicles, released by VIN
+            release = getattr(self.sites[lot_name][1], "release", None)
+            if release is not None:
+                for item in items:
+                    with suppress(InvalidInput):  # not a vehicle the dealer has financed
+                        release(item, time_ms)
 
     def _authorize(
         self, row: EventRow, tags: list[str], time_ms: int, out: _Output, *, door: str
@@ -361,29 +443,133 @@ class RulesWorker:
 
     def _daily_count(self, watch: HerdWatch, count: DailyCount, time_ms: int, out: _Output) -> None:
         event_id = f"urn:fourflow:herd-count:{watch.rules.herd}:{count.day}"
+        payload = count.to_payload()
         out.counts.append(
-            (
+            _Record(
                 event_id,
                 "livestock.daily_count",
                 time_ms,
-                count.to_payload(),
-                watch.receipt_id,
+                payload,
+                watch.rules.herd,
+                watch.receipt_id if count.method != "none" else None,
                 count.head_count,
             )
         )
+        if count.method != "none":
+            self.book.add(
+                Observation(
+                    watch.rules.herd, "head_count", time_ms, count.head_count, "head", event_id
+                )
+            )
 
     def _stock_level(self, watch: LotWatch, level: StockLevel, time_ms: int, out: _Output) -> None:
         event_id = f"urn:fourflow:stock:{_short(watch.rules.lot)}:{time_ms}"
         out.counts.append(
-            (
+            _Record(
                 event_id,
                 "warehouse.stock_level",
                 time_ms,
                 level.to_payload(),
-                watch.receipt_id,
+                watch.rules.lot,
+                watch.receipt_id if level.method != "none" else None,
                 level.quantity,
             )
         )
+        if level.method != "none":
+            self.book.add(
+                Observation(watch.rules.lot, "stock", time_ms, level.quantity, "items", event_id)
+            )
+
+    # --- sites watched day by day, and declarations ------------------------------------------
+
+    def _close_site_days(
+        self, site: SiteWatch, monitor: DailyMonitor, time_ms: int, out: _Output
+    ) -> None:
+        """Close the site's local days before ``time_ms``'s: record each as a daily event,
+        and give its measures to the cross-checks."""
+        zone = offset_zone(site.utc_offset)
+        day = datetime.fromtimestamp((time_ms - site.grace_ms) / 1000, tz=zone).date()
+        opened = self._open_day.get(site.subject)
+        if opened is None:
+            return
+        while opened < day:
+            result, alarms = monitor.close_day(opened.isoformat())
+            out.alarms += [(a, site.receipt_id, site.pledge_id) for a in alarms]
+            end = datetime.combine(opened + timedelta(days=1), datetime.min.time(), zone)
+            at = int(end.timestamp() * 1000) - 1
+            event_id = f"urn:fourflow:daily:{site.kind}:{_short(site.subject)}:{opened}"
+            payload = result.to_payload()
+            out.counts.append(_Record(event_id, f"{site.kind}.daily", at, payload, site.subject))
+            for metric, unit, measure in site.measures:
+                value = measure(payload)
+                if value is not None:
+                    self.book.add(Observation(site.subject, metric, at, value, unit, event_id))
+            opened += timedelta(days=1)
+        self._open_day[site.subject] = opened
+
+    def _declaration(self, row: EventRow, body: dict[str, Any], out: _Output) -> None:
+        """A borrower's declared figure: checked now, or once the days it covers are
+        closed (``_judge``); a malformed one is an alarm of its own."""
+        time_ms = _event_ms({"eventTime": body["event_time"]})
+        try:
+            declaration = Declaration.from_payload(body["payload"])
+        except InvalidInput as exc:
+            subject = (body.get("asset_ids") or ["urn:fourflow:unassigned"])[0]
+            key = f"declaration_invalid:{row.event_id}"
+            out.alarms.append(
+                (
+                    Alarm(
+                        key=key,
+                        rule="declaration_invalid",
+                        subject=subject,
+                        severity="warning",
+                        time_ms=time_ms,
+                        message=f"declaration {row.event_id} cannot be checked: {exc.message}",
+                        evidence=(row.event_id,),
+                        details={"field": exc.field},
+                    ),
+                    None,
+                    None,
+                )
+            )
+            return
+        self._declared[row.event_id] = (declaration, time_ms)
+        self._judge(max(self._clock_ms, time_ms), out)
+
+    def _judge(self, now_ms: int, out: _Output) -> None:
+        """Every declaration awaiting a verdict, against what the devices saw by now: a
+        verdict is recorded once (a ``crosscheck.result`` event, with its alarm)."""
+        for event_id, (declaration, _) in list(self._declared.items()):
+            check = self.book.check(declaration, event_id, now_ms=now_ms)
+            if check.status == "pending":
+                continue
+            del self._declared[event_id]
+            receipt, pledge = self._watch_of(declaration.subject)
+            out.counts.append(
+                _Record(
+                    f"urn:fourflow:crosscheck:{_short(event_id)}",
+                    "crosscheck.result",
+                    now_ms,
+                    check.to_payload(),
+                    declaration.subject,
+                )
+            )
+            alarm = check.alarm()
+            if alarm is not None:
+                out.alarms.append((alarm, receipt, pledge))
+
+    def _watch_of(self, subject: str) -> tuple[int | None, int | None]:
+        """The receipt and pledge of the herd, lot or site ``subject``, if watched."""
+        if subject in self.herds:
+            watch = self.herds[subject][0]
+            return watch.receipt_id, watch.pledge_id
+        if subject in self.sites:
+            site = self.sites[subject][0]
+            return site.receipt_id, site.pledge_id
+        for lot_watch, _ in self.lots:
+            if lot_watch.rules.lot == subject:
+                return lot_watch.receipt_id, lot_watch.pledge_id
+        return None, None
 
     def _check_hours(self, time_ms: int, out: _Output) -> None:
         """Run the time-based rules at each hour the data clock crosses."""
@@ -398,6 +584,8 @@ class RulesWorker:
             out.alarms += [
                 (a, lot_watch.receipt_id, lot_watch.pledge_id) for a in lot.check(now_ms)
             ]
+        for site, monitor in self.sites.values():
+            out.alarms += [(a, site.receipt_id, site.pledge_id) for a in monitor.check(now_ms)]
 
     # --- writing -------------------------------------------------------------------------
 
@@ -418,21 +606,12 @@ class RulesWorker:
                     alarm.subject,
                 )
             )
-        written = self.store.stored_ids([c[0] for c in out.counts]) if out.counts else set()
-        counts = [c for c in out.counts if c[0] not in written]
+        written = self.store.stored_ids([c.event_id for c in out.counts]) if out.counts else set()
+        counts = [c for c in out.counts if c.event_id not in written]
         for lot, items, time_ms, trigger in out.releases:
             bodies.append(self._release_body(lot, items, time_ms, trigger))
-        for event_id, kind, time_ms, payload, _, _ in counts:
-            bodies.append(
-                self._body(
-                    event_id,
-                    kind,
-                    time_ms,
-                    payload,
-                    (),
-                    payload.get("herd") or payload.get("lot") or "",
-                )
-            )
+        for c in counts:
+            bodies.append(self._body(c.event_id, c.kind, c.time_ms, c.payload, (), c.subject))
 
         def related(session: Session, receipts: list[Receipt]) -> None:
             for key, (alarm, receipt_id, pledge_id) in fresh.items():
@@ -441,18 +620,18 @@ class RulesWorker:
                     fact = _fact_for_alarm(alarm, receipt_id, pledge_id)
                     if fact is not None and self.state.queue_fact(session, fact):
                         summary.facts.append(fact.key)
-            for event_id, _, time_ms, payload, receipt_id, quantity in counts:
-                summary.counts.append(event_id)
-                if receipt_id is not None and payload.get("method") != "none":
+            for c in counts:
+                summary.counts.append(c.event_id)
+                if c.receipt_id is not None:
                     fact = FactRow(
-                        key=f"quantity:{event_id}",
+                        key=f"quantity:{c.event_id}",
                         pledge_id=0,
-                        receipt_id=receipt_id,
+                        receipt_id=c.receipt_id,
                         kind="quantity",
-                        quantity=quantity,
-                        observed_at=time_ms // 1000,
-                        event_id=event_id,
-                        created_ms=time_ms,
+                        quantity=c.quantity,
+                        observed_at=c.time_ms // 1000,
+                        event_id=c.event_id,
+                        created_ms=c.time_ms,
                     )
                     if self.state.queue_fact(session, fact):
                         summary.facts.append(fact.key)

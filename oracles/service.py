@@ -98,6 +98,8 @@ class OracleService:
                 tenant=config.tenant,
                 herds=config.herd_watches(),
                 lots=config.lot_watches(),
+                sites=config.site_watches(),
+                crosscheck=config.crosscheck_rules(),
                 state=state,
                 booked=booked,
             ),

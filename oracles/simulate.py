@@ -1281,6 +1281,25 @@ def oracle_config(
         for sim in scenario.devices
     ]
     watch: dict[str, Any] = {"receipt_id": receipt_id, "pledge_id": pledge_id}
+    config: dict[str, Any] = {"tenant": tenant, "devices": devices, "herds": [], "lots": []}
+    if scenario.name in ("solar", "charging"):  # oracles.sim_energy
+        return config | {scenario.name: [watch | {"rules": subject["rules"]}]}
+    if "plant" in subject:
+        from oracles.sim_machines import factory_rules
+
+        return config | {"plants": [watch | {"rules": factory_rules(scenario)}]}
+    if "dealer" in subject:
+        from oracles.sim_vehicles import rules_config
+
+        return config | {"dealers": [watch | {"rules": rules_config(scenario)}]}
+    if "watches" in subject:
+        from oracles.sim_telemetry import telemetry_config
+
+        telemetry = telemetry_config(scenario)
+        return config | {
+            "schemas": telemetry["schemas"],
+            "telemetry": [{"rules": rules} for rules in telemetry["watches"]],
+        }
     if "herd" in subject:
         watch["rules"] = {
             "herd": subject["herd"],

@@ -914,12 +914,16 @@ class Histories:
             by_id: Any = col(e.event_id)
             if self.store.engine.dialect.name == "postgresql":
                 by_id = by_id.collate("C")  # as the timeline orders them
-            moves = session.connection().execute(  # from ix_flow_entries_custody alone
-                select_columns(col(e.time_ms), col(e.event_id), col(e.kind), col(e.place))
-                .where(col(e.asset_id).in_(list(subject.assets)))
-                .where(col(e.flow) == Flow.LOGISTICS.value)
-                .order_by(col(e.time_ms), by_id, col(e.id))  # id: an event's rows in order
-            ).all()  # one fetchall: a fetch a row cost twice the walk
+            moves = (
+                session.connection()
+                .execute(  # from ix_flow_entries_custody alone
+                    select_columns(col(e.time_ms), col(e.event_id), col(e.kind), col(e.place))
+                    .where(col(e.asset_id).in_(list(subject.assets)))
+                    .where(col(e.flow) == Flow.LOGISTICS.value)
+                    .order_by(col(e.time_ms), by_id, col(e.id))  # id: an event's rows in order
+                )
+                .all()
+            )  # one fetchall: a fetch a row cost twice the walk
             chain: list[dict[str, Any]] = []
             last: tuple[str | None, str] | None = None
             for time_ms, event_id, kind, where in moves:

@@ -32,10 +32,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, and_, insert, tuple_
+from sqlalchemy import BigInteger, Integer, and_, insert, or_, tuple_
 from sqlalchemy import select as select_columns
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, SQLModel, col, func, select
+from sqlmodel import Field, Session, SQLModel, col, func, select
 
 from ledger.alarms import AlarmBook
 from ledger.bundle import BundleBuilder
@@ -464,6 +464,64 @@ def freeze_reasons(bits: int) -> list[str]:
     return [flag.name.lower() for flag in Freeze if flag & bits and flag.name]
 
 
+CUSTODY_STEPS = 100  # the newest steps a summary's custody chain shows
+_Step = tuple[int, str, str, str | None]  # time, event id, kind, place
+
+
+def _custody_entries(assets: Sequence[str]) -> Any:
+    e = FlowEntryRow
+    return (
+        select_columns(col(e.time_ms), col(e.event_id), col(e.kind), col(e.place))
+        .where(col(e.asset_id).in_(list(assets)))
+        .where(col(e.flow) == Flow.LOGISTICS.value)
+    )
+
+
+def _steps_by_walk(session: Session, assets: Sequence[str], last: int, binary: bool) -> list[_Step]:
+    """The newest ``last`` custody steps, oldest first: every logistics entry of the
+    assets in time order (time, event id, id: an event's rows in writing order), a step
+    starting wherever the place or the kind changes. Read from ix_flow_entries_custody."""
+    e = FlowEntryRow
+    by_id = col(e.event_id).collate("C") if binary else col(e.event_id)  # as the timeline
+    order = (col(e.time_ms), by_id, col(e.id))
+    moves = session.connection().execute(_custody_entries(assets).order_by(*order)).all()
+    steps: list[_Step] = []
+    before: tuple[str | None, str] | None = None
+    for time_ms, event_id, kind, place in moves:
+        if before != (place, kind):
+            before = (place, kind)
+            steps.append((time_ms, event_id, kind, place))
+    return steps[-last:]
+
+
+def _steps_by_jumps(session: Session, asset: str, last: int) -> list[_Step]:
+    """``_steps_by_walk`` of one asset, without reading every entry into Python: from the
+    newest entry, the latest entry before it at another place or of another kind ends
+    the previous run, and the entry after that starts this one; two index lookups a
+    step (SQLite walks the index between them itself)."""
+    e = FlowEntryRow
+    key = tuple_(col(e.time_ms), col(e.event_id), col(e.id))
+    newest_first = (col(e.time_ms).desc(), col(e.event_id).desc(), col(e.id).desc())
+    oldest_first = (col(e.time_ms), col(e.event_id), col(e.id))
+    entries = _custody_entries([asset]).add_columns(col(e.id))
+    connection = session.connection()
+    current = connection.execute(entries.order_by(*newest_first).limit(1)).first()
+    steps: list[_Step] = []
+    while current is not None and len(steps) < last:
+        time_ms, event_id, kind, place, row_id = current
+        other = connection.execute(
+            entries.where(key < tuple_(time_ms, event_id, row_id))
+            .where(or_(col(e.place).is_distinct_from(place), col(e.kind) != kind))
+            .order_by(*newest_first)
+            .limit(1)
+        ).first()
+        after = entries if other is None else entries.where(key > tuple_(*other[:2], other[4]))
+        start = connection.execute(after.order_by(*oldest_first).limit(1)).one()
+        steps.append((start[0], start[1], start[2], start[3]))
+        current = other
+    return steps[::-1]
+
+
 def _log_entry(log: ChainLog, state: ChainState, chain_id: int) -> Entry | None:
     if log.event in SKIPPED_EVENTS:
         return None
@@ -815,15 +873,17 @@ class Histories:
             keys = keys[:limit]
             if not keys:
                 return []
-            # by event id (its index), not by asset: an asset's entries are thousands
+            # The page's rows by event id. SQLite, given the asset too, walks all of an
+            # asset's entries (thousands); PostgreSQL, given only the ids and no table
+            # statistics yet (a store just filled), scans the whole table: each gets the
+            # condition its planner does well with, and the assets are filtered here.
+            found_rows = select(e).where(col(e.event_id).in_(sorted({k[1] for k in keys})))
+            if binary:
+                found_rows = found_rows.where(col(e.asset_id).in_(list(subject.assets)))
             wanted = set(subject.assets)
             rows = [
                 row
-                for row in session.exec(
-                    select(e)
-                    .where(col(e.event_id).in_(sorted({k[1] for k in keys})))
-                    .order_by(col(e.id))
-                ).all()
+                for row in session.exec(found_rows.order_by(col(e.id))).all()
                 if row.asset_id in wanted
             ]
             submitters = dict(
@@ -910,33 +970,15 @@ class Histories:
             current = session.exec(
                 select(CustodyRow).where(col(CustodyRow.asset_id).in_(list(subject.assets)))
             ).all()
-            e = FlowEntryRow
-            by_id: Any = col(e.event_id)
-            if self.store.engine.dialect.name == "postgresql":
-                by_id = by_id.collate("C")  # as the timeline orders them
-            moves = (
-                session.connection()
-                .execute(  # from ix_flow_entries_custody alone
-                    select_columns(col(e.time_ms), col(e.event_id), col(e.kind), col(e.place))
-                    .where(col(e.asset_id).in_(list(subject.assets)))
-                    .where(col(e.flow) == Flow.LOGISTICS.value)
-                    .order_by(col(e.time_ms), by_id, col(e.id))  # id: an event's rows in order
-                )
-                .all()
-            )  # one fetchall: a fetch a row cost twice the walk
-            chain: list[dict[str, Any]] = []
-            last: tuple[str | None, str] | None = None
-            for time_ms, event_id, kind, where in moves:
-                if last != (where, kind):  # a step is where the place or the kind changes
-                    last = (where, kind)
-                    chain.append(
-                        {
-                            "time": utc_text(time_ms),
-                            "event_id": event_id,
-                            "kind": kind,
-                            "location": where,
-                        }
-                    )
+            if len(subject.assets) == 1 and self.store.engine.dialect.name == "sqlite":
+                steps = _steps_by_jumps(session, subject.assets[0], CUSTODY_STEPS)
+            else:
+                binary = self.store.engine.dialect.name == "postgresql"
+                steps = _steps_by_walk(session, subject.assets, CUSTODY_STEPS, binary)
+        chain = [
+            {"time": utc_text(time_ms), "event_id": event_id, "kind": kind, "location": where}
+            for time_ms, event_id, kind, where in steps
+        ]
         holders: dict[tuple[Any, ...], list[str]] = {}
         for row in current:
             holders.setdefault((row.status, row.location, row.possessor, row.owner), []).append(
@@ -955,7 +997,7 @@ class Histories:
                 for (s, loc, p, o), ids in sorted(holders.items(), key=lambda kv: -len(kv[1]))
             ],
             "assets_tracked": len(current),
-            "chain": chain[-100:],
+            "chain": chain,
         }
 
     def _quantity(self, subject: Subject, state: ChainState) -> dict[str, Any]:
@@ -968,6 +1010,7 @@ class Histories:
                     FlowEntryRow.summary,
                 )
                 .where(col(FlowEntryRow.asset_id).in_(list(subject.assets)))
+                .where(col(FlowEntryRow.flow) == Flow.INFORMATION.value)  # the custody index
                 .where(col(FlowEntryRow.kind).in_(COUNT_KINDS))
                 .distinct()
                 .order_by(col(FlowEntryRow.time_ms))

@@ -96,6 +96,20 @@ def test_the_chain_from_the_index_is_the_chain_the_summaries_give(
     assert len(_walk([rows[-1]])) == (1 if rows[-1]["flow"] == Flow.LOGISTICS.value else 0)
     nobody = Subject("asset", "n", ("urn:epc:id:sgtin:0614141.107346.none",), (), ())
     assert histories.summary(nobody)["custody"]["chain"] == []
+    # one long run: a single step, its first entry (the oldest, ties by event id then id)
+    still = "urn:epc:id:sgtin:0614141.107346.still"
+    run = [
+        {**rows[0], "asset_id": still, "event_id": f"run-{i:04d}", "time_ms": 1_790_000_000_000
+         + (i // 2) * 1000, "flow": Flow.LOGISTICS.value, "kind": "storing",
+         "summary": '{"biz_location":"urn:epc:id:sgln:0614141.00001.0"}',
+         "place": "urn:epc:id:sgln:0614141.00001.0"}
+        for i in range(300)
+    ]  # fmt: skip
+    with runtime.store.session() as session:
+        session.add_all(FlowEntryRow(**row) for row in reversed(run))  # ids against time
+        session.commit()
+    chain = histories.summary(Subject("asset", still, (still,), (), ()))["custody"]["chain"]
+    assert chain == _walk(run) and [step["event_id"] for step in chain] == ["run-0000"]
 
 
 def test_pages_list_each_event_and_flow_once_however_many_rows_share_it(

@@ -36,7 +36,7 @@ it. Every problem in the file is an ``InvalidInput`` naming where it is
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -80,8 +80,8 @@ class WatchSpec(_Strict):
 
 
 class RevenueSpec(_Strict):
-    capacity_per_day: float = Field(ge=0)  # units the plant makes running all scheduled hours
-    unit_price: float = Field(ge=0)  # CNY a unit
+    capacity_per_day: float = Field(ge=0, allow_inf_nan=False)  # units in all scheduled hours
+    unit_price: float = Field(ge=0, allow_inf_nan=False)  # CNY a unit
 
 
 class PlantSpec(WatchSpec):
@@ -209,7 +209,7 @@ class OracleConfig(_Strict):
                     monitor=partial(DealerMonitor, dealer),
                     receipt_id=spec.receipt_id,
                     pledge_id=spec.pledge_id,
-                    measures=(("stock", "vehicles", _field("on_lot")),),
+                    measures=(("stock", "vehicles", _tracked(_field("on_lot"))),),
                 )
             )
         for i, spec in enumerate(self.solar):
@@ -223,8 +223,8 @@ class OracleConfig(_Strict):
                     receipt_id=spec.receipt_id,
                     pledge_id=spec.pledge_id,
                     measures=(
-                        ("generation", "kWh", _field("export_kwh")),
-                        ("revenue", "CNY", _fen("revenue_fen")),
+                        ("generation", "kWh", _metered(_field("export_kwh"))),
+                        ("revenue", "CNY", _metered(_fen("revenue_fen"))),
                     ),
                 )
             )
@@ -238,7 +238,7 @@ class OracleConfig(_Strict):
                     monitor=partial(StationMonitor, station),
                     receipt_id=spec.receipt_id,
                     pledge_id=spec.pledge_id,
-                    measures=(("revenue", "CNY", _fen("revenue_fen")),),
+                    measures=(("revenue", "CNY", _when_reporting("piles", _fen("revenue_fen"))),),
                     grace_ms=_UPLOAD_GRACE_MS,
                 )
             )
@@ -263,9 +263,13 @@ class OracleConfig(_Strict):
                 )
             )
         subjects = [w.subject for w in watches]
+        subjects += [w.rules.herd for w in self.herd_watches()]
+        subjects += [w.rules.lot for w in self.lot_watches()]
         twice = sorted({s for s in subjects if subjects.count(s) > 1})
         if twice:
-            raise InvalidInput(f"watched twice: {', '.join(twice)}", code="bad_config")
+            raise InvalidInput(
+                f"watched twice: {', '.join(twice)}", field="subject", code="bad_config"
+            )
         return watches
 
     def crosscheck_rules(self) -> CrossCheckRules:
@@ -280,23 +284,60 @@ class OracleConfig(_Strict):
             ) from exc
 
 
-def _field(name: str) -> Any:
+# A closed day's figure for the cross-checks, or None when the day has none: a day the
+# devices were dark is not a day of zero (oracles.crosscheck then says "unverifiable").
+MeasureOf = Callable[[Mapping[str, Any]], float | None]
+
+
+def _field(name: str) -> MeasureOf:
     def measure(payload: Mapping[str, Any]) -> float | None:
         value = payload.get(name)
-        return float(value) if isinstance(value, int | float) else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value)
 
     return measure
 
 
-def _fen(name: str) -> Any:
+def _fen(name: str) -> MeasureOf:
     def measure(payload: Mapping[str, Any]) -> float | None:
         value = payload.get(name)
-        return value / 100 if isinstance(value, int) else None
+        return value / 100 if isinstance(value, int) and not isinstance(value, bool) else None
 
     return measure
 
 
-def _utilization_worth(revenue: RevenueSpec) -> Any:
+def _metered(inner: MeasureOf) -> MeasureOf:
+    """A solar plant's export or revenue: none on a day its export meter said nothing
+    (no evidence at all, or the inverters generated and the meter added nothing)."""
+
+    def measure(payload: Mapping[str, Any]) -> float | None:
+        dark = not payload.get("evidence") or (
+            not payload.get("export_kwh") and (payload.get("generation_kwh") or 0) > 0
+        )
+        return None if dark else inner(payload)
+
+    return measure
+
+
+def _when_reporting(what: str, inner: MeasureOf) -> MeasureOf:
+    def measure(payload: Mapping[str, Any]) -> float | None:
+        return inner(payload) if payload.get(f"{what}_reporting") else None
+
+    return measure
+
+
+def _tracked(inner: MeasureOf) -> MeasureOf:
+    """A dealer's vehicles on the lot: none on a day no tracker was heard from."""
+
+    def measure(payload: Mapping[str, Any]) -> float | None:
+        financed, unseen = payload.get("financed"), payload.get("unseen")
+        return None if not financed or unseen == financed else inner(payload)
+
+    return measure
+
+
+def _utilization_worth(revenue: RevenueSpec) -> MeasureOf:
     def measure(payload: Mapping[str, Any]) -> float | None:
         utilization = payload.get("utilization_pct")
         if not isinstance(utilization, int | float):
@@ -316,21 +357,21 @@ _TUPLES = ("night_hours", "temperature_c", "activity", "business_hours")
 
 
 def _build(kind: Any, rules: Mapping[str, Any], where: str, sets: Mapping[str, Any]) -> Any:
-    values = dict(rules)
-    for name, convert in sets.items():
-        if isinstance(values.get(name), list):
-            values[name] = convert(values[name])
-    for name in _TUPLES:
-        if isinstance(values.get(name), list):
-            values[name] = tuple(values[name])
-    for name in ("geofence", "barn", "lot"):
-        if (
-            isinstance(values.get(name), list)
-            and values[name]
-            and isinstance(values[name][0], list)
-        ):
-            values[name] = tuple(tuple(point) for point in values[name])
     try:
+        values = dict(rules)
+        for name, convert in sets.items():
+            if isinstance(values.get(name), list):
+                values[name] = convert(values[name])
+        for name in _TUPLES:
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
+        for name in ("geofence", "barn", "lot"):
+            if (
+                isinstance(values.get(name), list)
+                and values[name]
+                and isinstance(values[name][0], list)
+            ):
+                values[name] = tuple(tuple(point) for point in values[name])
         return kind(**values)
     except InvalidInput as exc:
         raise InvalidInput(

@@ -43,7 +43,8 @@ the metric's tolerance in percent:
 | incomparable | the declared unit is not the observed one                            | ``declaration_unverifiable``, warning |
 | pending      | a sum metric with days not yet observed, before the period's end +   | —                                |
 |              | ``grace_days``; a point metric with no observation on its last day,  |                                  |
-|              | likewise                                                             |                                  |
+|              | likewise; any metric before its last day is over (a later figure of  |                                  |
+|              | that day would replace the one at hand)                              |                                  |
 | unverifiable | the same, after the grace days                                       | ``declaration_unverifiable``, warning |
 
 Thresholds are strict: a difference of exactly T % agrees. An alarm's key is
@@ -198,14 +199,16 @@ class Observation:
     value: float
     unit: str
     event_id: str
+    day: date | None = None  # the local day it is the figure of; else the day of time_ms
 
 
 def revenue_from_utilization(
     utilization_pct: float, *, capacity_per_day: float, unit_price: float
 ) -> float:
     """A plant's revenue implied by a day's utilization: the share of its daily capacity
-    (units it can make running all scheduled hours) it ran, at the contracted price."""
-    require(0 <= utilization_pct <= 100, "utilization_pct", "utilization must be 0..100 %")
+    (units it can make running all scheduled hours) it ran, at the contracted price.
+    Utilization above 100 % (overtime, outside the scheduled hours) is worth more."""
+    require(utilization_pct >= 0, "utilization_pct", "utilization must be >= 0 %")
     require(capacity_per_day >= 0, "capacity_per_day", "capacity_per_day must be >= 0")
     require(unit_price >= 0, "unit_price", "unit_price must be >= 0")
     return round(utilization_pct / 100 * capacity_per_day * unit_price, 2)
@@ -345,7 +348,7 @@ class ObservationBook:
             raise InvalidInput(f"no metric {observation.metric!r}", field="metric")
         _number(observation.value, "value")
         days = self._days.setdefault((observation.subject, observation.metric), {})
-        day = self.rules.day_of(observation.time_ms)
+        day = observation.day or self.rules.day_of(observation.time_ms)
         held = days.get(day)
         if held is None or (observation.time_ms, observation.event_id) >= (
             held.time_ms,
@@ -389,11 +392,12 @@ class ObservationBook:
 
         if len(units) > 1 or (units and declaration.unit not in units):
             return verdict("incomparable", unit=", ".join(sorted(units)))
-        if missing:
+        day_over = now_ms >= self.rules.day_end_ms(declaration.last_day)
+        if missing or not day_over:  # a point figure: the day's last, once the day is over
             deadline = self.rules.day_end_ms(declaration.last_day) + (
                 self.rules.grace_days * _DAY_MS
             )
-            return verdict("unverifiable" if now_ms >= deadline else "pending")
+            return verdict("unverifiable" if missing and now_ms >= deadline else "pending")
         observed = math.fsum(o.value for o in seen)
         difference = declaration.value - observed  # judged unrounded; reported rounded
         if observed == 0:

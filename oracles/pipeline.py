@@ -187,7 +187,8 @@ class RulesWorker:
         self.lots = [(w, WarehouseMonitor(w.rules, self.devices)) for w in lots]
         self.sites = {w.subject: (w, w.monitor(self.devices)) for w in self._sites}
         self.book = ObservationBook(self._crosscheck)
-        self._declared: dict[str, tuple[Declaration, int]] = {}  # awaiting a verdict
+        self._declared: dict[str, Declaration] = {}  # awaiting a verdict
+        self._judged = self._recorded_verdicts()  # a replay never judges them again
         self._open_day: dict[str, date] = {}
         self._held: set[str] = set()  # goods received or stored somewhere, per EPCIS
         self._position = 0  # events fed to the monitors so far (this process)
@@ -320,10 +321,14 @@ class RulesWorker:
         if device.subject in self.sites:
             site, monitor = self.sites[device.subject]
             zone = offset_zone(site.utc_offset)
-            first_day = datetime.fromtimestamp(reading.time_ms / 1000, tz=zone).date()
-            self._open_day.setdefault(site.subject, first_day)
+            first = datetime.fromtimestamp((reading.time_ms - site.grace_ms) / 1000, tz=zone)
+            self._open_day.setdefault(site.subject, first.date())
             self._close_site_days(site, monitor, reading.time_ms, out)
-            out.alarms += [(a, site.receipt_id, site.pledge_id) for a in monitor.observe(reading)]
+            try:
+                found = monitor.observe(reading)
+            except InvalidInput as exc:  # signed and stored, but not what its site expects
+                found = [_refused(reading, row.event_id, device, exc)]
+            out.alarms += [(a, site.receipt_id, site.pledge_id) for a in found]
         for lot_watch, lot in self.lots:
             if lot_watch.rules.watches(device):
                 found = lot.observe(reading)
@@ -408,6 +413,16 @@ class RulesWorker:
                 self._release(watch.rules.lot, take, time_ms)
                 out.releases.append((watch.rules.lot, take, time_ms, event_id))
 
+    def _recorded_verdicts(self) -> set[str]:
+        """The declarations a ``crosscheck.result`` of this worker's stream has judged."""
+        with self.store.session() as session:
+            rows = session.exec(
+                select(EventRow.envelope).where(
+                    EventRow.kind == "crosscheck.result", EventRow.stream == self.stream
+                )
+            )
+            return {loads_canonical(e)["event"]["payload"]["declaration"] for e in rows}
+
     def _recorded_triggers(self) -> dict[str, list[tuple[str, list[str], int]]]:
         triggered: dict[str, list[tuple[str, list[str], int]]] = {}
         with self.store.session() as session:
@@ -458,9 +473,10 @@ class RulesWorker:
         if count.method != "none":
             self.book.add(
                 Observation(
-                    watch.rules.herd, "head_count", time_ms, count.head_count, "head", event_id
+                    watch.rules.herd, "head_count", time_ms, count.head_count, "head", event_id,
+                    day=date.fromisoformat(count.day),
                 )
-            )
+            )  # fmt: skip
 
     def _stock_level(self, watch: LotWatch, level: StockLevel, time_ms: int, out: _Output) -> None:
         event_id = f"urn:fourflow:stock:{_short(watch.rules.lot)}:{time_ms}"
@@ -476,9 +492,13 @@ class RulesWorker:
             )
         )
         if level.method != "none":
+            zone = offset_zone(watch.rules.utc_offset)
             self.book.add(
-                Observation(watch.rules.lot, "stock", time_ms, level.quantity, "items", event_id)
-            )
+                Observation(
+                    watch.rules.lot, "stock", time_ms, level.quantity, "items", event_id,
+                    day=datetime.fromtimestamp(time_ms / 1000, tz=zone).date(),
+                )
+            )  # fmt: skip
 
     # --- sites watched day by day, and declarations ------------------------------------------
 
@@ -503,7 +523,9 @@ class RulesWorker:
             for metric, unit, measure in site.measures:
                 value = measure(payload)
                 if value is not None:
-                    self.book.add(Observation(site.subject, metric, at, value, unit, event_id))
+                    self.book.add(
+                        Observation(site.subject, metric, at, value, unit, event_id, day=opened)
+                    )
             opened += timedelta(days=1)
         self._open_day[site.subject] = opened
 
@@ -533,17 +555,21 @@ class RulesWorker:
                 )
             )
             return
-        self._declared[row.event_id] = (declaration, time_ms)
-        self._judge(max(self._clock_ms, time_ms), out)
+        if row.event_id in self._judged:
+            return  # judged before (this is a replay): the recorded verdict stands
+        self._declared[row.event_id] = declaration
+        if self._clock_ms:
+            self._judge(self._clock_ms, out)  # the devices' clock: never the document's own
 
     def _judge(self, now_ms: int, out: _Output) -> None:
         """Every declaration awaiting a verdict, against what the devices saw by now: a
         verdict is recorded once (a ``crosscheck.result`` event, with its alarm)."""
-        for event_id, (declaration, _) in list(self._declared.items()):
+        for event_id, declaration in list(self._declared.items()):
             check = self.book.check(declaration, event_id, now_ms=now_ms)
             if check.status == "pending":
                 continue
             del self._declared[event_id]
+            self._judged.add(event_id)
             receipt, pledge = self._watch_of(declaration.subject)
             out.counts.append(
                 _Record(
@@ -702,6 +728,21 @@ def _alarm_payload(alarm: Alarm) -> dict[str, Any]:
         )
     )
     return payload
+
+
+def _refused(reading: Reading, event_id: str, device: Device, exc: InvalidInput) -> Alarm:
+    """A stored reading its site's rules cannot take (a telemetry reading off its schema,
+    a value out of its range): kept as evidence, and said."""
+    return Alarm(
+        key=f"reading_refused:{event_id}",
+        rule="reading_refused",
+        subject=device.subject,
+        severity="warning",
+        time_ms=reading.time_ms,
+        message=f"{device.id}: reading {reading.seq} cannot be used: {exc.message}",
+        evidence=(event_id,),
+        details={"device": device.id, "code": exc.code, "field": exc.field},
+    )
 
 
 def _alarm_row(alarm: Alarm, pledge_id: int | None) -> AlarmRow:

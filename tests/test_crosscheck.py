@@ -157,6 +157,22 @@ def test_nothing_observed_is_zero_only_when_nothing_was_declared() -> None:
     assert alarm is not None and "the devices saw none" in alarm.message
 
 
+def test_a_figure_counts_for_the_day_it_names_and_waits_for_that_day_to_end() -> None:
+    book = ObservationBook(RULES)  # a site on UTC: its day ends at 08:00 the next day here
+    end_of_day_utc = noon("2026-11-03") + 20 * 3_600_000 - 1  # 2026-11-03T23:59:59.999Z
+    book.add(
+        Observation(
+            HERD, "head_count", end_of_day_utc, 450, "head", "count-03", day=date(2026, 11, 3)
+        )
+    )
+    declared = declaration(
+        metric="head_count", subject=HERD, period={"from": "2026-11-03", "to": "2026-11-03"},
+        value=450, unit="head",
+    )  # fmt: skip
+    assert book.check(declared, "d", now_ms=noon("2026-11-03")).status == "pending"
+    assert book.check(declared, "d", now_ms=AFTER).status == "agrees"
+
+
 def test_a_later_figure_of_the_same_day_replaces_the_earlier() -> None:
     book = book_with(NOV)
     book.add(Observation(STATION, "revenue", noon("2026-11-02") + 1, 1_200.0, "CNY", "recount"))
@@ -210,8 +226,10 @@ def test_bad_rules_are_refused() -> None:
 def test_revenue_from_utilization() -> None:
     # 62.5 % of 4,000 parts a day at 12.80 CNY
     assert revenue_from_utilization(62.5, capacity_per_day=4_000, unit_price=12.8) == 32_000.0
+    # overtime: more than the scheduled hours' capacity, worth more
+    assert revenue_from_utilization(125, capacity_per_day=100, unit_price=2) == 250.0
     with pytest.raises(InvalidInput):
-        revenue_from_utilization(101, capacity_per_day=1, unit_price=1)
+        revenue_from_utilization(-1, capacity_per_day=1, unit_price=1)
 
 
 def test_a_declaration_round_trips() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from oracles.config import OracleConfig
 from oracles.drive import feed_in_process
 from oracles.energy import SolarDay, StationDay
 from oracles.machines import PlantDay
+from oracles.readings import sign_reading
 from oracles.service import OracleService
 from oracles.sim_energy import charging, solar
 from oracles.sim_machines import factory
@@ -140,6 +141,28 @@ def test_a_clean_run_through_the_oracle_raises_nothing(name: str, tmp_path: Path
         site.runtime.close()
 
 
+def test_a_reading_its_site_cannot_take_is_an_alarm_not_a_stuck_worker(tmp_path: Path) -> None:
+    site = _run("telemetry", tmp_path, incidents=[])
+    try:
+        sim = site.scenario.devices[0]
+        unsigned = {
+            "device": sim.device.id,
+            "seq": 10**9,
+            "time": utc_text(site.scenario.end_ms + 60_000),
+            "kind": "telemetry",
+            "data": {"schema": "nothing@9", "subject": "x", "values": {"v": 1}},
+        }
+        reading = sign_reading(unsigned, private_key=sim.private_key)
+        stored = site.service.ingest.ingest([reading.model_dump(mode="json")], source="test")
+        assert len(stored.accepted) == 1  # signed by a registered device: evidence
+        site.service.rules.run_once(now_ms=site.scenario.end_ms + 120_000)
+        refused = [a for a in site.service.state.alarms() if a.rule == "reading_refused"]
+        assert len(refused) == 1 and "nothing@9" in refused[0].message
+        assert site.service.rules.run_once(now_ms=site.scenario.end_ms + 180_000).alarms == []
+    finally:
+        site.runtime.close()
+
+
 def test_a_restarted_worker_replays_the_sites_and_writes_nothing_twice(plant: Site) -> None:
     again = OracleService.build(
         plant.runtime, plant.service.config, gateway=plant.keys.submitters[0]
@@ -195,3 +218,33 @@ def test_declared_output_is_checked_against_the_plants_counters(plant: Site) -> 
     again = plant.service.rules.run_once(now_ms=at + 2 * DAY_MS)
     assert len(plant.events("crosscheck.result")) == 2
     assert not [key for key in again.alarms if key.startswith("declaration")]
+    # nor does a restarted worker replaying the store: the recorded verdicts stand
+    restarted = OracleService.build(
+        plant.runtime, plant.service.config, gateway=plant.keys.submitters[0]
+    )
+    replayed = restarted.rules.run_once(limit=1_000_000, now_ms=at + 2 * DAY_MS)
+    assert replayed.alarms == [] and len(plant.events("crosscheck.result")) == 2
+
+
+def test_a_document_dated_in_the_future_does_not_move_the_verdicts_clock(
+    plant: Site,
+) -> None:
+    days = [d["payload"] for d in plant.events("manufacturing.daily")]
+    subject, last = days[0]["plant"], date.fromisoformat(days[-1]["day"])
+    later = (last + timedelta(days=5)).isoformat()  # days no device has reported yet
+    waiting = {
+        "metric": "output",
+        "subject": subject,
+        "period": {"from": days[0]["day"], "to": later},
+        "unit": "pieces",
+        "value": 1,
+    }
+    at = plant.scenario.end_ms
+    _declare(plant, "decl-waiting", waiting, at + 3)
+    in_2030 = 1_900_000_000_000
+    _declare(plant, "decl-from-2030", waiting | {"value": 2}, in_2030)
+    plant.service.rules.run_once(now_ms=at + 3)
+    declared = {e["event_id"] for e in plant.events("document.declaration")}
+    assert {"decl-waiting", "decl-from-2030"} <= declared
+    judged = {e["payload"]["declaration"] for e in plant.events("crosscheck.result")}
+    assert not judged & {"decl-waiting", "decl-from-2030"}  # both wait for their days

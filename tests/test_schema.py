@@ -52,6 +52,9 @@ _ENTRIES = [  # (flow, summary) of flow entries written before 0004
     ("logistics", '{"head_count":3}'),
     ("logistics", '{"read_point":""}'),
     ("information", '{"biz_location":"urn:epc:id:sgln:0614141.00001.0"}'),
+    ("logistics", '{"biz_location":5,"read_point":"R"}'),  # not text: Python's truth
+    ("logistics", '{"biz_location":false,"read_point":"R"}'),
+    ("logistics", '{"read_point":["x"]}'),
 ]
 
 
@@ -93,7 +96,16 @@ def test_upgrade_keeps_data_and_downgrade_undoes(any_db_url: str) -> None:
     assert (
         [p for (p,) in places]
         == [place_of(flow, json.loads(summary)) for flow, summary in _ENTRIES]
-        == ["urn:epc:id:sgln:0614141.00001.0", "urn:epc:id:sgln:0614141.00002.0", None, "", None]
+        == [
+            "urn:epc:id:sgln:0614141.00001.0",
+            "urn:epc:id:sgln:0614141.00002.0",
+            None,
+            "",
+            None,
+            None,
+            "R",
+            None,
+        ]
     )
     assert schema.migrate(engine) == []  # nothing left to do
     with engine.begin() as connection:

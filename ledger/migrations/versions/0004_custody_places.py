@@ -6,10 +6,13 @@ Revises: 0003
 The summary's custody chain walks an asset's logistics entries in time order, looking
 only at kind and place; with the place in a column, a covering index answers that walk
 without reading any entry's JSON summary. Existing entries get their place from their
-summary (business location, else read point), as ``ledger.flows.place_of`` gives it.
+summary (business location, else read point), as ``ledger.flows.place_of`` gives it,
+a page of 5,000 at a time.
 """
 
 from __future__ import annotations
+
+import json
 
 import sqlalchemy as sa
 from alembic import op
@@ -22,17 +25,33 @@ depends_on = None
 _COLUMNS = ["asset_id", "flow", "time_ms", "event_id", "id", "kind", "place"]
 
 
+def _place(summary: str) -> str | None:
+    """``ledger.flows.place_of`` of a logistics entry as of this revision (a migration
+    keeps its own copy: it must do the same thing however that function changes)."""
+    try:
+        value = json.loads(summary)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    place = value.get("biz_location") or value.get("read_point")
+    return place if isinstance(place, str) else None
+
+
 def upgrade() -> None:
     op.add_column("flow_entries", sa.Column("place", sa.String(), nullable=True))
-    if op.get_bind().dialect.name == "postgresql":
-        field = "(summary::jsonb ->> '{}')".format
-    else:
-        field = "json_extract(summary, '$.{}')".format
-    op.execute(
-        "UPDATE flow_entries SET place = "
-        f"COALESCE(NULLIF({field('biz_location')}, ''), {field('read_point')}) "
-        "WHERE flow = 'logistics'"
+    connection = op.get_bind()
+    select_page = sa.text(
+        "SELECT id, summary FROM flow_entries WHERE flow = 'logistics' AND id > :after "
+        "ORDER BY id LIMIT 5000"
     )
+    update = sa.text("UPDATE flow_entries SET place = :place WHERE id = :id")
+    after = 0
+    while rows := connection.execute(select_page, {"after": after}).all():
+        placed = [{"id": i, "place": p} for i, text in rows if (p := _place(text)) is not None]
+        if placed:
+            connection.execute(update, placed)
+        after = rows[-1][0]
     op.create_index("ix_flow_entries_custody", "flow_entries", _COLUMNS, unique=False)
 
 

@@ -17,6 +17,7 @@ import pytest
 from sqlmodel import select
 
 from ledger.canonical import loads_canonical
+from ledger.errors import InvalidInput
 from ledger.models import EventBody, utc_text
 from ledger.runtime import DevKeys, Runtime
 from ledger.signing import sign_submission
@@ -248,3 +249,34 @@ def test_a_document_dated_in_the_future_does_not_move_the_verdicts_clock(
     assert {"decl-waiting", "decl-from-2030"} <= declared
     judged = {e["payload"]["declaration"] for e in plant.events("crosscheck.result")}
     assert not judged & {"decl-waiting", "decl-from-2030"}  # both wait for their days
+
+
+def _plant_config() -> dict[str, Any]:
+    return oracle_config(factory(days=1, seed=2, machines=4, incidents=[], start=START))
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda c: c["plants"][0]["rules"].update(min_utilization_pct=-5), "plants[0].rules"),
+        (lambda c: c["plants"][0]["rules"].update(site=[[1, 2], 3]), "plants[0].rules"),
+        (lambda c: c["plants"][0].update(revenue={"capacity_per_day": float("inf"), "unit_price": 1}),
+         "plants.0.revenue.capacity_per_day"),
+        (lambda c: c.update(dealers=[{"rules": {"dealer": "d", "vehicles": [["x"]], "lot": []}}]),
+         "dealers[0].rules"),
+        (lambda c: c.update(telemetry=[{"rules": {"subject": "s", "rules": [{"name": "hot",
+         "type": "threshold", "schema": "none@1", "field": "t", "above": 1}]}}]),
+         "telemetry[0].rules"),
+        (lambda c: c.update(herds=[{"rules": {"herd": c["plants"][0]["rules"]["plant"],
+         "animals": [], "minimum": 0}}]), "subject"),
+        (lambda c: c.update(crosscheck={"tolerance_pct": {"profit": 1}}), "crosscheck"),
+    ],
+)  # fmt: skip
+def test_a_bad_site_config_is_refused_saying_where(
+    change: Callable[[dict[str, Any]], None], where: str
+) -> None:
+    config = _plant_config()
+    change(config)
+    with pytest.raises(InvalidInput) as caught:
+        OracleConfig.parse(config)
+    assert caught.value.code == "bad_config" and caught.value.field == where

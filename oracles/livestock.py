@@ -98,7 +98,7 @@ from oracles.readings import (
     Weight,
     reading_event_id,
 )
-from oracles.rules import first_time, in_window, offset_ms, require
+from oracles.rules import first_time, in_window, offset_ms, require, rule_alarm
 
 __all__ = [
     "AMBIENT_C",
@@ -857,18 +857,8 @@ class HerdMonitor:
         evidence: Iterable[str],
         details: Mapping[str, Any] | None = None,
     ) -> Alarm:
-        severity, fact = RULES[rule]
-        return Alarm(
-            key=f"{rule}:{subject}:{start}",
-            rule=rule,
-            subject=subject,
-            severity=severity,
-            time_ms=time_ms,
-            message=message,
-            evidence=tuple(evidence),
-            details={"herd": self.rules.herd, **(details or {})},
-            fact=fact,
-        )
+        details = {"herd": self.rules.herd, **(details or {})}
+        return rule_alarm(RULES, rule, subject, start, time_ms, message, evidence, details)
 
     def _fresh(self, alarms: list[Alarm]) -> list[Alarm]:
         """The alarms whose key this monitor has not returned before."""

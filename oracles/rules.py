@@ -4,13 +4,13 @@ rules' values, local time from a fixed UTC offset, and raising each alarm key on
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, Literal
 
 from ledger.errors import InvalidInput
 from oracles.readings import Alarm
 
-__all__ = ["first_time", "in_window", "offset_ms", "require"]
+__all__ = ["first_time", "in_window", "offset_ms", "require", "rule_alarm"]
 
 _OFFSET: Final = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 
@@ -35,6 +35,32 @@ def in_window(hour: int, window: tuple[int, int]) -> bool:
     """Whether local ``hour`` falls in [start, end), wrapping midnight when start > end."""
     start, end = window
     return start <= hour < end if start < end else hour >= start or hour < end
+
+
+def rule_alarm(
+    rules: Mapping[str, tuple[Literal["info", "warning", "breach"], str | None]],
+    rule: str,
+    subject: str,
+    start: int | str,
+    time_ms: int,
+    message: str,
+    evidence: Iterable[str],
+    details: Mapping[str, Any],
+) -> Alarm:
+    """An alarm of ``rule`` (its severity and fact from the module's ``rules`` table),
+    keyed ``<rule>:<subject>:<start>``: the episode's start makes the key stable."""
+    severity, fact = rules[rule]
+    return Alarm(
+        key=f"{rule}:{subject}:{start}",
+        rule=rule,
+        subject=subject,
+        severity=severity,
+        time_ms=time_ms,
+        message=message,
+        evidence=tuple(evidence),
+        details=dict(details),
+        fact=fact,
+    )
 
 
 def first_time(alarms: Iterable[Alarm], raised: set[str]) -> list[Alarm]:

@@ -121,7 +121,7 @@ from typing import Any, Final, Literal, cast
 from ledger.errors import InvalidInput
 from oracles.livestock import point_in_polygon
 from oracles.readings import Alarm, Device, Reading, TagRead, VehicleGps, reading_event_id
-from oracles.rules import first_time, offset_ms, require
+from oracles.rules import first_time, offset_ms, require, rule_alarm
 
 __all__ = [
     "RULES",
@@ -881,18 +881,8 @@ class DealerMonitor:
         evidence: Iterable[str],
         details: Mapping[str, Any] | None = None,
     ) -> Alarm:
-        severity, fact = RULES[rule]
-        return Alarm(
-            key=f"{rule}:{subject}:{start}",
-            rule=rule,
-            subject=subject,
-            severity=severity,
-            time_ms=time_ms,
-            message=message,
-            evidence=tuple(evidence),
-            details={"dealer": self.rules.dealer, **(details or {})},
-            fact=fact,
-        )
+        details = {"dealer": self.rules.dealer, **(details or {})}
+        return rule_alarm(RULES, rule, subject, start, time_ms, message, evidence, details)
 
     def _fresh(self, alarms: list[Alarm]) -> list[Alarm]:
         """The alarms whose key this monitor has not returned before."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer
+from sqlalchemy import BigInteger, Index, Integer, String
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from ledger.canonical import canonical_json
@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 _BIG = BigInteger().with_variant(Integer, "sqlite")
+# event ids order byte by byte, as Python and SQLite order them (migration 0005)
+_EVENT_ID = String(200).with_variant(String(200, collation="C"), "postgresql")
 
 
 class Flow(StrEnum):
@@ -74,7 +76,7 @@ class FlowEntryRow(SQLModel, table=True):
     )  # fmt: skip
 
     id: int | None = Field(default=None, primary_key=True, sa_type=_BIG)
-    event_id: str = Field(max_length=200)
+    event_id: str = Field(max_length=200, sa_type=_EVENT_ID)
     asset_id: str = Field(max_length=200)
     flow: str = Field(max_length=16)
     kind: str = Field(max_length=64)

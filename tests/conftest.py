@@ -248,15 +248,22 @@ def rig(tmp_path: Path) -> Iterator[Any]:
 
 
 @contextmanager
-def fresh_pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database on the local server, dropped afterwards."""
+def fresh_pg_database(icu_locale: str | None = None) -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server, dropped afterwards; with
+    ``icu_locale``, its text compares in that locale (as a bank's server may), not bytes."""
     import psycopg2
 
     name = f"fourflow_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = psycopg2.connect(PG_ADMIN_URL)
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
+        if icu_locale is None:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        else:
+            cur.execute(
+                f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu '
+                f"ICU_LOCALE '{icu_locale}' LOCALE 'C.UTF-8'"
+            )
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     try:
         yield f"postgresql+psycopg2://{base.split('://', 1)[1]}/{name}"

@@ -66,6 +66,17 @@ def _event_rows(url: str) -> list[Any]:
     return [tuple(r) for r in rows]
 
 
+def _event_id_collation(engine: Any) -> str | None:
+    with engine.connect() as connection:
+        value: str | None = connection.execute(
+            text(
+                "SELECT collation_name FROM information_schema.columns"
+                " WHERE table_name = 'flow_entries' AND column_name = 'event_id'"
+            )
+        ).scalar()
+    return value
+
+
 def test_upgrade_keeps_data_and_downgrade_undoes(any_db_url: str) -> None:
     engine = create_engine(any_db_url)
     with engine.begin() as connection:
@@ -86,7 +97,7 @@ def test_upgrade_keeps_data_and_downgrade_undoes(any_db_url: str) -> None:
                 {"asset": f"a-{i}", "flow": flow, "summary": summary},
             )
     assert schema.current(engine) == "0001"
-    assert schema.migrate(engine) == ["0002", "0003", "0004"]
+    assert schema.migrate(engine) == ["0002", "0003", "0004", "0005"]
     assert schema.current(engine) == schema.HEAD
     assert inspect(engine).has_table("claims")
     assert inspect(engine).has_table("batch_nodes")
@@ -108,6 +119,11 @@ def test_upgrade_keeps_data_and_downgrade_undoes(any_db_url: str) -> None:
         ]
     )
     assert schema.migrate(engine) == []  # nothing left to do
+    if engine.dialect.name == "postgresql":  # 0005: event ids compare as bytes
+        assert _event_id_collation(engine) == "C"
+        with engine.begin() as connection:
+            command.downgrade(schema.alembic_config(connection), "0004")
+        assert _event_id_collation(engine) is None
     with engine.begin() as connection:
         command.downgrade(schema.alembic_config(connection), "0003")
     assert "place" not in {c["name"] for c in inspect(engine).get_columns("flow_entries")}
@@ -212,7 +228,7 @@ def test_the_db_commands(tmp_path: Path) -> None:
     assert behind.returncode == 1 and "none (behind" in behind.stdout
     upgraded = run("upgrade", "--db", url)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert f"to {schema.HEAD}: 0001, 0002, 0003, 0004" in upgraded.stdout
+    assert f"to {schema.HEAD}: 0001, 0002, 0003, 0004, 0005" in upgraded.stdout
     assert run("upgrade", "--db", url).stdout.strip() == f"already at {schema.HEAD}"
     assert run("current", "--db", url).stdout.strip() == f"{schema.HEAD} (up to date)"
     assert "0003" in run("history").stdout

@@ -7,12 +7,16 @@ import json
 import random
 from typing import Any
 
+import pytest
+from sqlalchemy import text
+
 from ledger.canonical import canonical_json
 from ledger.flows import Flow, FlowEntryRow, place_of
 from ledger.history import Histories, Subject
 from ledger.indexer import ChainIndex
 from ledger.models import utc_text
 from ledger.runtime import DevKeys, Runtime
+from tests.conftest import fresh_pg_database
 
 PLACES = ["urn:epc:id:sgln:0614141.00001.0", "urn:epc:id:sgln:0614141.00002.0", "", None]
 KINDS = ["shipping", "receiving", "storing"]
@@ -168,3 +172,48 @@ def test_pages_list_each_event_and_flow_once_however_many_rows_share_it(
     page = histories.page(one, limit=500, with_proofs=False)
     assert [(e.time_ms, e.event_id, e.flow) for e in page.entries] == mine
     assert all(e.assets == [assets[0]] for e in page.entries)
+
+
+@pytest.mark.postgres
+def test_an_instant_orders_by_bytes_on_a_server_whose_locale_does_not() -> None:
+    """Under a locale collation "EV-…" sorts between "ev-…" ids, not before them; the
+    timeline and the custody chain must still order an instant's entries byte by byte,
+    as Python merges them and SQLite stores them (migration 0005)."""
+    with fresh_pg_database(icu_locale="en-US") as url:
+        runtime, _ = Runtime.dev(db_url=url)
+        try:
+            with runtime.store.session() as session:
+                assert session.exec(text("SELECT 'a' < 'B'")).one()[0]  # the locale's order
+            histories = Histories(
+                runtime.store,
+                ChainIndex(runtime.store, runtime.deployment),
+                runtime.bundles,
+                runtime.deployment,
+            )
+            asset = "urn:epc:id:sgtin:0614141.107346.9"
+            rng = random.Random(5)
+            rows = []
+            for i in range(80):
+                summary = {"biz_location": PLACES[i % 2]}
+                rows.append(
+                    {
+                        "event_id": f"{rng.choice(['ev', 'EV', 'Ev', 'ev_'])}-{i:03d}",
+                        "asset_id": asset,
+                        "flow": Flow.LOGISTICS.value,
+                        "kind": "shipping",
+                        "time_ms": 1_790_000_000_000 + (i // 10) * 1000,  # ten to an instant
+                        "summary": canonical_json(summary).decode(),
+                        "place": place_of(Flow.LOGISTICS, summary),
+                    }
+                )
+            with runtime.store.session() as session:
+                session.add_all(FlowEntryRow(**row) for row in rows)
+                session.commit()
+            subject = Subject("asset", asset, (asset,), (), ())
+            assert histories.summary(subject)["custody"]["chain"] == _walk(rows)
+            page = histories.page(subject, limit=500, with_proofs=False)
+            expected = sorted((r["time_ms"], r["event_id"]) for r in rows)
+            assert [(e.time_ms, e.event_id) for e in page.entries] == expected
+            assert expected != sorted(expected, key=lambda k: (k[0], k[1].lower()))
+        finally:
+            runtime.close()

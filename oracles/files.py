@@ -11,7 +11,9 @@ Three formats (docs/transport.md has examples):
   readings.
 - Reading CSV (``import_readings_csv``): ``device,seq,time,kind`` and then the data,
   either in a ``data`` column holding a JSON object or in one column per data field
-  (both may be used; a field given twice is an error).
+  (both may be used; a field given twice is an error). A field holding an object of
+  numbers, as a telemetry reading's ``values``, may also be given one column per
+  member, ``values.temperature_c``, as a spreadsheet exports it.
 
 Signatures. A device signs each reading it sends; a row in a file is not signed. A
 CSV file is therefore accepted only with a detached signature by the key of the device
@@ -290,6 +292,21 @@ def _typed(kind: str, name: str, value: Any) -> Any:
         raise ValueError(f"data.{name}: {exc.errors()[0]['msg']}") from None
 
 
+def _number(column: str, cell: str) -> int | float:
+    """A ``field.member`` cell: a member of an object of numbers."""
+    try:
+        return int(cell)
+    except ValueError:
+        pass
+    try:
+        value = float(cell)
+    except ValueError:
+        raise ValueError(f"{column}: {cell!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{column}: {cell!r} is not a finite number")
+    return value
+
+
 def _reading_of(row: dict[str, str]) -> dict[str, Any]:
     kind = row["kind"]
     if kind not in KINDS:
@@ -303,15 +320,25 @@ def _reading_of(row: dict[str, str]) -> dict[str, Any]:
         data = json.loads(row["data"])
         if not isinstance(data, dict):
             raise ValueError("the data column holds a JSON object")
-    flat = {
-        name: _flat_value(cell)
-        for name, cell in row.items()
-        if name not in (*_READING_COLUMNS, "data") and cell
-    }
+    flat: dict[str, Any] = {}
+    members: dict[str, dict[str, Any]] = {}  # "values.temperature_c" columns, by field
+    for name, cell in row.items():
+        if name in (*_READING_COLUMNS, "data") or not cell:
+            continue
+        field_name, dot, member = name.partition(".")
+        if dot:
+            members.setdefault(field_name, {})[member] = _number(name, cell)
+        else:
+            flat[name] = _flat_value(cell)
     twice = sorted(flat.keys() & data.keys())
     if twice:
         raise ValueError(f"data field {', '.join(twice)} is given both in data and as a column")
-    for name, value in flat.items():
+    twice = sorted(members.keys() & (data.keys() | flat.keys()))
+    if twice:
+        raise ValueError(
+            f"data field {', '.join(twice)} is given both whole and one member a column"
+        )
+    for name, value in (flat | members).items():
         data[name] = _typed(kind, name, value)
     return _checked(
         {"device": row["device"], "seq": seq, "time": row["time"], "kind": kind, "data": data}

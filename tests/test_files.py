@@ -354,3 +354,33 @@ def test_public_names() -> None:
             "verify_file_signature",
         ]
     )
+
+
+def test_reading_csv_members_of_an_object_one_column_each() -> None:
+    """A telemetry reading's values as a spreadsheet exports them: ``values.<field>``
+    columns; a member that is not a number, or a field given whole and by member, is a
+    reject of its line, and the others still import."""
+    text = (
+        b"device,seq,time,kind,schema,subject,values.temperature_c,values.door_open,values\n"
+        b"urn:fourflow:device:cold-1,1,2026-11-20T06:00:00Z,telemetry,cold-room@1,room-1,3.5,0,\n"
+        b"urn:fourflow:device:cold-1,2,2026-11-20T06:05:00Z,telemetry,cold-room@1,room-1,-1.25,,\n"
+        b"urn:fourflow:device:cold-1,3,2026-11-20T06:10:00Z,telemetry,cold-room@1,room-1,warm,1,\n"
+        b"urn:fourflow:device:cold-1,4,2026-11-20T06:15:00Z,telemetry,cold-room@1,room-1,4,1,"
+        b'"{""door_open"": 1}"\n'
+        b"urn:fourflow:device:cold-1,5,2026-11-20T06:20:00Z,telemetry,cold-room@1,room-1,nan,1,\n"
+    )
+    readings, rejects = import_readings_csv(_signed(text))
+    assert [r.reading["data"] for r in readings] == [
+        {
+            "schema": "cold-room@1",
+            "subject": "room-1",
+            "values": {"temperature_c": 3.5, "door_open": 0},
+        },
+        {"schema": "cold-room@1", "subject": "room-1", "values": {"temperature_c": -1.25}},
+    ]
+    reasons = {line: reason for line, reason, _ in rejects}
+    assert reasons == {
+        4: "values.temperature_c: 'warm' is not a number",
+        5: "data field values is given both whole and one member a column",
+        6: "values.temperature_c: 'nan' is not a finite number",
+    }

@@ -37,6 +37,7 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
     uint8 public constant FROZEN_STALE_DATA = 8;
     uint8 public constant FROZEN_STALE_PRICE = 16;
     uint8 public constant FROZEN_AUDIT_FINDING = 32;
+    uint8 public constant FROZEN_COVENANT_BREACH = 64;
 
     bytes32 public constant TERMS_TYPEHASH = keccak256(
         "Terms(uint256 receiptId,address lender,address payee,bytes32 currency,uint256 principal,"
@@ -65,7 +66,8 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
     enum FactKind {
         Quantity, // head count, stock level
         UnauthorizedMovement,
-        TagRemoval
+        TagRemoval,
+        CovenantBreach // a performance covenant broken: utilization, output, revenue, declarations
     }
 
     enum Ground {
@@ -345,8 +347,8 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
     // --- covenant facts ---------------------------------------------------------------------
 
     /// @notice Reports a fact about a receipt's goods, citing the anchored event it came
-    /// from. A count under the pledge's minimum, an unauthorized movement or a removed tag
-    /// freezes the pledge. Each evidence leaf backs one fact only.
+    /// from. A count under the pledge's minimum, an unauthorized movement, a removed tag or
+    /// a broken performance covenant freezes the pledge. Each evidence leaf backs one fact only.
     function reportFact(Fact calldata fact, Evidence calldata evidence) external onlyRole(ORACLE_ROLE) {
         ReceiptRegistry.Collateral memory collateral = receipts.collateralOf(fact.receiptId);
         if (collateral.status != ReceiptRegistry.Status.Live) revert PledgeRegistryReceiptNotLive(fact.receiptId);
@@ -375,6 +377,7 @@ contract PledgeRegistry is AccessControl, EIP712, Nonces {
         uint8 reasons;
         if (fact.kind == FactKind.UnauthorizedMovement) reasons = FROZEN_UNAUTHORIZED_MOVEMENT;
         else if (fact.kind == FactKind.TagRemoval) reasons = FROZEN_TAG_REMOVED;
+        else if (fact.kind == FactKind.CovenantBreach) reasons = FROZEN_COVENANT_BREACH;
         else if (!_aboveMinimum(pledge, _valuation(pledge, collateral.quantity, false))) reasons = FROZEN_BELOW_MINIMUM;
         if (reasons != 0) _freeze(collateral.pledgeId, pledge, reasons, evidence.leaf);
         _checkLines(collateral.pledgeId, pledge, false);

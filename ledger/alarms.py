@@ -52,6 +52,11 @@ _CATEGORY = {
     "unauthorized_movement": "unauthorized_movement",
     "outbound_without_custody": "unauthorized_movement",
     "stock_discrepancy": "covenant_breach",
+    # the performance covenants (oracles.machines, oracles.energy, oracles.crosscheck)
+    "low_utilization": "covenant_breach",
+    "low_performance": "covenant_breach",
+    "low_revenue": "covenant_breach",
+    "declaration_overstated": "covenant_breach",
 }
 _FREEZE_CATEGORY = {
     Freeze.BELOW_MINIMUM: "covenant_breach",
@@ -60,11 +65,22 @@ _FREEZE_CATEGORY = {
     Freeze.STALE_DATA: "stale_data",
     Freeze.STALE_PRICE: "stale_data",
     Freeze.AUDIT_FINDING: "audit_finding",
+    Freeze.COVENANT_BREACH: "covenant_breach",
 }
 
 
-def category_of(rule: str) -> str:
-    return _CATEGORY.get(rule, "sensor")
+_FACT_CATEGORY = {  # a rule whose alarm calls for an on-chain fact is of that fact's kind
+    "unauthorized_movement": "unauthorized_movement",
+    "tag_removal": "tag_removal",
+    "stale_data": "stale_data",
+    "covenant_breach": "covenant_breach",
+}
+
+
+def category_of(rule: str, fact: str | None = None) -> str:
+    """An alarm's category: its rule's, else that of the fact it calls for (a machine
+    moved off-site, a tracker unplugged, a silent sensor), else "sensor"."""
+    return _CATEGORY.get(rule) or _FACT_CATEGORY.get(fact or "", "sensor")
 
 
 MAX_SKEW_MS = 5 * 60_000
@@ -238,7 +254,7 @@ class AlarmBook:
         return Alarm(
             id=row.key,
             source="oracle",
-            category=category_of(row.rule),
+            category=category_of(row.rule, row.fact),
             rule=row.rule,
             severity=row.severity,
             state=row.state,

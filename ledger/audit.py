@@ -175,6 +175,7 @@ _COUNT_FIELDS = {"livestock.daily_count": "head_count", "warehouse.stock_level":
 _ALARM_FACTS = {
     FactKind.UNAUTHORIZED_MOVEMENT: "unauthorized_movement",
     FactKind.TAG_REMOVAL: "tag_removal",
+    FactKind.COVENANT_BREACH: "covenant_breach",
 }
 _EIP712_TYPE_HASH = keccak(
     text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
@@ -1805,9 +1806,9 @@ class Auditor:
 def _fact_differences(fact: Mapping[str, Any], envelope: Any) -> dict[str, dict[str, Any]]:
     """Field -> {"fact": …, "event": …} where the cited event does not say what the fact
     says, mirroring how the oracle makes facts (oracles.pipeline): a Quantity fact comes
-    from a count event (its head_count or quantity), an UnauthorizedMovement or TagRemoval
-    fact from an ``oracle.alarm`` event naming that fact; observedAt is the event's time
-    in whole seconds."""
+    from a count event (its head_count or quantity), an UnauthorizedMovement, TagRemoval
+    or CovenantBreach fact from an ``oracle.alarm`` event naming that fact; observedAt is
+    the event's time in whole seconds."""
     try:
         event = envelope["event"]
         kind, payload = event["kind"], event["payload"]

@@ -156,6 +156,7 @@ class FactKind(IntEnum):
     QUANTITY = 0
     UNAUTHORIZED_MOVEMENT = 1
     TAG_REMOVAL = 2
+    COVENANT_BREACH = 3  # a performance covenant broken (utilization, output, revenue, books)
 
 
 class Ground(IntEnum):
@@ -172,6 +173,7 @@ class Freeze(IntFlag):
     STALE_DATA = 8
     STALE_PRICE = 16
     AUDIT_FINDING = 32
+    COVENANT_BREACH = 64
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,8 @@ class FactRow(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=300)
     pledge_id: int = Field(sa_type=_BIG)
     receipt_id: int = Field(sa_type=_BIG)
-    kind: str = Field(max_length=32)  # quantity | unauthorized_movement | tag_removal | stale_data
+    # quantity | unauthorized_movement | tag_removal | covenant_breach | stale_data
+    kind: str = Field(max_length=32)
     quantity: int = Field(default=0, sa_type=_BIG)
     observed_at: int = Field(sa_type=_BIG)  # unix seconds
     event_id: str = Field(max_length=300)  # the anchored evidence the fact cites

@@ -35,17 +35,21 @@ Metrics (``METRICS``)
 Verdicts (``CrossCheck.status``), with D the declared value, O the observed one and T
 the metric's tolerance in percent:
 
-| status       | condition                                                            | alarm                            |
-|--------------|----------------------------------------------------------------------|----------------------------------|
-| agrees       | 100 × abs(D − O) ≤ T × abs(O) (when O is 0: D is 0)                 | —                                |
-| overstated   | D > O past the tolerance: the books claim more than the devices saw  | ``declaration_overstated``, breach |
-| understated  | D < O past the tolerance                                             | ``declaration_understated``, warning |
-| incomparable | the declared unit is not the observed one                            | ``declaration_unverifiable``, warning |
-| pending      | a sum metric with days not yet observed, before the period's end +   | —                                |
-|              | ``grace_days``; a point metric with no observation on its last day,  |                                  |
-|              | likewise; any metric before its last day is over (a later figure of  |                                  |
-|              | that day would replace the one at hand)                              |                                  |
-| unverifiable | the same, after the grace days                                       | ``declaration_unverifiable``, warning |
+| status       | condition                                                           | alarm                    | severity | fact            |
+|--------------|---------------------------------------------------------------------|--------------------------|----------|-----------------|
+| agrees       | 100 × abs(D − O) ≤ T × abs(O) (when O is 0: D is 0)                 | —                        |          | —               |
+| overstated   | D > O past the tolerance: the books claim more than the devices saw | declaration_overstated   | breach   | covenant_breach |
+| understated  | D < O past the tolerance                                            | declaration_understated  | warning  | —               |
+| incomparable | the declared unit is not the observed one                           | declaration_unverifiable | warning  | —               |
+| pending      | a sum metric with days not yet observed, before the period's end +  | —                        |          | —               |
+|              | ``grace_days``; a point metric with no observation on its last day, |                          |          |                 |
+|              | likewise; any metric before its last day is over (a later figure of |                          |          |                 |
+|              | that day would replace the one at hand)                             |                          |          |                 |
+| unverifiable | the same, after the grace days                                      | declaration_unverifiable | warning  | —               |
+
+``RULES`` holds each alarm's severity and fact: an overstated declaration is a
+``covenant_breach`` fact, which oracles.pipeline reports on-chain (it freezes the
+borrower's pledge, FROZEN_COVENANT_BREACH); the warnings are alarms only.
 
 Thresholds are strict: a difference of exactly T % agrees. An alarm's key is
 ``<rule>:<declaration event id>``: checking a declaration again (the pipeline does, as
@@ -86,8 +90,8 @@ METRICS: Final[Mapping[str, MetricKind]] = {
     "revenue": "sum",
 }
 Status = Literal["agrees", "overstated", "understated", "incomparable", "pending", "unverifiable"]
-RULES: Final[Mapping[str, tuple[Literal["warning", "breach"], None]]] = {
-    "declaration_overstated": ("breach", None),
+RULES: Final[Mapping[str, tuple[Literal["warning", "breach"], str | None]]] = {
+    "declaration_overstated": ("breach", "covenant_breach"),
     "declaration_understated": ("warning", None),
     "declaration_unverifiable": ("warning", None),
 }
@@ -314,7 +318,7 @@ class CrossCheck:
                 f"figure for {', '.join(self.days_missing[:5])}"
                 + (" …" if len(self.days_missing) > 5 else "")
             )
-        severity, _ = RULES[rule]
+        severity, fact = RULES[rule]
         return Alarm(
             key=f"{rule}:{self.declaration_event_id}",
             rule=rule,
@@ -331,6 +335,7 @@ class CrossCheck:
                 "difference_pct": self.difference_pct,
                 "tolerance_pct": self.tolerance_pct,
             },
+            fact=fact,
         )
 
 

@@ -22,21 +22,26 @@ day, the revenue window and the silence rule.
 
 Rules (``RULES`` holds severity and fact; every key starts ``<rule>:<plant or station>:``)
 
-| rule            | condition                                                                   | severity | fact       | key                                         |
-|-----------------|-----------------------------------------------------------------------------|----------|------------|---------------------------------------------|
-| low_performance | close_day (plant): PR < ``min_pr_pct`` on ``floor_days`` consecutive judged | breach   | —          | low_performance:<plant>:<run's first day>   |
-|                 | days; a day is judged when H ≥ ``min_insolation_kwh_m2`` (duller days say   |          |            |                                             |
-|                 | nothing: they neither extend nor break the run)                             |          |            |                                             |
-| low_revenue     | close_day: the revenue of the ``revenue_window_days`` local days ending     | breach   | —          | low_revenue:<site>:<episode's first day>    |
-|                 | with the closed day < ``min_window_revenue_cny``; judged once the window    |          |            |                                             |
-|                 | starts on or after the first day this monitor closed                        |          |            |                                             |
-| inverter_down   | ``down_readings`` consecutive readings of one inverter at 0 kW while the    | warning  | —          | inverter_down:<plant>:<inverter>:<start ms> |
-|                 | plant's irradiance is > ``down_irradiance_wm2``                             |          |            |                                             |
-| meter_mismatch  | close_day (plant): export_kwh > generation_kwh × (1 + ``mismatch_pct``/100) | warning  | —          | meter_mismatch:<plant>:<day>                |
-| meter_silent    | check (plant): a grid_meter device silent for more than its heartbeat_s     | warning  | stale_data | meter_silent:<plant>:<device>:<last ms>     |
-| sensor_silent   | check (plant): any other device of the plant (inverter, weather station)    | warning  | stale_data | sensor_silent:<plant>:<device>:<last ms>    |
-|                 | silent for more than its heartbeat_s                                        |          |            |                                             |
-| pile_silent     | check (station): a device of the station silent for more than heartbeat_s   | warning  | stale_data | pile_silent:<station>:<device>:<last ms>    |
+| rule            | condition                                                                   | severity | fact            | key                                         |
+|-----------------|-----------------------------------------------------------------------------|----------|-----------------|---------------------------------------------|
+| low_performance | close_day (plant): PR < ``min_pr_pct`` on ``floor_days`` consecutive judged | breach   | covenant_breach | low_performance:<plant>:<run's first day>   |
+|                 | days; a day is judged when H ≥ ``min_insolation_kwh_m2`` (duller days say   |          |                 |                                             |
+|                 | nothing: they neither extend nor break the run)                             |          |                 |                                             |
+| low_revenue     | close_day: the revenue of the ``revenue_window_days`` local days ending     | breach   | covenant_breach | low_revenue:<site>:<episode's first day>    |
+|                 | with the closed day < ``min_window_revenue_cny``; judged once the window    |          |                 |                                             |
+|                 | starts on or after the first day this monitor closed                        |          |                 |                                             |
+| inverter_down   | ``down_readings`` consecutive readings of one inverter at 0 kW while the    | warning  | —               | inverter_down:<plant>:<inverter>:<start ms> |
+|                 | plant's irradiance is > ``down_irradiance_wm2``                             |          |                 |                                             |
+| meter_mismatch  | close_day (plant): export_kwh > generation_kwh × (1 + ``mismatch_pct``/100) | warning  | —               | meter_mismatch:<plant>:<day>                |
+| meter_silent    | check (plant): a grid_meter device silent for more than its heartbeat_s     | warning  | stale_data      | meter_silent:<plant>:<device>:<last ms>     |
+| sensor_silent   | check (plant): any other device of the plant (inverter, weather station)    | warning  | stale_data      | sensor_silent:<plant>:<device>:<last ms>    |
+|                 | silent for more than its heartbeat_s                                        |          |                 |                                             |
+| pile_silent     | check (station): a device of the station silent for more than heartbeat_s   | warning  | stale_data      | pile_silent:<station>:<device>:<last ms>    |
+
+On-chain (oracles.pipeline, when the site's receipt is pledged): low_performance and
+low_revenue are broken performance covenants, reported as ``covenant_breach`` facts
+citing the signed alarm event, which freeze the pledge (FROZEN_COVENANT_BREACH) until the
+lender clears it; the silence rules ask the contract to judge the data stale.
 
 Thresholds are strict: a PR exactly at ``min_pr_pct``, revenue exactly at the floor,
 irradiance exactly at ``down_irradiance_wm2``, export exactly at the tolerance and a
@@ -127,9 +132,15 @@ from oracles.readings import (
     Inverter,
     Reading,
     Weather,
-    reading_event_id,
 )
-from oracles.rules import first_time, offset_ms, require
+from oracles.rules import (
+    Heartbeats,
+    first_time,
+    offset_ms,
+    require,
+    rule_alarm,
+    select_evidence,
+)
 
 __all__ = [
     "PR_MIN_INSOLATION_KWH_M2",
@@ -149,8 +160,8 @@ Money = Decimal | int | str | float
 
 PR_MIN_INSOLATION_KWH_M2: Final = 0.05  # below this H, PR is noise: None
 RULES: Final[Mapping[str, tuple[Severity, str | None]]] = {
-    "low_performance": ("breach", None),
-    "low_revenue": ("breach", None),
+    "low_performance": ("breach", "covenant_breach"),
+    "low_revenue": ("breach", "covenant_breach"),
     "inverter_down": ("warning", None),
     "meter_mismatch": ("warning", None),
     "meter_silent": ("warning", "stale_data"),
@@ -221,17 +232,6 @@ def _fen_text(fen: int) -> str:
     return str((Decimal(fen) / 100).quantize(Decimal("0.01")))
 
 
-def _select(
-    evidence: list[tuple[int, str]], essential: set[str], cap: int
-) -> tuple[tuple[str, ...], int]:
-    """At most ``cap`` ids in time order: the essential ones first, then the earliest others."""
-    ordered = sorted(evidence)
-    keep = [e for e in ordered if e[1] in essential][:cap]
-    keep += [e for e in ordered if e[1] not in essential][: cap - len(keep)]
-    keep.sort()
-    return tuple(event_id for _, event_id in keep), len(ordered) - len(keep)
-
-
 def _payload_error(kind: str, exc: Exception) -> InvalidInput:
     return InvalidInput(f"not a {kind} payload: {exc!r}", field="payload")
 
@@ -257,7 +257,8 @@ def _delta(meters: dict[str, _Total], name: str, time_ms: int, total: Decimal) -
 
 
 class _Site:
-    """What both monitors share: devices, local days, redelivery, silence, revenue window."""
+    """What both monitors share: devices and their silence (oracles.rules.Heartbeats),
+    local days, the revenue window."""
 
     def __init__(
         self,
@@ -270,11 +271,10 @@ class _Site:
         min_window_fen: int,
     ) -> None:
         self.subject, self.what = subject, what
-        self.devices = {d.id: d for d in devices.values() if d.subject == subject}
+        self.heartbeats = Heartbeats(subject=subject, what=what, devices=devices)
+        self.devices = self.heartbeats.devices
         self.offset = offset_ms(utc_offset)
         self.window_days, self.min_window_fen = window_days, min_window_fen
-        self.device_last: dict[str, tuple[int, str]] = {}
-        self.origin_ms: int | None = None
         self.closed: dict[str, int] = {}  # day -> revenue_fen
         self.revenue_start: str | None = None  # the open low_revenue episode's first day
         self.raised: set[str] = set()
@@ -282,18 +282,7 @@ class _Site:
     def admit(self, reading: Reading) -> tuple[str, int, str]:
         """(event id, time, local day) of a reading of the site's devices; records the
         device's sign of life."""
-        if reading.device not in self.devices:
-            raise InvalidInput(
-                f"{reading.device} is not a device of {self.what} {self.subject}",
-                field="device",
-                code="unknown_device",
-            )
-        event_id, time_ms = reading_event_id(reading.device, reading.seq), reading.time_ms
-        if self.origin_ms is None:
-            self.origin_ms = time_ms
-        last = self.device_last.get(reading.device)
-        if last is None or time_ms > last[0]:
-            self.device_last[reading.device] = (time_ms, event_id)
+        event_id, time_ms = self.heartbeats.admit(reading)
         return event_id, time_ms, _day_of(time_ms, self.offset)
 
     def close(self, day: str) -> str:
@@ -307,31 +296,17 @@ class _Site:
         return day
 
     def silent(self, now_ms: int, rule_of: Mapping[str, str]) -> list[Alarm]:
-        if self.origin_ms is None:
-            return []
-        alarms = []
-        for device_id in sorted(self.devices):
-            last_ms, last_id = self.device_last.get(device_id, (self.origin_ms, ""))
-            heartbeat_s = self.devices[device_id].heartbeat_s
-            if now_ms - last_ms > heartbeat_s * 1000:
-                rule = rule_of[device_id]
-                message = f"{device_id} silent for {(now_ms - last_ms) // 1000} s (heartbeat {heartbeat_s} s)"
-                details = {
-                    "device": device_id,
-                    "last_ms": last_ms if last_id else None,
-                    "heartbeat_s": heartbeat_s,
-                }
-                alarms.append(
-                    self.alarm(
-                        rule,
-                        f"{device_id}:{last_ms}",
-                        now_ms,
-                        message,
-                        [last_id] if last_id else [],
-                        details,
-                    )
-                )
-        return alarms
+        return [
+            self.alarm(
+                rule_of[s.device.id],
+                f"{s.device.id}:{s.last_ms}",
+                now_ms,
+                s.message,
+                s.evidence,
+                {"device": s.device.id, **s.details},
+            )
+            for s in self.heartbeats.silences(now_ms)
+        ]
 
     def revenue(
         self, day: str, revenue_fen: int, evidence: tuple[str, ...]
@@ -373,18 +348,9 @@ class _Site:
         evidence: Iterable[str],
         details: Mapping[str, Any],
     ) -> Alarm:
-        severity, fact = RULES[rule]
-        return Alarm(
-            key=f"{rule}:{self.subject}:{scope}",
-            rule=rule,
-            subject=self.subject,
-            severity=severity,
-            time_ms=time_ms,
-            message=message,
-            evidence=tuple(evidence),
-            details={self.what: self.subject, **details},
-            fact=fact,
-        )
+        """An alarm about the site, keyed ``<rule>:<site>:<scope>``."""
+        details = {self.what: self.subject, **details}
+        return rule_alarm(RULES, rule, self.subject, scope, time_ms, message, evidence, details)
 
     def fresh(self, alarms: list[Alarm]) -> list[Alarm]:
         return first_time(alarms, self.raised)
@@ -766,7 +732,7 @@ class SolarMonitor:
             )
             for name, count in sorted(bucket.inverter_readings.items())
         }
-        evidence, omitted = _select(bucket.evidence, bucket.meter_ids, rules.evidence_cap)
+        evidence, omitted = select_evidence(bucket.evidence, bucket.meter_ids, rules.evidence_cap)
         return SolarDay(
             plant=rules.plant,
             day=day,
@@ -1059,7 +1025,7 @@ class StationMonitor:
         for device in bucket.devices:
             heard |= self._device_piles.get(device, set())
         reporting = len(rules.piles & heard)
-        evidence, omitted = _select(bucket.evidence, set(), rules.evidence_cap)
+        evidence, omitted = select_evidence(bucket.evidence, set(), rules.evidence_cap)
         return StationDay(
             station=rules.station,
             day=day,

@@ -35,6 +35,7 @@ FACT_KINDS = {
     "quantity": FactKind.QUANTITY,
     "unauthorized_movement": FactKind.UNAUTHORIZED_MOVEMENT,
     "tag_removal": FactKind.TAG_REMOVAL,
+    "covenant_breach": FactKind.COVENANT_BREACH,
 }
 
 

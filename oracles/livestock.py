@@ -96,9 +96,17 @@ from oracles.readings import (
     TagRead,
     Tamper,
     Weight,
-    reading_event_id,
 )
-from oracles.rules import first_time, in_window, offset_ms, require, rule_alarm
+from oracles.rules import (
+    Heartbeats,
+    first_delivery,
+    first_time,
+    in_window,
+    offset_ms,
+    require,
+    rule_alarm,
+    select_evidence,
+)
 
 __all__ = [
     "AMBIENT_C",
@@ -474,46 +482,31 @@ class HerdMonitor:
 
     def __init__(self, rules: HerdRules, devices: Mapping[str, Device]) -> None:
         self.rules = rules
-        self._devices = {d.id: d for d in devices.values() if d.subject == rules.herd}
+        self._heartbeats = Heartbeats(subject=rules.herd, what="herd", devices=devices)
         self._animals = {tag: _Animal() for tag in rules.animals}
-        self._device_last: dict[str, tuple[int, str]] = {}
         self._days: dict[str, _Day] = {}
         self._closed: dict[str, tuple[int, Method]] = {}
         self._raised: set[str] = set()
-        self._origin_ms: int | None = None
 
     # public API
 
     def observe(self, reading: Reading) -> list[Alarm]:
         """Take one reading of the herd's devices; returns the alarms it raised."""
-        if reading.device not in self._devices:
-            raise InvalidInput(
-                f"{reading.device} is not a device of herd {self.rules.herd}",
-                field="device",
-                code="unknown_device",
-            )
-        event_id, time_ms = reading_event_id(reading.device, reading.seq), reading.time_ms
+        event_id, time_ms = self._heartbeats.admit(reading)
         day = self._open_day(self.rules.day_of(time_ms))
         if day is not None:
-            if event_id in day.seen:
+            if not first_delivery(day.seen, event_id):
                 return []
-            day.seen.add(event_id)
             if reading.kind in _EVIDENCE_KINDS:
                 day.evidence.append((time_ms, event_id))
-        if self._origin_ms is None:
-            self._origin_ms = time_ms
-        last = self._device_last.get(reading.device)
-        if last is None or time_ms > last[0]:
-            self._device_last[reading.device] = (time_ms, event_id)
         return self._fresh(self._dispatch(reading.parsed(), time_ms, event_id, day))
 
     def check(self, now_ms: int) -> list[Alarm]:
         """The silence rules at ``now_ms``: unseen tags and stale devices."""
-        if self._origin_ms is None:
+        origin_ms = self._heartbeats.origin_ms
+        if origin_ms is None:
             return []
-        return self._fresh(
-            [*self._unseen(now_ms, self._origin_ms), *self._stale(now_ms, self._origin_ms)]
-        )
+        return self._fresh([*self._unseen(now_ms, origin_ms), *self._stale(now_ms)])
 
     def close_day(self, day: str) -> tuple[DailyCount, list[Alarm]]:
         """Reconcile a local day (final: its later readings count nowhere) and run the count rules."""
@@ -722,21 +715,13 @@ class HerdMonitor:
                 alarms.append(self._alarm("unseen", tag, since, now_ms, message, evidence, details))
         return alarms
 
-    def _stale(self, now_ms: int, origin_ms: int) -> list[Alarm]:
-        alarms = []
-        for device_id in sorted(self._devices):
-            last_ms, last_id = self._device_last.get(device_id, (origin_ms, None))
-            heartbeat_s = self._devices[device_id].heartbeat_s
-            if now_ms - last_ms > heartbeat_s * 1000:
-                message = f"{device_id} silent for {(now_ms - last_ms) // 1000} s (heartbeat {heartbeat_s} s)"
-                details = {"last_ms": last_ms if last_id else None, "heartbeat_s": heartbeat_s}
-                evidence = [] if last_id is None else [last_id]
-                alarms.append(
-                    self._alarm(
-                        "stale_device", device_id, last_ms, now_ms, message, evidence, details
-                    )
-                )
-        return alarms
+    def _stale(self, now_ms: int) -> list[Alarm]:
+        return [
+            self._alarm(
+                "stale_device", s.device.id, s.last_ms, now_ms, s.message, s.evidence, s.details
+            )
+            for s in self._heartbeats.silences(now_ms)
+        ]
 
     # the day
 
@@ -761,7 +746,7 @@ class HerdMonitor:
             tolerance=self.rules.camera_tolerance,
         )
         essential = {bucket.tags[tag].last_id for tag in counted} | set(sweep)
-        evidence, omitted = _select(bucket.evidence, essential, self.rules.evidence_cap)
+        evidence, omitted = select_evidence(bucket.evidence, essential, self.rules.evidence_cap)
         weight = None
         if bucket.weights:
             weight = WeightSummary(
@@ -884,14 +869,3 @@ def _end_removal(animal: _Animal, time_ms: int) -> None:
     if animal.removal_source is not None:
         animal.removal_source = None
         animal.removals[-1].end_ms = time_ms
-
-
-def _select(
-    evidence: list[tuple[int, str]], essential: set[str], cap: int
-) -> tuple[tuple[str, ...], int]:
-    """At most ``cap`` ids in time order: the essential ones first, then the earliest others."""
-    ordered = sorted(evidence)
-    keep = [e for e in ordered if e[1] in essential][:cap]
-    keep += [e for e in ordered if e[1] not in essential][: cap - len(keep)]
-    keep.sort()
-    return tuple(event_id for _, event_id in keep), len(ordered) - len(keep)

@@ -23,7 +23,7 @@ Rules (``RULES`` holds severity and fact; ``key`` is the alarm's identity)
 
 | rule            | condition                                                                | severity | fact                  | key                                       |
 |-----------------|--------------------------------------------------------------------------|----------|-----------------------|-------------------------------------------|
-| low_utilization | close_day: the plant's utilization_pct < ``min_utilization_pct`` on      | breach   | —                     | low_utilization:<plant>:<run's first day> |
+| low_utilization | close_day: the plant's utilization_pct < ``min_utilization_pct`` on      | breach   | covenant_breach       | low_utilization:<plant>:<run's first day> |
 |                 | ``floor_days`` consecutive scheduled days (rest days and days with no    |          |                       |                                           |
 |                 | data neither extend nor end a run); one alarm per run                    |          |                       |                                           |
 | machine_moved   | a machine reading's position outside ``site``                            | breach   | unauthorized_movement | machine_moved:<machine>:<start ms>        |
@@ -33,6 +33,12 @@ Rules (``RULES`` holds severity and fact; ``key`` is the alarm's identity)
 | sensor_silent   | check: a device of the plant silent for more than its ``heartbeat_s``    | warning  | stale_data            | sensor_silent:<device>:<last ms>          |
 |                 | (any reading of the device counts)                                       |          |                       |                                           |
 | no_data         | close_day: no machine reading of any pledged machine in the whole day    | warning  | —                     | no_data:<plant>:<day>                     |
+
+On-chain (oracles.pipeline, when the plant's receipt is pledged): low_utilization is a
+broken performance covenant, reported as a ``covenant_breach`` fact citing the signed
+alarm event, which freezes the pledge (FROZEN_COVENANT_BREACH) until the lender clears
+it; machine_moved and sensor_removed freeze it likewise (unauthorized_movement,
+tag_removal); sensor_silent asks the contract to judge the data stale.
 
 Thresholds are strict: a utilization exactly at the floor, a device silent exactly
 ``heartbeat_s`` and a current exactly at ``running_a`` raise nothing (at the threshold a
@@ -118,8 +124,16 @@ from typing import Any, Final, Literal
 
 from ledger.errors import InvalidInput
 from oracles.livestock import point_in_polygon
-from oracles.readings import Alarm, Device, Machine, Reading, Tamper, reading_event_id
-from oracles.rules import first_time, offset_ms, require, rule_alarm
+from oracles.readings import Alarm, Device, Machine, Reading, Tamper
+from oracles.rules import (
+    Heartbeats,
+    first_delivery,
+    first_time,
+    offset_ms,
+    require,
+    rule_alarm,
+    select_evidence,
+)
 
 __all__ = [
     "RULES",
@@ -134,7 +148,7 @@ Polygon = tuple[Point, ...]
 Severity = Literal["info", "warning", "breach"]
 
 RULES: Final[Mapping[str, tuple[Severity, str | None]]] = {
-    "low_utilization": ("breach", None),
+    "low_utilization": ("breach", "covenant_breach"),
     "machine_moved": ("breach", "unauthorized_movement"),
     "sensor_removed": ("breach", "tag_removal"),
     "sensor_silent": ("warning", "stale_data"),
@@ -443,36 +457,21 @@ class PlantMonitor:
 
     def __init__(self, rules: PlantRules, devices: Mapping[str, Device]) -> None:
         self.rules = rules
-        self._devices = {d.id: d for d in devices.values() if d.subject == rules.plant}
+        self._heartbeats = Heartbeats(subject=rules.plant, what="plant", devices=devices)
         self._machines = {m: _Machine() for m in rules.running_a}
-        self._device_last: dict[str, tuple[int, str]] = {}
         self._days: dict[str, _Day] = {}
         self._closed: dict[str, str] = {}  # day -> "low" | "ok" | "rest" | "dark"
         self._raised: set[str] = set()
-        self._origin_ms: int | None = None
         self._gap_ms = rules.max_gap_min * _MIN_MS
 
     # public API
 
     def observe(self, reading: Reading) -> list[Alarm]:
         """Take one reading of the plant's devices; returns the alarms it raised."""
-        if reading.device not in self._devices:
-            raise InvalidInput(
-                f"{reading.device} is not a device of plant {self.rules.plant}",
-                field="device",
-                code="unknown_device",
-            )
-        event_id, time_ms = reading_event_id(reading.device, reading.seq), reading.time_ms
+        event_id, time_ms = self._heartbeats.admit(reading)
         day = self._open_day(self.rules.day_of(time_ms))
-        if day is not None:
-            if event_id in day.seen:
-                return []
-            day.seen.add(event_id)
-        if self._origin_ms is None:
-            self._origin_ms = time_ms
-        last = self._device_last.get(reading.device)
-        if last is None or time_ms > last[0]:
-            self._device_last[reading.device] = (time_ms, event_id)
+        if day is not None and not first_delivery(day.seen, event_id):
+            return []
         data = reading.parsed()
         if isinstance(data, Machine):
             return self._fresh(self._on_machine(data, time_ms, event_id, day))
@@ -482,9 +481,7 @@ class PlantMonitor:
 
     def check(self, now_ms: int) -> list[Alarm]:
         """The silence rule at ``now_ms``: devices silent past their heartbeat."""
-        if self._origin_ms is None:
-            return []
-        return self._fresh(self._silent(now_ms, self._origin_ms))
+        return self._fresh(self._silent(now_ms))
 
     def close_day(self, day: str) -> tuple[PlantDay, list[Alarm]]:
         """Derive a local day (final: its later readings count nowhere) and run the day rules."""
@@ -664,21 +661,13 @@ class PlantMonitor:
 
     # silence rule
 
-    def _silent(self, now_ms: int, origin_ms: int) -> list[Alarm]:
-        alarms = []
-        for device_id in sorted(self._devices):
-            last_ms, last_id = self._device_last.get(device_id, (origin_ms, None))
-            heartbeat_s = self._devices[device_id].heartbeat_s
-            if now_ms - last_ms > heartbeat_s * 1000:
-                message = f"{device_id} silent for {(now_ms - last_ms) // 1000} s (heartbeat {heartbeat_s} s)"
-                details = {"last_ms": last_ms if last_id else None, "heartbeat_s": heartbeat_s}
-                evidence = [] if last_id is None else [last_id]
-                alarms.append(
-                    self._alarm(
-                        "sensor_silent", device_id, last_ms, now_ms, message, evidence, details
-                    )
-                )
-        return alarms
+    def _silent(self, now_ms: int) -> list[Alarm]:
+        return [
+            self._alarm(
+                "sensor_silent", s.device.id, s.last_ms, now_ms, s.message, s.evidence, s.details
+            )
+            for s in self._heartbeats.silences(now_ms)
+        ]
 
     # the day
 
@@ -713,7 +702,7 @@ class PlantMonitor:
                 len(self.rules.running_a) * Fraction(scheduled) * _HOUR_MS
             )
             utilization = float(round(ratio, 2))
-        evidence, omitted = _select(bucket.evidence, essential, self.rules.evidence_cap)
+        evidence, omitted = select_evidence(bucket.evidence, essential, self.rules.evidence_cap)
         return PlantDay(
             plant=self.rules.plant,
             day=day,
@@ -793,14 +782,3 @@ class PlantMonitor:
     def _fresh(self, alarms: list[Alarm]) -> list[Alarm]:
         """The alarms whose key this monitor has not returned before."""
         return first_time(alarms, self._raised)
-
-
-def _select(
-    evidence: list[tuple[int, str]], essential: set[str], cap: int
-) -> tuple[tuple[str, ...], int]:
-    """At most ``cap`` ids in time order: the essential ones first, then the earliest others."""
-    ordered = sorted(evidence)
-    keep = [e for e in ordered if e[1] in essential][:cap]
-    keep += [e for e in ordered if e[1] not in essential][: cap - len(keep)]
-    keep.sort()
-    return tuple(event_id for _, event_id in keep), len(ordered) - len(keep)

@@ -112,6 +112,13 @@ class SiteWatch:
     pledge_id: int | None = None
     measures: tuple[Measure, ...] = ()
     grace_ms: int = 0  # a day is closed this long after it ends (late uploads count)
+    # items pledged on their own receipt: (receipt, pledge) by the alarm subject naming
+    # them (a dealer's financed vehicles, by VIN); the site's otherwise
+    items: Mapping[str, tuple[int, int | None]] = field(default_factory=dict)
+
+    def pledged(self, subject: str) -> tuple[int | None, int | None]:
+        """The receipt and pledge an alarm about ``subject`` concerns."""
+        return self.items.get(subject, (self.receipt_id, self.pledge_id))
 
 
 @dataclass
@@ -235,13 +242,22 @@ class RulesWorker:
         summary.events = len(rows)
         return summary
 
-    def record_release(self, *, lot: str, items: Sequence[str], time_ms: int) -> str:
+    def record_release(
+        self,
+        *,
+        lot: str,
+        items: Sequence[str],
+        time_ms: int,
+        onchain: Mapping[str, JsonValue] | None = None,
+    ) -> str:
         """Record that ``items`` of ``lot`` were released on-chain, so they may leave.
 
         The release is stored as a signed ``oracle.release`` event and reaches the
         monitors in its place in the event order, on this pass and on every replay.
+        ``onchain``: what the record cites of the chain's release (its pledges, receipts
+        and transaction hashes), kept in the payload as ``onchain``.
         """
-        body = self._release_body(lot, items, time_ms)
+        body = self._release_body(lot, items, time_ms, onchain=onchain)
         submission = sign_submission(
             [body], private_key=self.gateway.key, domain=self.intake.domain
         )
@@ -249,12 +265,20 @@ class RulesWorker:
         return body.event_id
 
     def _release_body(
-        self, lot: str, items: Sequence[str], time_ms: int, trigger: str | None = None
+        self,
+        lot: str,
+        items: Sequence[str],
+        time_ms: int,
+        trigger: str | None = None,
+        *,
+        onchain: Mapping[str, JsonValue] | None = None,
     ) -> EventBody:
         released: list[JsonValue] = list(sorted(items))
         payload: dict[str, JsonValue] = {"lot": lot, "items": released, "time": utc_text(time_ms)}
         if trigger is not None:
             payload["trigger"] = trigger
+        if onchain is not None:
+            payload["onchain"] = dict(onchain)
         return EventBody(
             kind="oracle.release",
             schema_version=1,
@@ -328,7 +352,7 @@ class RulesWorker:
                 found = monitor.observe(reading)
             except InvalidInput as exc:  # signed and stored, but not what its site expects
                 found = [_refused(reading, row.event_id, device, exc)]
-            out.alarms += [(a, site.receipt_id, site.pledge_id) for a in found]
+            out.alarms += [(a, *site.pledged(a.subject)) for a in found]
         for lot_watch, lot in self.lots:
             if lot_watch.rules.watches(device):
                 found = lot.observe(reading)
@@ -514,7 +538,7 @@ class RulesWorker:
             return
         while opened < day:
             result, alarms = monitor.close_day(opened.isoformat())
-            out.alarms += [(a, site.receipt_id, site.pledge_id) for a in alarms]
+            out.alarms += [(a, *site.pledged(a.subject)) for a in alarms]
             end = datetime.combine(opened + timedelta(days=1), datetime.min.time(), zone)
             at = int(end.timestamp() * 1000) - 1
             event_id = f"urn:fourflow:daily:{site.kind}:{_short(site.subject)}:{opened}"
@@ -611,7 +635,7 @@ class RulesWorker:
                 (a, lot_watch.receipt_id, lot_watch.pledge_id) for a in lot.check(now_ms)
             ]
         for site, monitor in self.sites.values():
-            out.alarms += [(a, site.receipt_id, site.pledge_id) for a in monitor.check(now_ms)]
+            out.alarms += [(a, *site.pledged(a.subject)) for a in monitor.check(now_ms)]
 
     # --- writing -------------------------------------------------------------------------
 
@@ -761,10 +785,17 @@ def _alarm_row(alarm: Alarm, pledge_id: int | None) -> AlarmRow:
     )
 
 
+# facts about the goods behind a receipt, each citing the alarm's signed event; the
+# contract freezes the receipt's pledge on each (oracles.facts.FACT_KINDS)
+_ALARM_FACTS = frozenset({"unauthorized_movement", "tag_removal", "covenant_breach"})
+
+
 def _fact_for_alarm(alarm: Alarm, receipt_id: int | None, pledge_id: int | None) -> FactRow | None:
     """The on-chain fact an alarm calls for; a count below the minimum is reported by
-    the count itself (its quantity fact), so it needs none of its own."""
-    if alarm.fact in ("unauthorized_movement", "tag_removal") and receipt_id is not None:
+    the count itself (its quantity fact), so it needs none of its own. A broken
+    performance covenant (low utilization, output or revenue, overstated books) is a
+    ``covenant_breach`` fact about the site's receipt, like a movement or a removed tag."""
+    if alarm.fact in _ALARM_FACTS and receipt_id is not None:
         return FactRow(
             key=f"{alarm.fact}:{alarm.key}",
             pledge_id=pledge_id or 0,

@@ -429,7 +429,7 @@ class Alarm:
     ``key`` identifies the condition so re-deriving it (a restart replaying readings)
     finds the same alarm instead of opening a second one. ``fact`` names the on-chain
     covenant fact it calls for, if any ("quantity", "unauthorized_movement",
-    "tag_removal", "stale_data").
+    "tag_removal", "covenant_breach", "stale_data").
     """
 
     key: str

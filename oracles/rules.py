@@ -1,16 +1,37 @@
-"""What the rule monitors (oracles.livestock, oracles.warehouse) share: checking their
-rules' values, local time from a fixed UTC offset, and raising each alarm key once."""
+"""What the rule monitors (oracles.livestock, oracles.warehouse, oracles.machines,
+oracles.energy, oracles.vehicles) share: checking their rules' values, local time from a
+fixed UTC offset, an alarm's key and severity, raising each alarm key once, the devices
+they hear from with their silence rule (``Heartbeats``; the monitors name the rule,
+stale_device, sensor_silent, …, and the details of their own), and capping a day's
+evidence.
+
+    heartbeats = Heartbeats(subject=rules.herd, what="herd", devices=devices)
+    event_id, time_ms = heartbeats.admit(reading)   # unknown_device for another device
+    if day is not None and not first_delivery(day.seen, event_id): ...   # a redelivery
+    for silence in heartbeats.silences(now_ms): ...   # silence.message, .evidence, .details
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from ledger.errors import InvalidInput
-from oracles.readings import Alarm
+from oracles.readings import Alarm, Device, Reading, reading_event_id
 
-__all__ = ["first_time", "in_window", "offset_ms", "require", "rule_alarm"]
+__all__ = [
+    "Heartbeats",
+    "Silence",
+    "first_delivery",
+    "first_time",
+    "in_window",
+    "offset_ms",
+    "require",
+    "rule_alarm",
+    "select_evidence",
+]
 
 _OFFSET: Final = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 
@@ -71,3 +92,98 @@ def first_time(alarms: Iterable[Alarm], raised: set[str]) -> list[Alarm]:
             raised.add(alarm.key)
             fresh.append(alarm)
     return fresh
+
+
+def select_evidence(
+    evidence: list[tuple[int, str]], essential: set[str], cap: int
+) -> tuple[tuple[str, ...], int]:
+    """At most ``cap`` of the (time, event id) ``evidence`` as ids in time order: the
+    ``essential`` ones first, then the earliest others; and how many were left out."""
+    ordered = sorted(evidence)
+    keep = [e for e in ordered if e[1] in essential][:cap]
+    keep += [e for e in ordered if e[1] not in essential][: cap - len(keep)]
+    keep.sort()
+    return tuple(event_id for _, event_id in keep), len(ordered) - len(keep)
+
+
+def first_delivery(seen: set[str], event_id: str) -> bool:
+    """Whether ``event_id`` is not in its day's ``seen`` yet (and adds it): a reading
+    redelivered (same device and seq) is not."""
+    if event_id in seen:
+        return False
+    seen.add(event_id)
+    return True
+
+
+@dataclass(frozen=True)
+class Silence:
+    """A device silent for more than its ``heartbeat_s`` at ``now_ms``. The episode is its
+    last reading (``last_id``); a device never heard from counts from the monitor's first
+    reading (``last_ms``) and has no ``last_id``."""
+
+    device: Device
+    now_ms: int
+    last_ms: int
+    last_id: str | None
+
+    @property
+    def message(self) -> str:
+        return (
+            f"{self.device.id} silent for {(self.now_ms - self.last_ms) // 1000} s "
+            f"(heartbeat {self.device.heartbeat_s} s)"
+        )
+
+    @property
+    def evidence(self) -> list[str]:
+        return [] if self.last_id is None else [self.last_id]
+
+    @property
+    def details(self) -> dict[str, Any]:
+        last_ms = None if self.last_id is None else self.last_ms
+        return {"last_ms": last_ms, "heartbeat_s": self.device.heartbeat_s}
+
+
+class Heartbeats:
+    """The devices of one monitored subject (a herd, plant, dealer, station) and when
+    each was last heard from: what every monitor's ``observe`` does first, and its
+    silence rule.
+
+    Any reading of a device is a sign of life; one not newer than the device's last is
+    late and moves nothing. The silence clock starts at the first reading admitted.
+    """
+
+    def __init__(self, *, subject: str, what: str, devices: Mapping[str, Device]) -> None:
+        self.subject, self.what = subject, what
+        self.devices = {d.id: d for d in devices.values() if d.subject == subject}
+        self.origin_ms: int | None = None  # the first reading admitted
+        self._last: dict[str, tuple[int, str]] = {}  # device -> its last (time, event id)
+
+    def admit(self, reading: Reading) -> tuple[str, int]:
+        """(event id, time) of a reading of one of the subject's devices, recorded as its
+        sign of life; InvalidInput ``unknown_device`` for any other device."""
+        if reading.device not in self.devices:
+            raise InvalidInput(
+                f"{reading.device} is not a device of {self.what} {self.subject}",
+                field="device",
+                code="unknown_device",
+            )
+        event_id, time_ms = reading_event_id(reading.device, reading.seq), reading.time_ms
+        if self.origin_ms is None:
+            self.origin_ms = time_ms
+        last = self._last.get(reading.device)
+        if last is None or time_ms > last[0]:
+            self._last[reading.device] = (time_ms, event_id)
+        return event_id, time_ms
+
+    def silences(self, now_ms: int) -> list[Silence]:
+        """The devices silent for more than their ``heartbeat_s`` at ``now_ms`` (exactly
+        ``heartbeat_s`` is not), by device id; none before the first reading."""
+        if self.origin_ms is None:
+            return []
+        found = []
+        for device_id in sorted(self.devices):
+            device = self.devices[device_id]
+            last_ms, last_id = self._last.get(device_id, (self.origin_ms, None))
+            if now_ms - last_ms > device.heartbeat_s * 1000:
+                found.append(Silence(device, now_ms, last_ms, last_id))
+        return found

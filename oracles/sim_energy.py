@@ -321,17 +321,11 @@ class _Solar:
             "utc_offset": _UTC_OFFSET,
             "rules": self._rules(),
         }
-        return Scenario(
-            name="solar",
-            seed=self.seed,
+        return self.rec.scenario(
+            "solar",
             start_ms=self.start_ms,
             days=self.days,
-            utc_offset=_UTC_OFFSET,
-            devices=self.rec.devices,
             subject=subject,
-            readings=self.rec.readings(start_ms=self.start_ms, end_ms=self.end_ms),
-            documents=[],
-            releases=[],
             incidents=self.incidents,
         )
 
@@ -510,17 +504,11 @@ class _Charging:
             "utc_offset": _UTC_OFFSET,
             "rules": rules,
         }
-        return Scenario(
-            name="charging",
-            seed=self.seed,
+        return self.rec.scenario(
+            "charging",
             start_ms=self.start_ms,
             days=self.days,
-            utc_offset=_UTC_OFFSET,
-            devices=self.rec.devices,
             subject=subject,
-            readings=self.rec.readings(start_ms=self.start_ms, end_ms=self.end_ms),
-            documents=[],
-            releases=[],
             incidents=self.incidents,
         )
 

@@ -333,17 +333,11 @@ class _Factory:
             "max_gap_min": 3 * self.interval_ms // _MIN,
             "utc_offset": _UTC_OFFSET,
         }
-        return Scenario(
-            name="factory",
-            seed=self.seed,
+        return self.rec.scenario(
+            "factory",
             start_ms=self.start_ms,
             days=self.days,
-            utc_offset=_UTC_OFFSET,
-            devices=self.rec.devices,
             subject=subject,
-            readings=self.rec.readings(start_ms=self.start_ms, end_ms=self.end_ms),
-            documents=[],
-            releases=[],
             incidents=self.incidents,
         )
 

@@ -404,18 +404,13 @@ class _Dealer:
             "keys_out_hours": _KEYS_OUT_HOURS,
             "utc_offset": _UTC_OFFSET,
         }
-        return Scenario(
-            name="dealer",
-            seed=self.seed,
+        return self.rec.scenario(
+            "dealer",
             start_ms=self.start_ms,
             days=self.days,
-            utc_offset=_UTC_OFFSET,
-            devices=self.rec.devices,
             subject=subject,
-            readings=self.rec.readings(start_ms=self.start_ms, end_ms=self.end_ms),
-            documents=[],
-            releases=self.releases,
             incidents=self.incidents,
+            releases=self.releases,
         )
 
     def _positions(self, i: int) -> None:

@@ -405,6 +405,33 @@ class _Recorder:
             out.append(Reading.model_validate({**unsigned, "signature": signature}))
         return out
 
+    def scenario(
+        self,
+        name: str,
+        *,
+        start_ms: int,
+        days: int,
+        subject: dict[str, Any],
+        incidents: list[Incident],
+        documents: list[dict[str, Any]] | None = None,
+        releases: list[tuple[int, list[str]]] | None = None,
+    ) -> Scenario:
+        """The scenario of this recorder's devices: their readings signed, in time order,
+        over ``days`` days from ``start_ms``."""
+        return Scenario(
+            name=name,
+            seed=self.seed,
+            start_ms=start_ms,
+            days=days,
+            utc_offset=_UTC_OFFSET,
+            devices=self.devices,
+            subject=subject,
+            readings=self.readings(start_ms=start_ms, end_ms=start_ms + days * _DAY),
+            documents=[] if documents is None else documents,
+            releases=[] if releases is None else releases,
+            incidents=incidents,
+        )
+
 
 def _pick_day(
     rng: random.Random, days: int, *, last: int | None = None, avoid: int | None = None
@@ -643,17 +670,11 @@ class _Dairy:
             "minimum": self.minimum,
             "utc_offset": _UTC_OFFSET,
         }
-        return Scenario(
-            name="dairy",
-            seed=self.seed,
+        return self.rec.scenario(
+            "dairy",
             start_ms=self.start_ms,
             days=self.days,
-            utc_offset=_UTC_OFFSET,
-            devices=self.rec.devices,
             subject=subject,
-            readings=self.rec.readings(start_ms=self.start_ms, end_ms=self.end_ms),
-            documents=[],
-            releases=[],
             incidents=self.incidents,
         )
 
@@ -1123,18 +1144,14 @@ class _Warehouse:
             "minimum": self.minimum,
             "utc_offset": _UTC_OFFSET,
         }
-        return Scenario(
-            name="warehouse",
-            seed=self.seed,
+        return self.rec.scenario(
+            "warehouse",
             start_ms=self.start_ms,
             days=self.days,
-            utc_offset=_UTC_OFFSET,
-            devices=self.rec.devices,
             subject=subject,
-            readings=self.rec.readings(start_ms=self.start_ms, end_ms=self.end_ms),
+            incidents=self.incidents,
             documents=[doc for _, doc in sorted(self.documents, key=lambda pair: pair[0])],
             releases=self.releases,
-            incidents=self.incidents,
         )
 
     def _covers(self) -> None:

@@ -31,7 +31,9 @@ own; an alarm's ``rule`` is the configured rule's ``name``, or ``stale_device``)
 |              | (any reading of the device counts)                                        |          |            |                                                      |
 
 ``severity`` is one of info, warning, breach; ``fact`` one of FACTS or none
-(oracles.pipeline reports unauthorized_movement, tag_removal and stale_data on-chain).
+(oracles.pipeline reports unauthorized_movement, tag_removal, covenant_breach and
+stale_data on-chain: a daily rule that is a performance covenant, such as a pump's
+running hours under a floor, may be a breach with fact covenant_breach).
 
 Thresholds are strict: a value exactly on ``above`` or ``below``, a daily aggregate
 exactly on its bound and a device silent exactly ``heartbeat_s`` raise nothing. A
@@ -124,7 +126,13 @@ Severity = Literal["info", "warning", "breach"]
 Aggregate = Literal["min", "max", "mean", "twa", "last", "sum", "delta"]
 
 AGGREGATES: Final[tuple[Aggregate, ...]] = ("min", "max", "mean", "twa", "last", "sum", "delta")
-FACTS: Final = ("quantity", "unauthorized_movement", "tag_removal", "stale_data")
+FACTS: Final = (
+    "quantity",
+    "unauthorized_movement",
+    "tag_removal",
+    "covenant_breach",
+    "stale_data",
+)
 RULES: Final[Mapping[str, tuple[Severity, str | None]]] = {
     "threshold": ("warning", None),
     "daily": ("warning", None),

@@ -120,8 +120,8 @@ from typing import Any, Final, Literal, cast
 
 from ledger.errors import InvalidInput
 from oracles.livestock import point_in_polygon
-from oracles.readings import Alarm, Device, Reading, TagRead, VehicleGps, reading_event_id
-from oracles.rules import first_time, offset_ms, require, rule_alarm
+from oracles.readings import Alarm, Device, Reading, TagRead, VehicleGps
+from oracles.rules import Heartbeats, first_delivery, first_time, offset_ms, require, rule_alarm
 
 __all__ = [
     "RULES",
@@ -515,38 +515,23 @@ class DealerMonitor:
 
     def __init__(self, rules: DealerRules, devices: Mapping[str, Device]) -> None:
         self.rules = rules
-        self._devices = {d.id: d for d in devices.values() if d.subject == rules.dealer}
+        self._heartbeats = Heartbeats(subject=rules.dealer, what="dealer", devices=devices)
         self._vehicles = {vin: _Vehicle() for vin in rules.vehicles}
         self._tags = {tag: _Tag() for tag in (*rules.certificates.values(), *rules.keys.values())}
         self._released: dict[str, int] = {}
         self._tracker_vin: dict[str, str] = {}
-        self._device_last: dict[str, tuple[int, str]] = {}
         self._days: dict[str, _Day] = {}
         self._closed: set[str] = set()
         self._raised: set[str] = set()
-        self._origin_ms: int | None = None
 
     # public API
 
     def observe(self, reading: Reading) -> list[Alarm]:
         """Take one reading of the dealer's devices; returns the alarms it raised."""
-        if reading.device not in self._devices:
-            raise InvalidInput(
-                f"{reading.device} is not a device of dealer {self.rules.dealer}",
-                field="device",
-                code="unknown_device",
-            )
-        event_id, time_ms = reading_event_id(reading.device, reading.seq), reading.time_ms
+        event_id, time_ms = self._heartbeats.admit(reading)
         day = self._open_day(self.rules.day_of(time_ms))
-        if day is not None:
-            if event_id in day.seen:
-                return []
-            day.seen.add(event_id)
-        if self._origin_ms is None:
-            self._origin_ms = time_ms
-        last = self._device_last.get(reading.device)
-        if last is None or time_ms > last[0]:
-            self._device_last[reading.device] = (time_ms, event_id)
+        if day is not None and not first_delivery(day.seen, event_id):
+            return []
         data = reading.parsed()
         if isinstance(data, VehicleGps):
             return self._fresh(self._on_position(reading.device, data, time_ms, event_id, day))
@@ -567,9 +552,9 @@ class DealerMonitor:
 
     def check(self, now_ms: int) -> list[Alarm]:
         """The time rules at ``now_ms``: keys out too long, silent trackers and readers."""
-        if self._origin_ms is None:
+        if self._heartbeats.origin_ms is None:
             return []
-        return self._fresh([*self._keys_rule(now_ms), *self._silent(now_ms, self._origin_ms)])
+        return self._fresh([*self._keys_rule(now_ms), *self._silent(now_ms)])
 
     def close_day(self, day: str) -> tuple[DealerDay, list[Alarm]]:
         """The dealer's result for a local day (final: its later readings count nowhere)
@@ -763,27 +748,18 @@ class DealerMonitor:
         details = {"tag": tag, "out_ms": out_ms, "hours": hours}
         return self._alarm("keys_out", vin, out_ms, time_ms, message, evidence, details)
 
-    def _silent(self, now_ms: int, origin_ms: int) -> list[Alarm]:
+    def _silent(self, now_ms: int) -> list[Alarm]:
         alarms = []
-        for device_id in sorted(self._devices):
-            device = self._devices[device_id]
-            last_ms, last_id = self._device_last.get(device_id, (origin_ms, None))
-            if now_ms - last_ms <= device.heartbeat_s * 1000:
-                continue
-            tracker = "vehicle_gps" in device.kinds
-            vin = self._tracker_vin.get(device_id)
+        for s in self._heartbeats.silences(now_ms):
+            tracker = "vehicle_gps" in s.device.kinds
+            vin = self._tracker_vin.get(s.device.id)
             if tracker and vin is not None and self._is_released(vin, now_ms):
                 continue  # the vehicle is paid off: its tracker may be taken out
             rule = "tracker_silent" if tracker else "reader_silent"
-            message = f"{device_id} silent for {(now_ms - last_ms) // 1000} s (heartbeat {device.heartbeat_s} s)"
-            details = {
-                "device": device_id,
-                "vin": vin,
-                "last_ms": last_ms if last_id else None,
-                "heartbeat_s": device.heartbeat_s,
-            }
-            evidence = [] if last_id is None else [last_id]
-            alarms.append(self._alarm(rule, device_id, last_ms, now_ms, message, evidence, details))
+            details = {"device": s.device.id, "vin": vin, **s.details}
+            alarms.append(
+                self._alarm(rule, s.device.id, s.last_ms, now_ms, s.message, s.evidence, details)
+            )
         return alarms
 
     # the day

@@ -229,6 +229,16 @@ def measure() -> list[Row]:
         w.pledges.freeze_on_finding(pledge_id, ref("finding 1"), auditor=w.auditor),
     )
     row("PledgeRegistry", "clearFreeze", w.pledges.clear_freeze(pledge_id, lender=w.lender))
+    [breach] = w.evidence(1, stream="gas.alarms")
+    row(
+        "PledgeRegistry",
+        "reportFact, covenant breach (freezes)",
+        w.pledges.report_fact(
+            Fact(receipt_id, FactKind.COVENANT_BREACH, 0, w.now() - 1), breach, oracle=w.oracle
+        ),
+        emits="PledgeFrozen",
+    )
+    w.pledges.clear_freeze(pledge_id, lender=w.lender)
     w.travel(3 * DAY)
     row(
         "PledgeRegistry",

@@ -667,7 +667,7 @@ def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[
 # Every operation, valid and invalid.
 OPERATIONS = weighted(
     (1, clears),
-    (3, facts([0] * 8 + [1, 2, 3, 4, 5, 6], [0, 0, 0, 1, 2])),
+    (3, facts([0] * 8 + [1, 2, 3, 4, 5, 6], [0, 0, 0, 1, 2, 3])),
     (2, issues),
     (1, receipt_changes),
     (1, transfers),
@@ -698,7 +698,7 @@ OPERATIONS = weighted(
 # their clearing, releases (partial and full), liquidations, re-pledging what came free.
 LIFE_CYCLE = weighted(
     (2, clears),
-    (4, facts([0, 0, 0, 0, 1, 2], [0, 0, 0, 1])),
+    (4, facts([0, 0, 0, 0, 1, 2], [0, 0, 0, 1, 3])),
     (4, opens(st.none())),
     (3, disbursements(noisy=False)),
     (2, repayments),
@@ -1247,6 +1247,8 @@ class Runner:
                 self.freeze(p, Freeze.UNAUTHORIZED_MOVEMENT, sent)
             elif kind == FactKind.TAG_REMOVAL:
                 self.freeze(p, Freeze.TAG_REMOVED, sent)
+            elif kind == FactKind.COVENANT_BREACH:
+                self.freeze(p, Freeze.COVENANT_BREACH, sent)
             else:
                 self.freeze(p, 0 if self.m.above_minimum(p) else Freeze.BELOW_MINIMUM, sent)
             self.recheck(p, ts)

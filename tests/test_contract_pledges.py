@@ -1592,6 +1592,105 @@ def test_goods_worth_less_than_the_minimum_value_freeze(world: World) -> None:
     assert w.pledges.pledge_of(pid).frozen == Freeze.BELOW_MINIMUM
 
 
+def test_every_freeze_reason_is_the_contracts_bit() -> None:
+    """ledger.collateral.Freeze names each FROZEN_* constant of the contract, bit for bit."""
+    from ledger.contracts import load_artifact
+
+    constants = {
+        item["name"].removeprefix("FROZEN_")
+        for item in load_artifact("PledgeRegistry").abi
+        if item.get("type") == "function" and item["name"].startswith("FROZEN_")
+    }
+    assert constants == {flag.name for flag in Freeze}
+
+
+def test_freeze_bits_on_chain(world: World) -> None:
+    functions = world.pledges._contract.functions
+    for flag in Freeze:
+        assert getattr(functions, f"FROZEN_{flag.name}")().call() == flag
+    assert Freeze.COVENANT_BREACH == 64 and FactKind.COVENANT_BREACH == 3
+
+
+def test_a_covenant_breach_freezes_the_pledge_until_the_lender_clears_it(world: World) -> None:
+    w = world
+    rid, pid, _ = steel_pledge(w, disbursed=10_000_000)
+    breach = FactKind.COVENANT_BREACH
+    evs, at = cite(w, count=3, stream="plant.alarms")  # e.g. a low_utilization alarm event
+    fact = Fact(rid, breach, 0, at)
+
+    # only the oracle reports it; nothing moves on a refusal
+    guard = Unchanged(looker(w, pid, rid, lambda: w.pledges.is_evidence_used(evs[0].leaf)))
+    for account in (w.outsider, w.lender, w.borrower, w.custodian, w.auditor):
+        guard.refuses(
+            lambda a=account: report(w, fact, evs[0], oracle=a), ACCESS, lower(account), ORACLE_ROLE
+        )
+    # a breach observed ahead of the chain's clock is refused like any other fact
+    later = w.now() + 100
+    (future,) = w.evidence(1, at=later, stream="plant.alarms")
+    Unchanged(looker(w, pid, rid)).refuses(
+        lambda: report(w, Fact(rid, breach, 0, later), future),
+        "PledgeRegistryFromFuture", later, w.now() + 1,
+    )  # fmt: skip
+
+    tx = report(w, fact, evs[0])
+    assert event(w.pledges, tx, "FactReported") == fact_event(rid, pid, breach, 0, at, evs[0])
+    assert event(w.pledges, tx, "PledgeFrozen") == {
+        "pledgeId": pid, "reasons": 64, "frozen": 64, "ref": evs[0].leaf,
+    }  # fmt: skip
+    assert w.pledges.pledge_of(pid).frozen == Freeze.COVENANT_BREACH
+    assert w.pledges.observation_of(rid) == Observation(0, 0)  # not a count
+    assert w.pledges.valuation_of(pid).quantity == 100_000  # the goods are all there
+    assert w.pledges.releasable_of(pid) == 0
+    Unchanged(looker(w, pid, rid)).refuses(
+        lambda: give(w, pid, 1_000_000), FROZEN, pid, Freeze.COVENANT_BREACH
+    )
+
+    # its evidence backs that fact only, whatever the kind the second time
+    guard = Unchanged(looker(w, pid, rid))
+    for again in (fact, Fact(rid, FactKind.QUANTITY, 99_000, at), Fact(rid, breach, 0, at)):
+        guard.refuses(
+            lambda f=again: report(w, f, evs[0]), "PledgeRegistryEvidenceReplayed", evs[0].leaf
+        )
+    # a second breach is recorded; the pledge is frozen for that reason already
+    tx = report(w, fact, evs[1])
+    assert event(w.pledges, tx, "FactReported") == fact_event(rid, pid, breach, 0, at, evs[1])
+    none_of(w.pledges, tx, "PledgeFrozen")
+    # with another reason on top, both bits stand
+    tx = report(w, Fact(rid, FactKind.TAG_REMOVAL, 0, at), evs[2])
+    assert event(w.pledges, tx, "PledgeFrozen") == {
+        "pledgeId": pid, "reasons": 4, "frozen": 68, "ref": evs[2].leaf,
+    }  # fmt: skip
+
+    # neither the borrower nor the oracle nor the auditor lifts it: the lender does
+    guard = Unchanged(looker(w, pid, rid))
+    for account in (w.borrower, w.oracle, w.auditor, w.outsider):
+        guard.refuses(
+            lambda a=account: w.pledges.clear_freeze(pid, lender=a),
+            NOT_LENDER, pid, lower(w.lender), lower(account),
+        )  # fmt: skip
+    tx = w.pledges.clear_freeze(pid, lender=w.lender)
+    assert event(w.pledges, tx, "PledgeUnfrozen") == {
+        "pledgeId": pid, "cleared": Freeze.COVENANT_BREACH | Freeze.TAG_REMOVED,
+    }  # fmt: skip
+    assert w.pledges.pledge_of(pid).frozen == NO_FREEZE
+    tx = give(w, pid, 1_000_000)
+    assert event(w.pledges, tx, "Disbursed")["outstanding"] == 11_000_000
+
+
+def test_a_covenant_breach_about_unpledged_goods_is_recorded_and_freezes_nothing(
+    world: World,
+) -> None:
+    w = world
+    free = w.issue_steel(lot="L9")
+    (ev,), at = cite(w, stream="plant.alarms")
+    tx = report(w, Fact(free, FactKind.COVENANT_BREACH, 0, at), ev)
+    assert event(w.pledges, tx, "FactReported") == fact_event(
+        free, 0, FactKind.COVENANT_BREACH, 0, at, ev
+    )
+    none_of(w.pledges, tx, "PledgeFrozen")
+    assert w.pledges.is_evidence_used(ev.leaf)
+
+
 def test_a_frozen_pledge_takes_money_and_goods_in_but_lets_nothing_out(world: World) -> None:
     w = world
     rid, pid, _ = steel_pledge(w, disbursed=10_000_000, mode=Mode.DYNAMIC)

@@ -412,7 +412,7 @@ def test_low_performance_needs_floor_days_judged_days_below() -> None:
     more = low_days_from(m, f, 3, [247.4, 247.4])
     (alarm,) = only(more, "low_performance")
     assert alarm.key == f"low_performance:{PLANT}:{DAYS[1]}"
-    assert alarm.severity == "breach" and alarm.fact is None
+    assert alarm.severity == "breach" and alarm.fact == "covenant_breach"
     assert alarm.details["run_days"] == DAYS[1:4]
 
 

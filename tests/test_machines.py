@@ -383,7 +383,7 @@ def test_low_utilization_after_floor_days_once_per_run() -> None:
     assert alarm.key == f"low_utilization:{PLANT}:{MON}"
     assert alarm.details["run"] == [MON, TUE, WED]
     assert alarm.time_ms == ms(24, day=2)
-    assert (alarm.severity, alarm.fact) == ("breach", None)
+    assert (alarm.severity, alarm.fact) == ("breach", "covenant_breach")
     assert alarm.evidence  # the closing day's readings
     two = plant_days("LLOLL", floor_days=2)
     assert [a.key for a in two] == [f"low_utilization:{PLANT}:{d}" for d in (MON, THU)]

@@ -52,7 +52,10 @@ from ledger.replay import ChainState, ReceiptView
 from ledger.store import EventRow, Store
 
 __all__ = [
+    "CHECK_KIND",
     "COUNT_KINDS",
+    "DAILY_KINDS",
+    "OPERATION_KINDS",
     "SKIPPED_EVENTS",
     "Catalog",
     "Entry",
@@ -67,6 +70,14 @@ _BIG = BigInteger().with_variant(Integer, "sqlite")
 _CATALOG_CURSOR = "history.catalog"
 _CATALOG_LOCK = threading.Lock()
 COUNT_KINDS = ("livestock.daily_count", "warehouse.stock_level")
+# the oracle's closed days of a site (oracles.pipeline.SiteWatch) and its verdicts on
+# borrowers' declarations (oracles.crosscheck): the summary's operations block
+DAILY_KINDS = ("manufacturing.daily", "energy.daily", "vehicles.daily", "telemetry.daily")
+CHECK_KIND = "crosscheck.result"
+OPERATION_KINDS = (*DAILY_KINDS, CHECK_KIND)
+OPERATION_DAYS = 365  # the newest days of each site the operations block shows
+CHECKS_SHOWN = 20  # the newest verdicts it shows
+_TELEMETRY_SERIES = 20  # a telemetry day's (subject, schema) series kept in its summary
 MAX_PAGE = 500
 
 
@@ -87,6 +98,10 @@ def _flow_of(kind: str) -> tuple[Flow, str]:
         return Flow.INFORMATION, "alarm"
     if kind == "oracle.release":
         return Flow.COMMERCIAL, "release_recorded"
+    if kind == CHECK_KIND:
+        # a verdict on a borrower's declaration, a commercial document: it stands next
+        # to the declaration it judges (the alarm it raises is information)
+        return Flow.COMMERCIAL, kind
     if kind.startswith("epcis."):
         return Flow.LOGISTICS, kind
     if kind.startswith(("payment.", "capital.")):
@@ -144,11 +159,54 @@ def _summary_of(payload: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _figures_of(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A closed day's or a verdict's summary: its own figures, nulls included (a day with
+    no utilization is a gap in the series, not a zero); each list becomes its length
+    (``<name>_count``: the evidence, the vehicles released), the per-machine, -inverter,
+    -pile and -vehicle breakdowns stay in the event, and a telemetry day keeps its
+    series (up to ``_TELEMETRY_SERIES``), each field's unit and aggregates."""
+    out: dict[str, Any] = {}
+    for name, value in payload.items():
+        if value is None or isinstance(value, int | float | str | bool):
+            out[name] = value
+        elif name == "period" and isinstance(value, dict):
+            out[name] = {k: v for k, v in value.items() if isinstance(v, str)}
+        elif name == "series" and isinstance(value, list):
+            out[name] = [
+                {k: v for k, v in s.items() if k in ("subject", "schema", "readings", "fields")}
+                for s in value[:_TELEMETRY_SERIES]
+                if isinstance(s, dict)
+            ]
+        elif isinstance(value, list):
+            out[f"{name}_count"] = len(value)
+    if kind == "manufacturing.daily":
+        out["energy_per_unit_kwh"] = _energy_per_piece(payload.get("machines"))
+    return out
+
+
+def _energy_per_piece(machines: Any) -> float | None:
+    """A plant's energy per piece: the energy of the machines that counted pieces that
+    day over the pieces they made (a machine without a counter would inflate it); None
+    when no machine made any."""
+    if not isinstance(machines, dict):
+        return None
+    counted = [
+        m
+        for m in machines.values()
+        if isinstance(m, dict) and isinstance(m.get("output"), int) and m["output"] > 0
+    ]
+    pieces = sum(m["output"] for m in counted)
+    if not pieces:
+        return None
+    energy = sum(float(m.get("energy_kwh") or 0) for m in counted)
+    return round(energy / float(pieces), 4)
+
+
 def default_entries(
     kind: str, asset_ids: Sequence[str], payload: dict[str, Any]
 ) -> list[dict[str, Any]]:
     flow, entry_kind = _flow_of(kind)
-    summary = _summary_of(payload)
+    summary = _figures_of(kind, payload) if kind in OPERATION_KINDS else _summary_of(payload)
     place, text = place_of(flow, summary), canonical_json(summary).decode("utf-8")
     return [
         {
@@ -477,13 +535,13 @@ def _custody_entries(assets: Sequence[str]) -> Any:
     )
 
 
-def _steps_by_walk(session: Session, assets: Sequence[str], last: int, binary: bool) -> list[_Step]:
+def _steps_by_walk(session: Session, assets: Sequence[str], last: int) -> list[_Step]:
     """The newest ``last`` custody steps, oldest first: every logistics entry of the
-    assets in time order (time, event id, id: an event's rows in writing order), a step
-    starting wherever the place or the kind changes. Read from ix_flow_entries_custody."""
+    assets in time order (time, event id, id: an event's rows in writing order; event ids
+    compare as bytes on every backend, as the timeline does), a step starting wherever
+    the place or the kind changes. Read from ix_flow_entries_custody."""
     e = FlowEntryRow
-    by_id = col(e.event_id).collate("C") if binary else col(e.event_id)  # as the timeline
-    order = (col(e.time_ms), by_id, col(e.id))
+    order = (col(e.time_ms), col(e.event_id), col(e.id))
     moves = session.connection().execute(_custody_entries(assets).order_by(*order)).all()
     steps: list[_Step] = []
     before: tuple[str | None, str] | None = None
@@ -498,7 +556,7 @@ def _steps_by_jumps(session: Session, asset: str, last: int) -> list[_Step]:
     """``_steps_by_walk`` of one asset, without reading every entry into Python: from the
     newest entry, the latest entry before it at another place or of another kind ends
     the previous run, and the entry after that starts this one; two index lookups a
-    step (SQLite walks the index between them itself)."""
+    step (the database walks the index between them itself)."""
     e = FlowEntryRow
     key = tuple_(col(e.time_ms), col(e.event_id), col(e.id))
     newest_first = (col(e.time_ms).desc(), col(e.event_id).desc(), col(e.id).desc())
@@ -832,10 +890,10 @@ class Histories:
             conditions.append(col(e.time_ms) >= where.since_ms)
         if where.until_ms is not None:
             conditions.append(col(e.time_ms) < where.until_ms)
-        # ids compare by code point, as Python compares the merged keys: PostgreSQL's
-        # default collation may not (SQLite's does)
+        # keys compare by code point, as Python compares the merged keys: event ids do on
+        # every backend (migration 0005); flows are asked to
         binary = self.store.engine.dialect.name == "postgresql"
-        by_id = col(e.event_id).collate("C") if binary else col(e.event_id)
+        by_id = col(e.event_id)
         by_flow = col(e.flow).collate("C") if binary else col(e.flow)
         start: tuple[int, str, str] | None = None  # the keys after this one
         if after is not None:
@@ -963,6 +1021,7 @@ class Histories:
             "ownership": self._ownership(subject, state),
             "money": [self._money(p, state) for p in subject.pledges],
             "alarms": self._alarms(subject),
+            "operations": self._operations(subject),
         }
 
     def _custody(self, subject: Subject) -> dict[str, Any]:
@@ -970,11 +1029,10 @@ class Histories:
             current = session.exec(
                 select(CustodyRow).where(col(CustodyRow.asset_id).in_(list(subject.assets)))
             ).all()
-            if len(subject.assets) == 1 and self.store.engine.dialect.name == "sqlite":
+            if len(subject.assets) == 1:
                 steps = _steps_by_jumps(session, subject.assets[0], CUSTODY_STEPS)
             else:
-                binary = self.store.engine.dialect.name == "postgresql"
-                steps = _steps_by_walk(session, subject.assets, CUSTODY_STEPS, binary)
+                steps = _steps_by_walk(session, subject.assets, CUSTODY_STEPS)
         chain = [
             {"time": utc_text(time_ms), "event_id": event_id, "kind": kind, "location": where}
             for time_ms, event_id, kind, where in steps
@@ -1162,3 +1220,237 @@ class Histories:
                 for a in alarms[-10:]
             ],
         }
+
+    def _operations(self, subject: Subject) -> dict[str, Any]:
+        """The subject's sites day by day and the verdicts on its declarations: the
+        ``<industry>.daily`` and ``crosscheck.result`` entries' summaries (the payload,
+        for an entry catalogued before they carried their figures)."""
+        if not subject.assets:
+            return {"days": OPERATION_DAYS, "sites": [], "checks": []}
+        e = FlowEntryRow
+        assets = list(subject.assets)
+        with self.store.session() as session:
+            newest = session.exec(
+                select(func.max(e.time_ms))
+                .where(col(e.asset_id).in_(assets))
+                .where(col(e.flow) == Flow.INFORMATION.value)  # the custody index has kinds
+                .where(col(e.kind).in_(DAILY_KINDS))
+            ).one()
+            columns = select_columns(
+                col(e.event_id), col(e.time_ms), col(e.kind), col(e.asset_id), col(e.summary)
+            )
+            connection = session.connection()
+            days: Sequence[Any] = []
+            if newest is not None:
+                days = connection.execute(
+                    columns.where(col(e.asset_id).in_(assets))
+                    .where(col(e.flow) == Flow.INFORMATION.value)
+                    .where(col(e.kind).in_(DAILY_KINDS))
+                    .where(col(e.time_ms) > newest - (OPERATION_DAYS + 1) * 86_400_000)
+                    .order_by(col(e.time_ms), col(e.event_id))
+                ).all()
+            checks = connection.execute(
+                columns.where(col(e.asset_id).in_(assets))
+                .where(col(e.flow).in_([Flow.COMMERCIAL.value, Flow.INFORMATION.value]))
+                .where(col(e.kind) == CHECK_KIND)
+                .order_by(col(e.time_ms).desc(), col(e.event_id).desc())
+                .limit(CHECKS_SHOWN * len(assets))
+            ).all()
+        summaries = self._operation_summaries([*days, *checks])
+        sites: dict[tuple[str, str, str], list[tuple[str, int, dict[str, Any]]]] = {}
+        seen: set[str] = set()
+        for event_id, time_ms, kind, asset_id, _ in days:
+            if event_id in seen:
+                continue
+            seen.add(event_id)
+            figures = summaries[event_id]
+            sites.setdefault((asset_id, _industry(kind, figures), kind), []).append(
+                (event_id, time_ms, figures)
+            )
+        verdicts: list[dict[str, Any]] = []
+        for event_id, time_ms, _, _, _ in checks:
+            if event_id in seen or len(verdicts) == CHECKS_SHOWN:
+                continue
+            seen.add(event_id)
+            verdicts.append(_verdict(event_id, time_ms, summaries[event_id]))
+        return {
+            "days": OPERATION_DAYS,
+            "sites": [
+                _site(site, industry, kind, recorded[-OPERATION_DAYS:])
+                for (site, industry, kind), recorded in sorted(sites.items())
+            ],
+            "checks": verdicts[::-1],  # oldest first, as every list of the summary
+        }
+
+    def _operation_summaries(self, rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
+        """Each row's figures by event id: its summary, or, for an entry catalogued
+        before the summaries of these kinds carried figures, its event's payload."""
+        out: dict[str, dict[str, Any]] = {}
+        old: dict[str, str] = {}
+        for event_id, _, kind, _, text in rows:
+            summary = json.loads(text)
+            out[event_id] = summary  # figures, or all there is if its event is gone
+            if not _has_figures(kind, summary):
+                old[event_id] = kind
+        if old:
+            with self.store.session() as session:
+                envelopes = session.exec(
+                    select(EventRow.event_id, EventRow.envelope).where(
+                        col(EventRow.event_id).in_(sorted(old))
+                    )
+                ).all()
+            for event_id, envelope in envelopes:
+                payload = json.loads(envelope)["event"]["payload"]
+                out[event_id] = _figures_of(old[event_id], payload)
+        return out
+
+
+# --- the operations block: what each industry's day shows, with units -------------------
+
+# (figure, label, unit) of each daily series, by industry; money in minor units of
+# _CURRENCY (fen of the yuan: the energy oracle's tariffs and revenue are in CNY)
+_Series = tuple[str, str, str]
+OPERATION_SERIES: dict[str, tuple[_Series, ...]] = {
+    "manufacturing": (
+        ("utilization_pct", "utilization", "%"),
+        ("running_h", "running time", "h"),
+        ("output", "output", "pieces"),
+        ("energy_kwh", "energy", "kWh"),
+        ("energy_per_unit_kwh", "energy per piece", "kWh/piece"),
+    ),
+    "solar": (
+        ("generation_kwh", "generation", "kWh"),
+        ("export_kwh", "export to the grid", "kWh"),
+        ("pr_pct", "performance ratio", "%"),
+        ("insolation_kwh_m2", "insolation", "kWh/m²"),
+        ("revenue_fen", "revenue", "fen"),
+        ("availability_pct", "availability", "%"),
+    ),
+    "charging": (
+        ("sessions", "sessions", "sessions"),
+        ("energy_kwh", "energy delivered", "kWh"),
+        ("utilization_pct", "utilization", "%"),
+        ("revenue_fen", "revenue", "fen"),
+    ),
+    "vehicles": (
+        ("financed", "financed", "vehicles"),
+        ("on_lot", "on the lot", "vehicles"),
+        ("released_count", "released that day", "vehicles"),
+        ("off_lot_released", "off the lot, released", "vehicles"),
+        ("off_lot_unreleased", "off the lot, not released", "vehicles"),
+        ("certificates_in_safe", "certificates in the safe", "certificates"),
+        ("keys_in_safe", "keys in the safe", "keys"),
+    ),
+}
+_CURRENCY = "CNY"
+_MONEY = {"revenue_fen"}
+_TELEMETRY_AGGREGATES = ("mean", "twa", "min", "max", "sum", "delta", "last")
+# a verdict's alarm severity, as oracles.crosscheck.RULES gives it (a test pins the two)
+CHECK_SEVERITY = {
+    "overstated": "breach",
+    "understated": "warning",
+    "incomparable": "warning",
+    "unverifiable": "warning",
+}
+
+
+def _industry(kind: str, figures: dict[str, Any]) -> str:
+    if kind == "energy.daily":
+        return "charging" if "station" in figures else "solar"
+    return kind.removesuffix(".daily")
+
+
+def _has_figures(kind: str, summary: dict[str, Any]) -> bool:
+    """Whether an entry's summary is ``_figures_of``'s (else it was catalogued before)."""
+    if kind == CHECK_KIND:
+        return "status" in summary
+    return any(name in summary for name in ("plant", "station", "dealer", "series"))
+
+
+def _site(
+    subject: str, industry: str, kind: str, recorded: Sequence[tuple[str, int, dict[str, Any]]]
+) -> dict[str, Any]:
+    """One site's daily series: a column per figure, a row per closed day."""
+    series: list[dict[str, Any]]
+    if industry == "telemetry":
+        series = _telemetry_series([figures for _, _, figures in recorded])
+    else:
+        series = []
+        for name, label, unit in OPERATION_SERIES.get(industry, ()):
+            values = [_number(figures.get(name)) for _, _, figures in recorded]
+            line: dict[str, Any] = {"metric": name, "label": label, "unit": unit}
+            if name in _MONEY:
+                line["currency"] = _CURRENCY
+            series.append(line | {"values": values, "latest": values[-1]})
+    event_id, time_ms, figures = recorded[-1]
+    return {
+        "subject": subject,
+        "industry": industry,
+        "kind": kind,
+        "days": [str(figures.get("day")) for _, _, figures in recorded],
+        "event_ids": [event_id for event_id, _, _ in recorded],
+        "latest": {"day": figures.get("day"), "time": utc_text(time_ms), "event_id": event_id},
+        "series": series,
+    }
+
+
+def _telemetry_series(days: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A telemetry site's series: one per (measured subject, schema, field, aggregate),
+    in the schema's own unit; a day that did not measure it is a gap."""
+    lines: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for index, figures in enumerate(days):
+        for measured in figures.get("series") or []:
+            fields = measured.get("fields") or {}
+            for field_name, day in sorted(fields.items()):
+                if not isinstance(day, dict):
+                    continue
+                for aggregate in _TELEMETRY_AGGREGATES:
+                    if aggregate not in day:
+                        continue
+                    key = (measured.get("subject", ""), measured.get("schema", ""), field_name)
+                    line = lines.setdefault(
+                        (*key, aggregate),
+                        {
+                            "metric": f"{field_name}.{aggregate}",
+                            "label": f"{field_name.replace('_', ' ')} ({aggregate})",
+                            "unit": str(day.get("unit", "")),
+                            "measured": key[0],
+                            "schema": key[1],
+                            "values": [None] * len(days),
+                        },
+                    )
+                    line["values"][index] = _number(day[aggregate])
+    out = [lines[key] for key in sorted(lines)]
+    for line in out:
+        line["latest"] = line["values"][-1]
+    return out
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+def _verdict(event_id: str, time_ms: int, figures: dict[str, Any]) -> dict[str, Any]:
+    status = figures.get("status")
+    period = figures.get("period") or {}
+    return {
+        "event_id": event_id,
+        "time": utc_text(time_ms),
+        "declaration": figures.get("declaration"),
+        "subject": figures.get("subject"),
+        "metric": figures.get("metric"),
+        "period": {"from": period.get("from"), "to": period.get("to")},
+        "declared": figures.get("declared", figures.get("value")),
+        "declared_unit": figures.get("unit"),
+        "observed": figures.get("observed"),
+        "observed_unit": figures.get("observed_unit"),
+        "difference": figures.get("difference"),
+        "difference_pct": figures.get("difference_pct"),
+        "tolerance_pct": figures.get("tolerance_pct"),
+        "days_observed": figures.get("days_observed"),
+        "status": status,
+        "severity": CHECK_SEVERITY.get(str(status)),
+        "breach": CHECK_SEVERITY.get(str(status)) == "breach",
+    }

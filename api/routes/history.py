@@ -223,7 +223,9 @@ def pledge_history(
     evidence first, then event id and flow, or block and log index). Off-chain entries
     carry a Merkle proof bundle (or `pending` until anchored), on-chain ones their chain
     id, contract, block, transaction and log index. The first page carries a summary:
-    custody now, count against the covenant minimum, ownership and liens, and money."""
+    custody now, count against the covenant minimum, ownership and liens, money, alarms,
+    and the operations of the sites among the goods (each closed day's figures as
+    series with their units, the verdicts on the borrower's declarations)."""
     subject = access.pledge(caller, pledge_id)
     return _timeline(request, histories, subject, query)
 
@@ -241,9 +243,10 @@ def asset_history(
     asset_id: str,
     query: TimelineDep,
 ) -> dict[str, Any]:
-    """The timeline of one asset (an EPC, an ear tag, a herd or lot): its own events,
-    and the on-chain records of every receipt that bound its identifier and of those
-    receipts' pledges the caller may see."""
+    """The timeline of one asset (an EPC, an ear tag, a herd or lot, a plant, a solar
+    plant or charging station, a dealer, a telemetry asset): its own events, and the
+    on-chain records of every receipt that bound its identifier and of those receipts'
+    pledges the caller may see. The first page's summary is the pledge history's."""
     subject = access.asset(caller, asset_id)
     return _timeline(request, histories, subject, query)
 

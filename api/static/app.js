@@ -2,8 +2,10 @@
 //
 // One page, routed by the URL fragment:
 //   #/pledges           the pledges the signed-in address is party to
-//   #/pledges/<id>      one pledge: summary cards, the count chart, the four-flow timeline
-//   #/assets/<id>       one asset's timeline (the id URI-encoded)
+//   #/pledges/<id>      one pledge: summary cards, the count chart, the sites' days
+//                       (operations.js), the four-flow timeline
+//   #/assets/<id>       one asset's summary, its sites' days and its timeline (the id
+//                       URI-encoded)
 //   #/alarms            open and acknowledged alarms, live
 //   #/settings          the JSON-RPC node used to verify proofs
 //
@@ -17,6 +19,7 @@ import { verifyBundle } from "./verify.js";
 import { verifyChainLog } from "./verify-log.js";
 import { isValidAddress, toChecksumAddress } from "./keccak.js";
 import { chartSection } from "./chart.js";
+import { operationsSections } from "./operations.js";
 import {
   addressNode,
   badge,
@@ -666,6 +669,7 @@ async function showPledge(signal, pledgeId) {
     ),
     summaryCards(summary, pledge, alarmCounts(alarms)),
     chartSection(summary.quantity),
+    operationsSections(summary.operations),
     timelineSection(path, history, signal),
   );
 }
@@ -1303,6 +1307,7 @@ async function showAsset(signal, assetId) {
     ),
     summaryCards(history.summary, null),
     history.summary.quantity?.trend?.length ? chartSection(history.summary.quantity) : null,
+    operationsSections(history.summary.operations),
     timelineSection(path, history, signal),
   );
 }

@@ -34,7 +34,7 @@ from rich.console import Console
 
 from api.devnet_cli import devnet_app
 from api.loadtest import load_command
-from ledger.chain import ORACLE_ROLE, SUBMITTER_ROLE, Chain, Deployment
+from ledger.chain import ORACLE_ROLE, SUBMITTER_ROLE, Chain, Deployment, new_account
 from ledger.collateral import AUDITOR_ROLE, CUSTODIAN_ROLE, LENDER_ROLE, deploy_contracts
 from ledger.errors import LedgerError, VerificationFailed
 from ledger.logs import configure_logging
@@ -417,9 +417,11 @@ def demo(
     over HTTP, anchor them, then verify a proof bundle and show a tampered one fail; then
     pledge the coils to a bank and run the pledge's rules on-chain; then watch a pledged
     dairy herd for three simulated days until a theft freezes its pledge; then let the
-    bank read the pledge's four-flow history and check its evidence package."""
+    bank read the pledge's four-flow history and check its evidence package; last, watch
+    a small pledged plant for two days until a machine trucked away freezes its pledge."""
     import httpx
 
+    from api.industry_scene import run_industry_scene
     from api.lender_scene import run_lender_scene  # the scenes load siwe's grammar: slow
     from api.oracle_scene import run_oracle_scene
     from api.pledge_demo import run_pledge_scene
@@ -500,6 +502,11 @@ def demo(
             lender = run_lender_scene(
                 runtime, contracts, herd, serve=_serve_in_thread, say=say, out_dir=out_dir
             )
+            # a second industry on the same rails: a small plant, a machine trucked away
+            plant = run_industry_scene(
+                runtime, keys, contracts, kind="factory", days=2, seed=1, size=4, say=say,
+                step=20, incidents=("moved",), parties=herd.parties | {"owner": new_account()},
+            )  # fmt: skip
         except LedgerError as exc:
             raise _die(exc.message) from exc
 
@@ -524,6 +531,7 @@ def demo(
             "pledge": pledge,
             "herd": herd.to_json(),
             "lender": lender,
+            "plant": plant.to_json(),
         }
         if as_json:
             out.print_json(data=data)
@@ -534,21 +542,53 @@ def demo(
         lender_ok = (
             lender["package"]["ok"] and lender["audit"]["ok"] and lender["outsider_status"] == 403
         )
-        ok = result["ok"] and not forged_result["ok"] and all_ok and herd_ok and lender_ok
+        plant_ok = all(plant.detected.values()) and "UNAUTHORIZED_MOVEMENT" in plant.frozen
+        ok = (
+            result["ok"]
+            and not forged_result["ok"]
+            and all_ok
+            and herd_ok
+            and lender_ok
+            and plant_ok
+        )
         raise typer.Exit(0 if ok else 1)
 
 
 @app.command()
 def simulate(
-    kind: Annotated[str, typer.Argument(help="dairy or warehouse")],
-    days: Annotated[int, typer.Option(min=1, max=60, help="Simulated days.")] = 3,
+    kind: Annotated[
+        str,
+        typer.Argument(
+            help="dairy, warehouse, factory, solar, charging, dealer or telemetry",
+            show_default=False,
+        ),
+    ],
+    days: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=60,
+            help="Simulated days (default 3; solar 6, charging 10, telemetry 2: the "
+            "shortest runs that show their incidents).",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same devices, readings and incidents.")] = 1,
     start: Annotated[
         str | None,
-        typer.Option(help="First day, YYYY-MM-DD (default: so the run ends yesterday)."),
+        typer.Option(
+            help="First day, YYYY-MM-DD, with --mqtt or --write-config (default: so the "
+            "run ends yesterday, as in-process runs always do)."
+        ),
     ] = None,
     size: Annotated[
-        int | None, typer.Option(min=8, max=5_000, help="Animals (dairy) or coils (warehouse).")
+        int | None,
+        typer.Option(
+            help="Animals (dairy 20-2000), coils (warehouse 8-500), machines (factory "
+            "4-60), inverters (solar 2-100), piles (charging 2-200) or vehicles (dealer "
+            "10-200).",
+            show_default=False,
+        ),
     ] = None,
     mqtt: Annotated[
         bool,
@@ -574,22 +614,33 @@ def simulate(
     rpc: Annotated[
         str | None, typer.Option("--rpc", help="In-process mode on this node instead (e.g. anvil).")
     ] = None,
-    chart: Annotated[Path | None, typer.Option(help="Write the counts over time as SVG.")] = None,
+    chart: Annotated[
+        Path | None, typer.Option(help="Write the headline figure over time as SVG.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
-    """Drive realistic devices (RFID readers, tags, collars, cameras, sensors) with
-    injected incidents (theft, tag removal, sensor drift, unauthorized outbound, a silent
-    gateway). Deterministic for a seed."""
+    """Drive realistic devices with injected incidents, deterministic for a seed: a dairy
+    herd (collars, ear tags, cameras: theft, tag removal, sensor drift, a silent gateway),
+    a steel warehouse (RFID readers: unauthorized outbound), a plant (current clamps: a
+    slowdown, a machine trucked away, a removed clamp), a solar plant or a charging
+    station (meters, inverters, piles: underperformance, revenue shortfall), a car
+    dealer's floor plan (trackers, the safe's reader: a vehicle sold unpaid) or telemetry
+    assets (a pump's vibration, a warm cold room). In-process, the oracle watches them
+    against live pledges and the outcome is printed, with a chart."""
     from rich.progress import Progress
 
-    from api.oracle_scene import build_scenario, run_oracle_scene, svg_chart
+    from api.industry_scene import DEFAULT_DAYS, build_scenario, check_options, run_scene
+    from api.oracle_scene import svg_chart
     from ledger.collateral import deploy_collateral
     from oracles.drive import publish
     from oracles.mqtt import MqttPublisher, MqttSettings
     from oracles.simulate import oracle_config
 
-    if kind not in ("dairy", "warehouse"):
-        raise _die(f"unknown scenario {kind!r}: choose dairy or warehouse")
+    days = days if days is not None else DEFAULT_DAYS.get(kind, 3)
+    try:
+        check_options(kind, days=days, size=size)
+    except ValueError as exc:
+        raise _die(str(exc)) from exc
     say = (lambda *a: None) if as_json else out.print
     if mqtt or write_config:
         try:
@@ -598,9 +649,10 @@ def simulate(
                 if start
                 else datetime.now(UTC) - timedelta(days=days + 1)
             )
-            scenario = build_scenario(kind, days=days, seed=seed, start=first, size=size)
         except ValueError as exc:
             raise _die(f"--start {start!r}: expected YYYY-MM-DD ({exc})") from exc
+        try:
+            scenario = build_scenario(kind, days=days, seed=seed, start=first, size=size)
         except LedgerError as exc:
             raise _die(exc.message) from exc
         if write_config:
@@ -612,7 +664,7 @@ def simulate(
             )
         if not mqtt:
             return
-        if not token:
+        if scenario.documents and not token:
             raise _die(
                 "--mqtt sends EPCIS documents to the API: set --token or $FOURFLOW_CAPTURE_TOKEN"
             )
@@ -631,9 +683,18 @@ def simulate(
         except LedgerError as exc:
             raise _die(exc.message, code=1) from exc
         say(
-            f"published {sent.readings:,} readings over MQTT and {sent.documents} EPCIS documents to {api}"
+            f"published {sent.readings:,} readings over MQTT"
+            + (f" and {sent.documents} EPCIS documents to {api}" if sent.documents else "")
+            + (
+                f" (not sent: {sent.releases} release{'' if sent.releases == 1 else 's'}, the "
+                "lender's, on-chain)"
+                if sent.releases
+                else ""
+            )
         )
         return
+    if start is not None:
+        raise _die("--start needs --mqtt or --write-config: in-process runs end yesterday")
     with tempfile.TemporaryDirectory(prefix="fourflow-sim-") as tmp:
         try:
             chain = Chain.connect(rpc) if rpc else Chain.in_process()
@@ -641,13 +702,14 @@ def simulate(
             contracts, _ = deploy_collateral(runtime.registry, runtime.deployment, admin=keys.admin)
             with Progress(transient=True, disable=as_json) as bar:
                 task = bar.add_task(f"{kind}: readings", total=None)
-                result = run_oracle_scene(
+                result = run_scene(
                     runtime, keys, contracts, kind=kind, days=days, seed=seed, size=size, say=say,
                     progress=lambda done, total: bar.update(task, completed=done, total=total), step=1,
                 )  # fmt: skip
         except LedgerError as exc:
             raise _die(exc.message, code=1) from exc
         if chart is not None:
+            chart.parent.mkdir(parents=True, exist_ok=True)
             svg_chart(result, chart)
             say(f"    wrote the chart to {chart}")
         if as_json:

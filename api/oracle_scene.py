@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -58,23 +59,56 @@ class SceneResult:
     pledge_id: int
     readings: int
     alarms: dict[str, int]  # rule -> count
-    series: list[tuple[str, int, str]]  # (label, quantity, method) per count
+    # the headline figure: (label, value, note) per count or per closed day
+    series: list[tuple[str, float, str]]
     facts: dict[str, int]  # "<kind> <state>" -> count
     frozen: list[str]
     detected: dict[str, bool]  # incident kind -> its alarm was raised
     # the scene's accounts: custodian, bank (lender), owner (borrower, payee), gateway
     parties: dict[str, LocalAccount] = field(default_factory=dict, repr=False)
+    headline: str = ""  # what ``series`` measures, with its unit ("" for a count)
+    minimum: float | None = None  # the covenant's line for the headline, if it has one
+    days: list[dict[str, Any]] = field(default_factory=list)  # each closed day's figures
+    # the other industries: each pledge by what it covers, and the dealer's releases
+    pledges: list[dict[str, Any]] = field(default_factory=list)
+    releases: list[dict[str, Any]] = field(default_factory=list)
+    alarmed: dict[str, list[str]] = field(default_factory=dict)  # subject -> its rules
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "scenario": self.scenario.summary(),
             "receipt_id": self.receipt_id,
             "pledge_id": self.pledge_id,
+            "readings": self.readings,
             "alarms": self.alarms,
-            "counts": [{"label": a, "quantity": q, "method": m} for a, q, m in self.series],
             "facts": self.facts,
             "frozen": self.frozen,
             "incidents_detected": self.detected,
+        }
+        if not self.days:
+            data["counts"] = [{"label": a, "quantity": q, "method": m} for a, q, m in self.series]
+            return data
+        return data | {
+            "headline": {
+                "figure": self.headline,
+                "minimum": self.minimum,
+                "series": [{"label": a, "value": v, "note": n} for a, v, n in self.series],
+            },
+            "incidents": [
+                {
+                    "kind": i.kind,
+                    "subject": i.subject,
+                    "rule": i.expected_rule,
+                    "items": list(i.items),
+                    "detected": self.detected[i.kind],
+                }
+                for i in self.scenario.incidents
+            ],
+            "days_recorded": len({d["day"] for d in self.days}),
+            "days": self.days,
+            "pledges": self.pledges,
+            "releases": self.releases,
+            "alarms_by_subject": self.alarmed,
         }
 
 
@@ -82,8 +116,10 @@ def build_scenario(
     kind: str, *, days: int, seed: int, start: datetime | None, size: int | None
 ) -> Scenario:
     if kind == "dairy":
-        return dairy(days=days, seed=seed, start=start, **({"animals": size} if size else {}))
-    return warehouse(days=days, seed=seed, start=start, **({"coils": size} if size else {}))
+        herd = dairy(days=days, seed=seed, start=start, animals=size) if size else None
+        return herd or dairy(days=days, seed=seed, start=start)
+    lot = warehouse(days=days, seed=seed, start=start, coils=size) if size else None
+    return lot or warehouse(days=days, seed=seed, start=start)
 
 
 def run_oracle_scene(
@@ -170,7 +206,7 @@ def run_oracle_scene(
 
     alarms = Counter(a.rule for a in service.state.alarms())
     raised = set(alarms)
-    series = []
+    series: list[tuple[str, float, str]] = []
     for count_id in drive.counts:
         payload = json.loads(runtime.store.event(count_id).envelope)["event"]["payload"]
         label = payload.get("day") or _local(payload["time_ms"], scenario.utc_offset)
@@ -194,6 +230,8 @@ def run_oracle_scene(
         frozen=frozen,
         detected={i.kind: i.expected_rule in raised for i in scenario.incidents},
         parties={"custodian": custodian, "bank": bank, "owner": owner, "gateway": gateway},
+        headline="head count" if kind == "dairy" else "coils in stock",
+        minimum=minimum,
     )
     say(
         f"{step + 1:2d}. the oracle checked {drive.readings:,} device-signed readings"
@@ -223,48 +261,64 @@ def _local(ms: int, offset: str) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=offset_zone(offset)).strftime("%m-%d %H:%M")
 
 
-def bar_chart(series: list[tuple[str, int, str]], *, minimum: int, width: int = 40) -> list[str]:
-    """One line per count: label, value, a bar scaled to the largest, ▌ at the minimum."""
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
+
+
+def bar_chart(
+    series: list[tuple[str, float, str]],
+    *,
+    minimum: float | None,
+    width: int = 40,
+    label_width: int = 11,
+) -> list[str]:
+    """One line per value: label, value, a bar scaled to the largest, ▌ at the minimum."""
     if not series:
-        return ["(no counts)"]
-    top = max(max(q for _, q, _ in series), minimum, 1)
+        return ["(no figures)"]
+    line = minimum if minimum is not None else 0
+    top = max(max(v for _, v, _ in series), line, 1)
     lines = []
-    for label, quantity, method in series:
-        filled = round(quantity / top * width)
-        mark = round(minimum / top * width)
+    for label, value, note in series:
+        filled = round(value / top * width)
+        mark = round(line / top * width) if minimum is not None else -1
         bar = "".join("█" if i < filled else ("▌" if i == mark else " ") for i in range(width + 1))
-        flag = "  below minimum" if quantity < minimum else ""
-        lines.append(f"{label:>11}  {quantity:>5}  {bar}  {method}{flag}")
+        flag = "  below minimum" if minimum is not None and value < minimum else ""
+        lines.append(f"{label:>{label_width}}  {_number(value):>7}  {bar}  {note}{flag}".rstrip())
     return lines
 
 
 def svg_chart(result: SceneResult, path: Path) -> None:
-    """The counts over time as a line with the covenant minimum, and the alarms as ticks."""
+    """The headline figure over time (the counts, or each closed day's figure) as a line,
+    with the covenant minimum if it has one, and the alarms named underneath."""
     series = result.series
     width, height, pad = 720, 280, 48
-    top = max([q for _, q, _ in series] + [int(result.scenario.subject["minimum"]), 1]) * 1.1
+    minimum = result.minimum
+    top = max([v for _, v, _ in series] + [minimum or 0, 1]) * 1.1
     step = (width - 2 * pad) / max(len(series) - 1, 1)
 
     def y(value: float) -> float:
         return height - pad - value / top * (height - 2 * pad)
 
     points = " ".join(f"{pad + i * step:.1f},{y(q):.1f}" for i, (_, q, _) in enumerate(series))
-    minimum = int(result.scenario.subject["minimum"])
     labels = "".join(
-        f'<text x="{pad + i * step:.1f}" y="{height - pad + 16}" font-size="10" text-anchor="middle">{label}</text>'
+        f'<text x="{pad + i * step:.1f}" y="{height - pad + 16}" font-size="10" text-anchor="middle">{escape(label)}</text>'
         for i, (label, _, _) in enumerate(series)
     )
     dots = "".join(
-        f'<circle cx="{pad + i * step:.1f}" cy="{y(q):.1f}" r="3" fill="{"#c0392b" if q < minimum else "#2c3e50"}"/>'
+        f'<circle cx="{pad + i * step:.1f}" cy="{y(q):.1f}" r="3" fill="{"#c0392b" if minimum is not None and q < minimum else "#2c3e50"}"/>'
         for i, (_, q, _) in enumerate(series)
     )
-    title = f"{result.scenario.name}: {'head count' if result.scenario.name == 'dairy' else 'coils in stock'} (seed {result.scenario.seed})"
+    title = f"{result.scenario.name}: {escape(result.headline)} (seed {result.scenario.seed})"
+    line = (
+        f'<line x1="{pad}" y1="{y(minimum):.1f}" x2="{width - pad}" y2="{y(minimum):.1f}" stroke="#c0392b" stroke-dasharray="6 4"/>'
+        f'<text x="{width - pad}" y="{y(minimum) - 4:.1f}" font-size="10" text-anchor="end" fill="#c0392b">covenant minimum {_number(minimum)}</text>'
+        if minimum is not None
+        else ""
+    )
     svg = (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif">'
         f'<rect width="100%" height="100%" fill="white"/>'
-        f'<text x="{pad}" y="24" font-size="14">{title}</text>'
-        f'<line x1="{pad}" y1="{y(minimum):.1f}" x2="{width - pad}" y2="{y(minimum):.1f}" stroke="#c0392b" stroke-dasharray="6 4"/>'
-        f'<text x="{width - pad}" y="{y(minimum) - 4:.1f}" font-size="10" text-anchor="end" fill="#c0392b">covenant minimum {minimum}</text>'
+        f'<text x="{pad}" y="24" font-size="14">{title}</text>{line}'
         f'<polyline points="{points}" fill="none" stroke="#2c3e50" stroke-width="2"/>{dots}{labels}'
         f'<text x="{pad}" y="{height - 8}" font-size="10">alarms: '
         + ", ".join(f"{n} {rule}" for rule, n in result.alarms.items())

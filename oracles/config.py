@@ -16,7 +16,8 @@ watches for which pledges. One JSON file, read by `fourflow serve --oracle-confi
                  "rules": {"lot": "…", "zone": "…", "items": […], "minimum": 36, …}}],
       "plants":  [{"receipt_id": 3, "rules": {"plant": "…", "running_a": {…}, …},
                    "revenue": {"capacity_per_day": 4000, "unit_price": 12.8}}],
-      "dealers": [{"rules": {"dealer": "…", "vehicles": […], "lot": [[lat, lon], …], …}}],
+      "dealers": [{"rules": {"dealer": "…", "vehicles": […], "lot": [[lat, lon], …], …},
+                   "vehicles": {"<VIN>": {"receipt_id": 4, "pledge_id": 4}, …}}],
       "schemas": [{"name": "pump", "version": 1, "fields": {…}}],
       "telemetry": [{"rules": {"subject": "…", "rules": […]}}],
       "crosscheck": {"tolerance_pct": {"revenue": 5}, "grace_days": 3}
@@ -29,7 +30,8 @@ oracles.telemetry.TelemetryRules (docs/oracles.md and docs/industries/ list them
 CrossCheckRules. A plant's ``revenue`` is what its utilization is worth
 (oracles.crosscheck.revenue_from_utilization), for checking declared revenue. A watch
 without ``receipt_id`` is watched and alarmed on, but nothing is reported on-chain for
-it. Every problem in the file is an ``InvalidInput`` naming where it is
+it. A dealer's ``vehicles`` give each financed VIN its own receipt and pledge: alarms
+about a vehicle are reported against its VIN's. Every problem in the file is an ``InvalidInput`` naming where it is
 (``herds[0].rules.minimum: …``).
 """
 
@@ -88,6 +90,16 @@ class PlantSpec(WatchSpec):
     revenue: RevenueSpec | None = None
 
 
+class PledgedItem(_Strict):
+    receipt_id: int = Field(ge=1)
+    pledge_id: int | None = Field(default=None, ge=1)
+
+
+class DealerSpec(WatchSpec):
+    # a financed vehicle's own receipt and pledge, by VIN (each VIN is a receipt)
+    vehicles: dict[str, PledgedItem] = Field(default_factory=dict)
+
+
 class CrossCheckSpec(_Strict):
     tolerance_pct: dict[str, float] = Field(default_factory=dict)
     default_tolerance_pct: float = 5.0
@@ -101,7 +113,7 @@ class OracleConfig(_Strict):
     herds: list[WatchSpec] = Field(default_factory=list)
     lots: list[WatchSpec] = Field(default_factory=list)
     plants: list[PlantSpec] = Field(default_factory=list)
-    dealers: list[WatchSpec] = Field(default_factory=list)
+    dealers: list[DealerSpec] = Field(default_factory=list)
     solar: list[WatchSpec] = Field(default_factory=list)
     charging: list[WatchSpec] = Field(default_factory=list)
     schemas: list[Any] = Field(default_factory=list)
@@ -197,19 +209,28 @@ class OracleConfig(_Strict):
                     measures=tuple(measures),
                 )
             )
-        for i, spec in enumerate(self.dealers):
+        for i, lot in enumerate(self.dealers):
             dealer: DealerRules = _build(
-                DealerRules, spec.rules, f"dealers[{i}].rules", _DEALER_SETS
+                DealerRules, lot.rules, f"dealers[{i}].rules", _DEALER_SETS
             )
+            strangers = sorted(set(lot.vehicles) - dealer.vehicles)
+            if strangers:
+                where = f"dealers[{i}].vehicles"
+                raise InvalidInput(
+                    f"{where}: not financed vehicles of the dealer: {', '.join(strangers[:5])}",
+                    field=where,
+                    code="bad_config",
+                )
             watches.append(
                 SiteWatch(
                     kind="vehicles",
                     subject=dealer.dealer,
                     utc_offset=dealer.utc_offset,
                     monitor=partial(DealerMonitor, dealer),
-                    receipt_id=spec.receipt_id,
-                    pledge_id=spec.pledge_id,
+                    receipt_id=lot.receipt_id,
+                    pledge_id=lot.pledge_id,
                     measures=(("stock", "vehicles", _tracked(_field("on_lot"))),),
+                    items={v: (p.receipt_id, p.pledge_id) for v, p in lot.vehicles.items()},
                 )
             )
         for i, spec in enumerate(self.solar):

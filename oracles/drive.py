@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import httpx
+from pydantic import JsonValue
 
 from ledger.errors import InvalidInput
 from oracles.mqtt import MqttPublisher
@@ -27,9 +28,11 @@ from oracles.readings import Reading
 from oracles.service import OracleService
 from oracles.simulate import Scenario
 
-__all__ = ["DriveSummary", "Step", "feed_in_process", "publish", "steps"]
+__all__ = ["DriveSummary", "Release", "Step", "feed_in_process", "publish", "steps"]
 
 Progress = Callable[[int, int], None]  # (readings done, readings in all)
+# the lender's on-chain release of (items, simulated time): what the record cites of it
+Release = Callable[[list[str], int], Mapping[str, JsonValue]]
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,13 @@ def feed_in_process(
     chunk: int = 500,
     progress: Progress | None = None,
     record_releases: bool = True,
+    release: Release | None = None,
 ) -> DriveSummary:
     """Deliver ``scenario`` to ``service`` and run its rules as the simulated clock moves;
     ends with a rules pass at the scenario's end (days close, silences are noticed).
     ``record_releases``: tell the rules of the scenario's releases directly; without it
-    they learn of them from the chain (the receipt's booked quantity)."""
+    they learn of them from the chain (the receipt's booked quantity). ``release``: make
+    each release on-chain first (the lender's part); its record cites what it returns."""
     summary = DriveSummary()
     lot = scenario.subject.get("dealer") or scenario.subject.get("lot")  # who releases
     total = len(scenario.readings)
@@ -111,7 +116,10 @@ def feed_in_process(
             )
             summary.documents += 1
         elif step.release is not None and lot is not None and record_releases:
-            service.rules.record_release(lot=lot, items=step.release, time_ms=step.time_ms)
+            onchain = release(step.release, step.time_ms) if release is not None else None
+            service.rules.record_release(
+                lot=lot, items=step.release, time_ms=step.time_ms, onchain=onchain
+            )
             summary.releases += 1
         _rules(service, summary, now_ms=None)
         if progress is not None and step.readings:

@@ -66,6 +66,12 @@ def test_demo_verifies_its_bundles_and_catches_the_tampered_one(
     assert lender["outsider_status"] == 403
     assert set(lender["flows"]) >= {"information", "commercial", "capital"}
     assert lender["summary"]["quantity"]["below_minimum"] is True
+    # the second industry: a small plant, a machine trucked away freezes its pledge
+    plant = report["plant"]
+    assert plant["days_recorded"] == 2 and plant["incidents_detected"] == {"moved": True}
+    assert plant["alarms"] == {"machine_moved": 1}
+    assert plant["frozen"] == ["UNAUTHORIZED_MOVEMENT"]
+    assert plant["facts"] == {"unauthorized_movement reported": 1}
 
 
 def test_demo_human_output_tells_the_story(
@@ -88,6 +94,10 @@ def test_demo_human_output_tells_the_story(
         "an outsider asking for the same history → 403 not_found_or_forbidden",
         "summary consistent → VERIFIED",
         "→ no discrepancy",
+        "recorded 2 closed days (manufacturing.daily): 1 alarm (1 machine_moved)",
+        "✓ moved",
+        "utilization % per day (minimum 60)",
+        "is FROZEN: UNAUTHORIZED_MOVEMENT",
     ):
         assert line in result.stdout
 

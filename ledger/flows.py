@@ -66,7 +66,8 @@ class FlowEntry:
 class FlowEntryRow(SQLModel, table=True):
     __tablename__ = "flow_entries"
     __table_args__ = (
-        Index("ix_flow_entries_asset", "asset_id", "time_ms", "id"),
+        # a timeline's keys in order, (time, event id, flow): migration 0005
+        Index("ix_flow_entries_asset", "asset_id", "time_ms", "event_id", "flow", "id"),
         Index("ix_flow_entries_event", "event_id"),
         # the custody chain's walk, answered from the index alone (migration 0004)
         Index(

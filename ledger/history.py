@@ -832,6 +832,7 @@ class Histories:
                 select(EventRow.leaf)
                 .join(FlowEntryRow, col(FlowEntryRow.event_id) == col(EventRow.event_id))
                 .where(FlowEntryRow.asset_id == asset_id)
+                .where(col(FlowEntryRow.flow) == Flow.INFORMATION.value)  # the custody index
                 .where(col(FlowEntryRow.kind).in_([*COUNT_KINDS, "alarm"]))
             ).all()
         cited = {"0x" + leaf for leaf in leaves}
@@ -891,10 +892,9 @@ class Histories:
         if where.until_ms is not None:
             conditions.append(col(e.time_ms) < where.until_ms)
         # keys compare by code point, as Python compares the merged keys: event ids do on
-        # every backend (migration 0005); flows are asked to
-        binary = self.store.engine.dialect.name == "postgresql"
-        by_id = col(e.event_id)
-        by_flow = col(e.flow).collate("C") if binary else col(e.flow)
+        # every backend (migration 0005), and flows are lowercase ASCII words, which every
+        # collation orders alike; so ix_flow_entries_asset gives the keys in order
+        by_id, by_flow = col(e.event_id), col(e.flow)
         start: tuple[int, str, str] | None = None  # the keys after this one
         if after is not None:
             if after[1] == 0:
@@ -931,19 +931,16 @@ class Histories:
             keys = keys[:limit]
             if not keys:
                 return []
-            # The page's rows by event id. SQLite, given the asset too, walks all of an
-            # asset's entries (thousands); PostgreSQL, given only the ids and no table
-            # statistics yet (a store just filled), scans the whole table: each gets the
-            # condition its planner does well with, and the assets are filtered here.
-            found_rows = select(e).where(col(e.event_id).in_(sorted({k[1] for k in keys})))
-            if binary:
-                found_rows = found_rows.where(col(e.asset_id).in_(list(subject.assets)))
-            wanted = set(subject.assets)
-            rows = [
-                row
-                for row in session.exec(found_rows.order_by(col(e.id))).all()
-                if row.asset_id in wanted
-            ]
+            # The page's rows: its events, within its time range of the assets' entries,
+            # a range of ix_flow_entries_asset however many entries the assets have and
+            # whether or not the planner has statistics yet (a store just filled)
+            found_rows = (
+                select(e)
+                .where(col(e.asset_id).in_(list(subject.assets)))
+                .where(col(e.time_ms) >= keys[0][0], col(e.time_ms) <= keys[-1][0])
+                .where(col(e.event_id).in_(sorted({k[1] for k in keys})))
+            )
+            rows = list(session.exec(found_rows.order_by(col(e.id))).all())
             submitters = dict(
                 session.exec(
                     select(EventRow.event_id, EventRow.submitter).where(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import posixpath
 import re
 import shutil
@@ -36,6 +37,7 @@ __all__ = [
     "CONTRACTS_DIR",
     "SOLC_VERSION",
     "Artifact",
+    "compile_cache_dir",
     "compile_contracts",
     "compiler_input",
     "load_artifact",
@@ -130,24 +132,73 @@ def _solc_binary() -> Path:
     return shim
 
 
-def compile_contracts() -> dict[str, Artifact]:
-    """Compile every contract from source; raises ArtifactError on compiler errors."""
+def compile_cache_dir() -> Path | None:
+    """Where compiler outputs are kept: ``$FOURFLOW_SOLC_CACHE``, "off" for nowhere, else
+    ``$XDG_CACHE_HOME/fourflow/solc`` (``~/.cache/fourflow/solc``)."""
+    setting = os.environ.get("FOURFLOW_SOLC_CACHE", "")
+    if setting == "off":
+        return None
+    if setting:
+        return Path(setting)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fourflow" / "solc"
+
+
+def _compiler_files(binary: Path) -> list[Path]:
+    """The files that decide what ``binary`` compiles to: a native solc itself; for the
+    shim, the shim and the solc-js it loads."""
+    if binary.name != "solc-shim.js":
+        return [binary]
+    package = CONTRACTS_DIR / "node_modules" / "solc"
+    return [binary, package / "package.json", package / "soljson.js"]
+
+
+def _standard_json(request: dict[str, Any], binary: Path) -> tuple[dict[str, Any], str]:
+    """solc's standard-JSON output for ``request`` and the compiler's version, from the
+    cache when this very input went through this very compiler before. The key is the
+    SHA-256 of the input and of the compiler's files, so a different source, setting or
+    compiler build is a miss; an unreadable entry is compiled again and replaced."""
     import solcx  # only the compile path needs it
 
+    key = hashlib.sha256(json.dumps(request, sort_keys=True).encode())
+    for path in _compiler_files(binary):
+        key.update(hashlib.sha256(path.read_bytes()).digest())
+    where = compile_cache_dir()
+    entry = where / f"{key.hexdigest()}.json" if where is not None else None
+    if entry is not None and entry.is_file():
+        try:
+            kept = json.loads(entry.read_text(encoding="utf-8"))
+            return dict(kept["output"]), str(kept["compiler"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # compiled again below
+    try:
+        output = solcx.compile_standard(request, solc_binary=binary)
+    except solcx.exceptions.SolcError as exc:
+        raise ArtifactError(f"solc failed: {exc.message}") from exc
+    compiler = str(solcx.wrapper.get_version_str_from_solc_binary(binary))
+    failed = any(e.get("severity") == "error" for e in output.get("errors", []))
+    if entry is not None and not failed:
+        try:  # written whole or not at all: processes compiling at once may race
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            part = entry.with_name(f"{entry.name}.{os.getpid()}.part")
+            part.write_text(json.dumps({"compiler": compiler, "output": output}), "utf-8")
+            part.replace(entry)
+        except OSError:
+            pass  # no cache, same result
+    return output, compiler
+
+
+def compile_contracts() -> dict[str, Artifact]:
+    """Compile every contract from source; raises ArtifactError on compiler errors."""
     data = compiler_input()
     binary = _solc_binary()
     request = copy.deepcopy(data)
     selection = request["settings"]["outputSelection"]
     selection["*"]["*"] = [*selection["*"]["*"], *_IMMUTABLE_OUTPUTS]
     selection["*"][""] = ["ast"]  # to name the immutables
-    try:
-        output = solcx.compile_standard(request, solc_binary=binary)
-    except solcx.exceptions.SolcError as exc:
-        raise ArtifactError(f"solc failed: {exc.message}") from exc
+    output, compiler = _standard_json(request, binary)
     errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
     if errors:
         raise ArtifactError("; ".join(e["formattedMessage"] for e in errors))
-    compiler = solcx.wrapper.get_version_str_from_solc_binary(binary)
     digest = _input_sha256(data)
     names = {
         node_id: name

@@ -74,6 +74,21 @@ def _die(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _writable(path: Path | None, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: its directory is
+    made if missing; a directory in its place or an unwritable one is a usage error."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _die(f"{option} {path}: cannot make its directory ({exc.strerror})") from exc
+    if path.is_dir():
+        raise _die(f"{option} {path}: is a directory")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise _die(f"{option} {path}: not writable")
+
+
 # --- verify ------------------------------------------------------------------------------
 
 
@@ -641,6 +656,8 @@ def simulate(
         check_options(kind, days=days, size=size)
     except ValueError as exc:
         raise _die(str(exc)) from exc
+    _writable(chart, "--chart")
+    _writable(write_config, "--write-config")
     say = (lambda *a: None) if as_json else out.print
     if mqtt or write_config:
         try:

@@ -292,17 +292,18 @@ def _typed(kind: str, name: str, value: Any) -> Any:
         raise ValueError(f"data.{name}: {exc.errors()[0]['msg']}") from None
 
 
+_DECIMAL: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _number(column: str, cell: str) -> int | float:
-    """A ``field.member`` cell: a member of an object of numbers."""
-    try:
+    """A ``field.member`` cell: a member of an object of numbers, written as a plain
+    decimal (ASCII digits; no spaces, underscores or other scripts' digits)."""
+    if not _DECIMAL.fullmatch(cell):
+        raise ValueError(f"{column}: {cell!r} is not a number")
+    if re.fullmatch(r"[+-]?[0-9]+", cell):
         return int(cell)
-    except ValueError:
-        pass
-    try:
-        value = float(cell)
-    except ValueError:
-        raise ValueError(f"{column}: {cell!r} is not a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
+    value = float(cell)
+    if value in (float("inf"), float("-inf")):
         raise ValueError(f"{column}: {cell!r} is not a finite number")
     return value
 

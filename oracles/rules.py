@@ -1,9 +1,10 @@
 """What the rule monitors (oracles.livestock, oracles.warehouse, oracles.machines,
 oracles.energy, oracles.vehicles) share: checking their rules' values, local time from a
 fixed UTC offset, an alarm's key and severity, raising each alarm key once, the devices
-they hear from with their silence rule (``Heartbeats``; the monitors name the rule,
-stale_device, sensor_silent, …, and the details of their own), and capping a day's
-evidence.
+they hear from with their silence rule (``Heartbeats``, used by the livestock, machine,
+vehicle and energy monitors; the monitors name the rule, stale_device, sensor_silent, …,
+and the details of their own; the warehouse and telemetry monitors still keep their own
+clocks), and capping a day's evidence.
 
     heartbeats = Heartbeats(subject=rules.herd, what="herd", devices=devices)
     event_id, time_ms = heartbeats.admit(reading)   # unknown_device for another device

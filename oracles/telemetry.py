@@ -126,8 +126,11 @@ Severity = Literal["info", "warning", "breach"]
 Aggregate = Literal["min", "max", "mean", "twa", "last", "sum", "delta"]
 
 AGGREGATES: Final[tuple[Aggregate, ...]] = ("min", "max", "mean", "twa", "last", "sum", "delta")
+# the on-chain facts a configured rule may call for (a quantity fact comes only from a
+# count of goods, never from a telemetry series); the first three freeze the pledge, so
+# only a rule of severity "breach" may call for them
+FREEZING_FACTS: Final = ("unauthorized_movement", "tag_removal", "covenant_breach")
 FACTS: Final = (
-    "quantity",
     "unauthorized_movement",
     "tag_removal",
     "covenant_breach",
@@ -504,6 +507,12 @@ class TelemetryRule:
             self.fact is None or self.fact in FACTS,
             "fact",
             f"fact must be null or one of {list(FACTS)}, got {self.fact!r}",
+        )
+        require(
+            self.fact not in FREEZING_FACTS or self.severity == "breach",
+            "fact",
+            f"fact {self.fact!r} freezes the pledge: the rule's severity must be breach, "
+            f"got {self.severity!r}",
         )
 
     def beyond(self, value: float) -> bool:

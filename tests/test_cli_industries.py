@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from ledger.chain import Chain
 from ledger.errors import InvalidInput
 from oracles.config import OracleConfig
 from oracles.mqtt import MqttSettings, MqttSubscriber, parse_topic
+from oracles.readings import Alarm
 from oracles.sim_vehicles import dealer
 from oracles.simulate import oracle_config
 from tests.conftest import AnvilNode
@@ -183,6 +185,23 @@ def test_bad_arguments_exit_non_zero_saying_why(
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+def test_an_output_file_that_cannot_be_written_is_refused_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plain").write_text("a file, not a directory")
+    (tmp_path / "chart.svg").mkdir()
+    for option, path, message in [
+        ("--chart", "plain/chart.svg", "--chart plain/chart.svg: cannot make its directory"),
+        ("--chart", "chart.svg", "--chart chart.svg: is a directory"),
+        ("--write-config", "plain/c.json", "--write-config plain/c.json: cannot make"),
+    ]:
+        result = invoke("simulate", "factory", "--days", "1", "--size", "4", option, path)
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chart.svg", "plain"]
+
+
 @pytest.mark.parametrize("kind", sorted({"factory", *RUNS}))
 def test_write_config_writes_what_the_oracle_accepts(kind: str, tmp_path: Path) -> None:
     path = tmp_path / "conf" / f"{kind}.json"
@@ -252,6 +271,15 @@ def test_a_dealer_config_naming_a_vehicle_it_does_not_finance_is_refused() -> No
     raw["dealers"][0]["vehicles"] = {vin: {"receipt_id": 7, "pledge_id": 7}}
     [watch] = OracleConfig.parse(raw).site_watches()
     assert watch.pledged(vin) == (7, 7) and watch.pledged("urn:other") == (None, None)
+    # an alarm about a device on the vehicle (its silent tracker) is the vehicle's
+    tracker = Alarm(
+        key="tracker_silent:urn:dev:t1:0", rule="tracker_silent", subject="urn:dev:t1",
+        severity="warning", time_ms=0, message="silent", evidence=(),
+        details={"device": "urn:dev:t1", "vin": vin}, fact="stale_data",
+    )  # fmt: skip
+    assert watch.pledged_for(tracker) == (7, 7)
+    reader = replace(tracker, subject="urn:dev:safe", details={"vin": None})
+    assert watch.pledged_for(reader) == (None, None)
     raw["dealers"][0]["vehicles"]["LSVAU2A33T0000000"] = {"receipt_id": 8}
     with pytest.raises(InvalidInput) as caught:
         OracleConfig.parse(raw)

@@ -368,6 +368,9 @@ def test_reading_csv_members_of_an_object_one_column_each() -> None:
         b"urn:fourflow:device:cold-1,4,2026-11-20T06:15:00Z,telemetry,cold-room@1,room-1,4,1,"
         b'"{""door_open"": 1}"\n'
         b"urn:fourflow:device:cold-1,5,2026-11-20T06:20:00Z,telemetry,cold-room@1,room-1,nan,1,\n"
+        b"urn:fourflow:device:cold-1,6,2026-11-20T06:25:00Z,telemetry,cold-room@1,room-1,1_000,1,\n"
+        + "urn:fourflow:device:cold-1,7,2026-11-20T06:35:00Z,telemetry,cold-room@1,room-1,\u0663,1,\n".encode()
+        + b"urn:fourflow:device:cold-1,8,2026-11-20T06:40:00Z,telemetry,cold-room@1,room-1,1e999,1,\n"
     )
     readings, rejects = import_readings_csv(_signed(text))
     assert [r.reading["data"] for r in readings] == [
@@ -382,5 +385,8 @@ def test_reading_csv_members_of_an_object_one_column_each() -> None:
     assert reasons == {
         4: "values.temperature_c: 'warm' is not a number",
         5: "data field values is given both whole and one member a column",
-        6: "values.temperature_c: 'nan' is not a finite number",
+        6: "values.temperature_c: 'nan' is not a number",
+        7: "values.temperature_c: '1_000' is not a number",
+        8: "values.temperature_c: '\u0663' is not a number",
+        9: "values.temperature_c: '1e999' is not a finite number",
     }

@@ -85,7 +85,7 @@ VIB = {"name": "vib_alert", "type": "threshold", "schema": "pump@1", "field": "v
 LOAD = {"name": "load_band", "type": "threshold", "schema": "pump@1", "field": "load_pct",
         "above": 90, "below": 10, "streak": 2, "severity": "info"}  # fmt: skip
 LOW = {"name": "low_flow", "type": "daily", "schema": "pump@1", "field": "flow_m3h",
-       "aggregate": "mean", "below": 300, "days": 2, "severity": "breach", "fact": "quantity"}  # fmt: skip
+       "aggregate": "mean", "below": 300, "days": 2, "severity": "breach", "fact": "covenant_breach"}  # fmt: skip
 
 
 def registry() -> SchemaRegistry:
@@ -301,7 +301,13 @@ def test_rule_config_errors_name_the_field_path(change: dict[str, Any], field: s
 
 @pytest.mark.parametrize(
     ("change", "field"),
-    [({"aggregate": None}, "aggregate"), ({"streak": 3}, "streak"), ({"days": 0}, "days")],
+    [
+        ({"aggregate": None}, "aggregate"),
+        ({"streak": 3}, "streak"),
+        ({"days": 0}, "days"),
+        ({"fact": "quantity"}, "fact"),  # counts of goods only
+        ({"severity": "warning"}, "fact"),  # covenant_breach freezes: a breach rule only
+    ],
 )
 def test_daily_rule_config_errors(change: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidInput) as caught:
@@ -719,7 +725,7 @@ def test_daily_rule_fires_after_days_consecutive_days_strictly_below() -> None:
     alarms = day_of_flow(f, m, 3, 100)
     assert [a.key for a in alarms] == [f"low_flow:{WATCH}:{PUMP}:{DAY2}"]
     alarm = alarms[0]
-    assert (alarm.severity, alarm.fact, alarm.time_ms) == ("breach", "quantity", ms(0, 4))
+    assert (alarm.severity, alarm.fact, alarm.time_ms) == ("breach", "covenant_breach", ms(0, 4))
     assert alarm.details["value"] == 100 and alarm.details["days"] == 2
     assert len(alarm.evidence) == 2
     assert day_of_flow(f, m, 4, 100) == []  # the same episode

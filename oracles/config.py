@@ -15,7 +15,8 @@ watches for which pledges. One JSON file, read by `fourflow serve --oracle-confi
       "lots":  [{"receipt_id": 2, "pledge_id": 2,
                  "rules": {"lot": "…", "zone": "…", "items": […], "minimum": 36, …}}],
       "plants":  [{"receipt_id": 3, "rules": {"plant": "…", "running_a": {…}, …},
-                   "revenue": {"capacity_per_day": 4000, "unit_price": 12.8}}],
+                   "revenue": {"capacity_per_day": 4000, "unit_price": 12.8},
+                   "declarants": ["0x…"]}],
       "dealers": [{"rules": {"dealer": "…", "vehicles": […], "lot": [[lat, lon], …], …},
                    "vehicles": {"<VIN>": {"receipt_id": 4, "pledge_id": 4}, …}}],
       "schemas": [{"name": "pump", "version": 1, "fields": {…}}],
@@ -30,20 +31,26 @@ oracles.telemetry.TelemetryRules (docs/oracles.md and docs/industries/ list them
 CrossCheckRules. A plant's ``revenue`` is what its utilization is worth
 (oracles.crosscheck.revenue_from_utilization), for checking declared revenue. A watch
 without ``receipt_id`` is watched and alarmed on, but nothing is reported on-chain for
-it. A dealer's ``vehicles`` give each financed VIN its own receipt and pledge: alarms
-about a vehicle are reported against its VIN's. Every problem in the file is an ``InvalidInput`` naming where it is
-(``herds[0].rules.minimum: …``).
+it. Every watch takes ``declarants``, the submitter addresses (EIP-55 checksummed or
+all lower-case) that may declare figures about its subject: the rules worker judges a
+``document.declaration`` only from one of them (an overstated one freezes the pledge),
+anyone else's is a ``declaration_invalid`` warning and no more; a watch without
+``declarants`` has no declaration judged. A dealer's ``vehicles`` give each financed
+VIN its own receipt and pledge: alarms about a vehicle are reported against its VIN's.
+Every problem in the file is an ``InvalidInput`` naming where it is
+(``herds[0].rules.minimum: …``, ``plants[0].declarants[1]: …``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
-from eth_utils.address import is_checksum_address
+from eth_utils.address import is_checksum_address, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from ledger.errors import InvalidInput
@@ -59,6 +66,7 @@ from oracles.warehouse import LotRules
 
 __all__ = ["OracleConfig"]
 
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 
 
@@ -79,6 +87,27 @@ class WatchSpec(_Strict):
     receipt_id: int | None = Field(default=None, ge=1)
     pledge_id: int | None = Field(default=None, ge=1)
     rules: dict[str, Any]
+    # the submitters who may declare figures about the watched subject (checked in
+    # declarant_set(): EIP-55 checksummed or all lower-case)
+    declarants: list[str] = Field(default_factory=list, max_length=100)
+
+    def declarant_set(self, where: str) -> frozenset[str]:
+        """``declarants`` as checksummed addresses; ``where``: the watch's place in the
+        file (``plants[0]``), for the error."""
+        found: set[str] = set()
+        for index, address in enumerate(self.declarants):
+            field = f"{where}.declarants[{index}]"
+            if not _ADDRESS.fullmatch(address) or not (
+                address[2:] == address[2:].lower() or is_checksum_address(address)
+            ):
+                raise InvalidInput(
+                    f"{field}: {address!r} is not an address (0x and 40 hex digits, "
+                    "EIP-55 checksummed or all lower-case)",
+                    field=field,
+                    code="bad_config",
+                )
+            found.add(to_checksum_address(address))
+        return frozenset(found)
 
 
 class RevenueSpec(_Strict):
@@ -176,6 +205,7 @@ class OracleConfig(_Strict):
                 rules=_build(HerdRules, spec.rules, f"herds[{i}].rules", _HERD_SETS),
                 receipt_id=spec.receipt_id,
                 pledge_id=spec.pledge_id,
+                declarants=spec.declarant_set(f"herds[{i}]"),
             )
             for i, spec in enumerate(self.herds)
         ]
@@ -186,6 +216,7 @@ class OracleConfig(_Strict):
                 rules=_build(LotRules, spec.rules, f"lots[{i}].rules", _LOT_SETS),
                 receipt_id=spec.receipt_id,
                 pledge_id=spec.pledge_id,
+                declarants=spec.declarant_set(f"lots[{i}]"),
             )
             for i, spec in enumerate(self.lots)
         ]
@@ -207,6 +238,7 @@ class OracleConfig(_Strict):
                     receipt_id=plant.receipt_id,
                     pledge_id=plant.pledge_id,
                     measures=tuple(measures),
+                    declarants=plant.declarant_set(f"plants[{i}]"),
                 )
             )
         for i, lot in enumerate(self.dealers):
@@ -231,6 +263,7 @@ class OracleConfig(_Strict):
                     pledge_id=lot.pledge_id,
                     measures=(("stock", "vehicles", _tracked(_field("on_lot"))),),
                     items={v: (p.receipt_id, p.pledge_id) for v, p in lot.vehicles.items()},
+                    declarants=lot.declarant_set(f"dealers[{i}]"),
                 )
             )
         for i, spec in enumerate(self.solar):
@@ -247,6 +280,7 @@ class OracleConfig(_Strict):
                         ("generation", "kWh", _metered(_field("export_kwh"))),
                         ("revenue", "CNY", _metered(_fen("revenue_fen"))),
                     ),
+                    declarants=spec.declarant_set(f"solar[{i}]"),
                 )
             )
         for i, spec in enumerate(self.charging):
@@ -261,6 +295,7 @@ class OracleConfig(_Strict):
                     pledge_id=spec.pledge_id,
                     measures=(("revenue", "CNY", _when_reporting("piles", _fen("revenue_fen"))),),
                     grace_ms=_UPLOAD_GRACE_MS,
+                    declarants=spec.declarant_set(f"charging[{i}]"),
                 )
             )
         schemas = SchemaRegistry.from_config(self.schemas, "schemas")
@@ -281,6 +316,7 @@ class OracleConfig(_Strict):
                     monitor=partial(TelemetryMonitor, asset, schemas),
                     receipt_id=spec.receipt_id,
                     pledge_id=spec.pledge_id,
+                    declarants=spec.declarant_set(f"telemetry[{i}]"),
                 )
             )
         subjects = [w.subject for w in watches]

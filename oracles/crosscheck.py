@@ -49,7 +49,10 @@ the metric's tolerance in percent:
 
 ``RULES`` holds each alarm's severity and fact: an overstated declaration is a
 ``covenant_breach`` fact, which oracles.pipeline reports on-chain (it freezes the
-borrower's pledge, FROZEN_COVENANT_BREACH); the warnings are alarms only.
+borrower's pledge, FROZEN_COVENANT_BREACH); the warnings are alarms only. Since a
+verdict can freeze a pledge, the pipeline judges a declaration only if its submitter is
+one of the ``declarants`` the oracle config names for the watched subject; anyone
+else's is a ``declaration_invalid`` warning, never a verdict (oracles.pipeline).
 
 Thresholds are strict: a difference of exactly T % agrees. An alarm's key is
 ``<rule>:<declaration event id>``: checking a declaration again (the pipeline does, as

@@ -11,7 +11,8 @@ find is written in one transaction, together with the cursor:
     daily events     kind ``<industry>.daily``: a plant's, a station's, a dealer's or a
                      telemetry asset's closed local day (``SiteWatch``)
     check events     kind ``crosscheck.result``: a borrower's declared figure (a
-                     ``document.declaration`` event) against the devices' (oracles.crosscheck)
+                     ``document.declaration`` event) against the devices' (oracles.crosscheck),
+                     judged only when its submitter is a declarant of the watched subject
     alarm rows       the alarm's state, evidence and the id of its signed event
     fact rows        the covenant facts to report on-chain (oracles.facts), each citing
                      the signed event it rests on, so the contract can check the
@@ -67,6 +68,8 @@ class HerdWatch:
     rules: HerdRules
     receipt_id: int | None = None  # the herd's receipt, for on-chain facts
     pledge_id: int | None = None
+    # who may declare figures about the herd (submitter addresses, checksummed)
+    declarants: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class LotWatch:
     rules: LotRules
     receipt_id: int | None = None
     pledge_id: int | None = None
+    declarants: frozenset[str] = frozenset()
 
 
 class DailyResult(Protocol):
@@ -115,10 +119,21 @@ class SiteWatch:
     # items pledged on their own receipt: (receipt, pledge) by the alarm subject naming
     # them (a dealer's financed vehicles, by VIN); the site's otherwise
     items: Mapping[str, tuple[int, int | None]] = field(default_factory=dict)
+    # who may declare figures about the subject (submitter addresses, checksummed): a
+    # declaration by anyone else is not judged (RulesWorker._declaration)
+    declarants: frozenset[str] = frozenset()
 
     def pledged(self, subject: str) -> tuple[int | None, int | None]:
         """The receipt and pledge an alarm about ``subject`` concerns."""
         return self.items.get(subject, (self.receipt_id, self.pledge_id))
+
+    def pledged_for(self, alarm: Alarm) -> tuple[int | None, int | None]:
+        """The receipt and pledge ``alarm`` concerns: its subject's, or, for an alarm about
+        a device (a silent tracker), those of the item the device is on (details "vin")."""
+        item = alarm.details.get("vin")
+        if alarm.subject not in self.items and isinstance(item, str) and item in self.items:
+            return self.items[item]
+        return self.pledged(alarm.subject)
 
 
 @dataclass
@@ -352,7 +367,7 @@ class RulesWorker:
                 found = monitor.observe(reading)
             except InvalidInput as exc:  # signed and stored, but not what its site expects
                 found = [_refused(reading, row.event_id, device, exc)]
-            out.alarms += [(a, *site.pledged(a.subject)) for a in found]
+            out.alarms += [(a, *site.pledged_for(a)) for a in found]
         for lot_watch, lot in self.lots:
             if lot_watch.rules.watches(device):
                 found = lot.observe(reading)
@@ -538,7 +553,7 @@ class RulesWorker:
             return
         while opened < day:
             result, alarms = monitor.close_day(opened.isoformat())
-            out.alarms += [(a, *site.pledged(a.subject)) for a in alarms]
+            out.alarms += [(a, *site.pledged_for(a)) for a in alarms]
             end = datetime.combine(opened + timedelta(days=1), datetime.min.time(), zone)
             at = int(end.timestamp() * 1000) - 1
             event_id = f"urn:fourflow:daily:{site.kind}:{_short(site.subject)}:{opened}"
@@ -555,32 +570,27 @@ class RulesWorker:
 
     def _declaration(self, row: EventRow, body: dict[str, Any], out: _Output) -> None:
         """A borrower's declared figure: checked now, or once the days it covers are
-        closed (``_judge``); a malformed one is an alarm of its own."""
+        closed (``_judge``). Only the watched subject's declarants may declare for it:
+        a malformed declaration, or one from anyone else, is an alarm of its own
+        (``declaration_invalid``, a warning) and is never judged, so it can call for no
+        fact on-chain."""
         time_ms = _event_ms({"eventTime": body["event_time"]})
         try:
             declaration = Declaration.from_payload(body["payload"])
         except InvalidInput as exc:
             subject = (body.get("asset_ids") or ["urn:fourflow:unassigned"])[0]
-            key = f"declaration_invalid:{row.event_id}"
+            reason = f"cannot be checked: {exc.message}"
             out.alarms.append(
-                (
-                    Alarm(
-                        key=key,
-                        rule="declaration_invalid",
-                        subject=subject,
-                        severity="warning",
-                        time_ms=time_ms,
-                        message=f"declaration {row.event_id} cannot be checked: {exc.message}",
-                        evidence=(row.event_id,),
-                        details={"field": exc.field},
-                    ),
-                    None,
-                    None,
-                )
+                (_invalid(row.event_id, subject, time_ms, reason, exc.field), None, None)
             )
             return
         if row.event_id in self._judged:
             return  # judged before (this is a replay): the recorded verdict stands
+        refused = self._refused_declarant(declaration.subject, row.submitter)
+        if refused is not None:
+            alarm = _invalid(row.event_id, declaration.subject, time_ms, refused, "submitter")
+            out.alarms.append((alarm, None, None))
+            return
         self._declared[row.event_id] = declaration
         if self._clock_ms:
             self._judge(self._clock_ms, out)  # the devices' clock: never the document's own
@@ -607,6 +617,25 @@ class RulesWorker:
             alarm = check.alarm()
             if alarm is not None:
                 out.alarms.append((alarm, receipt, pledge))
+
+    def _refused_declarant(self, subject: str, submitter: str) -> str | None:
+        """Why ``submitter`` may not declare figures about ``subject``, or None if it
+        may: it must be one of the declarants of the herd, lot or site watching it."""
+        declarants: frozenset[str] | None = None
+        if subject in self.herds:
+            declarants = self.herds[subject][0].declarants
+        elif subject in self.sites:
+            declarants = self.sites[subject][0].declarants
+        else:
+            for lot_watch, _ in self.lots:
+                if lot_watch.rules.lot == subject:
+                    declarants = lot_watch.declarants
+        if declarants is None:
+            return f"is not checked: {subject} is not watched by this oracle"
+        if submitter.lower() in {d.lower() for d in declarants}:
+            return None
+        why = f"is not checked: {submitter} is not a declarant of {subject}"
+        return why if declarants else f"{why} (its watch names none)"
 
     def _watch_of(self, subject: str) -> tuple[int | None, int | None]:
         """The receipt and pledge of the herd, lot or site ``subject``, if watched."""
@@ -635,7 +664,7 @@ class RulesWorker:
                 (a, lot_watch.receipt_id, lot_watch.pledge_id) for a in lot.check(now_ms)
             ]
         for site, monitor in self.sites.values():
-            out.alarms += [(a, *site.pledged(a.subject)) for a in monitor.check(now_ms)]
+            out.alarms += [(a, *site.pledged_for(a)) for a in monitor.check(now_ms)]
 
     # --- writing -------------------------------------------------------------------------
 
@@ -788,6 +817,20 @@ def _alarm_row(alarm: Alarm, pledge_id: int | None) -> AlarmRow:
 # facts about the goods behind a receipt, each citing the alarm's signed event; the
 # contract freezes the receipt's pledge on each (oracles.facts.FACT_KINDS)
 _ALARM_FACTS = frozenset({"unauthorized_movement", "tag_removal", "covenant_breach"})
+
+
+def _invalid(event_id: str, subject: str, time_ms: int, reason: str, field: str | None) -> Alarm:
+    """The warning that declaration ``event_id`` is not judged, and why (no fact)."""
+    return Alarm(
+        key=f"declaration_invalid:{event_id}",
+        rule="declaration_invalid",
+        subject=subject,
+        severity="warning",
+        time_ms=time_ms,
+        message=f"declaration {event_id} {reason}",
+        evidence=(event_id,),
+        details={"field": field},
+    )
 
 
 def _fact_for_alarm(alarm: Alarm, receipt_id: int | None, pledge_id: int | None) -> FactRow | None:

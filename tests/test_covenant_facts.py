@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from eth_account.signers.local import LocalAccount
 from sqlmodel import select
 
 from ledger.audit import Auditor, AuditReport
@@ -82,7 +83,9 @@ def test_warnings_stay_alarms_only() -> None:
 def test_every_alarm_fact_but_stale_data_has_an_on_chain_kind() -> None:
     named = {fact for module in (machines, energy, crosscheck) for _, fact in module.RULES.values()}
     assert "covenant_breach" in named and "covenant_breach" in telemetry.FACTS
-    assert set(telemetry.FACTS) - {"stale_data"} == set(FACT_KINDS)
+    # every on-chain kind but a count's quantity (goods, never a telemetry series)
+    assert set(telemetry.FACTS) - {"stale_data"} == set(FACT_KINDS) - {"quantity"}
+    assert set(telemetry.FREEZING_FACTS) == set(FACT_KINDS) - {"quantity"}
     assert FACT_KINDS["covenant_breach"] == FactKind.COVENANT_BREACH == 3
 
 
@@ -259,6 +262,7 @@ def plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
     for submitter in (gateway, world.borrower):  # the borrower signs its declarations
         world.anchors.grant(SUBMITTER_ROLE, submitter.address, admin=world.admin)
     config = oracle_config(scenario, tenant="sip", receipt_id=receipt_id, pledge_id=pledge_id)
+    config["plants"][0]["declarants"] = [world.borrower.address]  # no one else declares
     service = OracleService.build(
         runtime, OracleConfig.parse(config), gateway=gateway, oracle=world.oracle
     )
@@ -318,8 +322,15 @@ def test_the_low_utilization_alarm_freezes_the_pledge_on_chain(plant: Plant) -> 
     assert plant.service.facts().run_once() == []  # nothing left, nothing twice
 
 
-def _declare(plant: Plant, event_id: str, payload: dict[str, Any], time_ms: int) -> None:
-    borrower, intake = plant.world.borrower, plant.service.runtime.intake
+def _declare(
+    plant: Plant,
+    event_id: str,
+    payload: dict[str, Any],
+    time_ms: int,
+    *,
+    by: LocalAccount | None = None,
+) -> None:
+    borrower, intake = by or plant.world.borrower, plant.service.runtime.intake
     body = EventBody(
         kind="document.declaration",
         schema_version=1,
@@ -333,23 +344,61 @@ def _declare(plant: Plant, event_id: str, payload: dict[str, Any], time_ms: int)
     intake.submit(sign_submission([body], private_key=borrower.key, domain=intake.domain))
 
 
-@pytest.fixture(scope="module")
-def declared(plant: Plant) -> Plant:
-    """The lender clears the freeze; the borrower then declares 30 % more output than the
-    machines' counters saw, which freezes the pledge again."""
-    plant.world.pledges.clear_freeze(plant.pledge_id, lender=plant.world.lender)
+def _inflated_output(plant: Plant) -> dict[str, Any]:
+    """A declaration of 30 % more output than the machines' counters saw."""
     days = [e["event"]["payload"] for e in _stored(plant, "manufacturing.daily")]
     made = sum(d["output"] or 0 for d in days)
     assert made > 0
-    at = plant.scenario.end_ms + 3_600_000
-    payload = {
+    return {
         "metric": "output",
         "subject": days[0]["plant"],
         "period": {"from": days[0]["day"], "to": days[-1]["day"]},
         "unit": "pieces",
         "value": round(made * 1.3),
     }
-    _declare(plant, "decl-inflated", payload, at)
+
+
+@pytest.fixture(scope="module")
+def impostor(plant: Plant) -> LocalAccount:
+    """The lender clears the freeze; another tenant's capture client, which holds
+    SUBMITTER_ROLE too but is not the plant's declarant, then declares 30 % more output
+    than the counters saw about the borrower's plant, and every pass runs to the chain."""
+    world = plant.world
+    world.pledges.clear_freeze(plant.pledge_id, lender=world.lender)
+    outsider = new_account()
+    world.anchors.grant(SUBMITTER_ROLE, outsider.address, admin=world.admin)
+    at = plant.scenario.end_ms + 1_800_000
+    _declare(plant, "decl-by-outsider", _inflated_output(plant), at, by=outsider)
+    plant.service.rules.run_once(now_ms=at + 60_000)
+    _anchor_all(plant.service)
+    world.tester.time_travel(world.now() + 3_600)
+    plant.settled = plant.service.facts().run_once()
+    return outsider
+
+
+def test_a_declaration_by_anyone_but_the_declarant_leaves_the_pledge_alone(
+    plant: Plant, impostor: LocalAccount
+) -> None:
+    alarms = {a.key: a for a in plant.service.state.alarms()}
+    refused = alarms["declaration_invalid:decl-by-outsider"]
+    assert (refused.severity, refused.fact) == ("warning", None)
+    assert f"{impostor.address} is not a declarant of " in refused.message
+    assert json.loads(refused.evidence) == ["decl-by-outsider"]
+    assert not [k for k in alarms if k.startswith("declaration_overstated")]
+    assert not [e for e in _stored(plant, "crosscheck.result")]  # not judged
+    assert len(_facts(plant, "covenant_breach")) == 1  # the low utilization's only
+    assert not [s for s in plant.settled if s.key.startswith("covenant_breach")]
+    pledge = plant.world.pledges.pledge_of(plant.pledge_id)
+    assert pledge.status == PledgeStatus.ACTIVE and pledge.frozen == 0
+
+
+@pytest.fixture(scope="module")
+def declared(plant: Plant, impostor: LocalAccount) -> Plant:
+    """After the impostor's declaration (the freeze was cleared), the borrower, the
+    plant's declarant, declares 30 % more output than the machines' counters saw, which
+    freezes the pledge again."""
+    at = plant.scenario.end_ms + 3_600_000
+    _declare(plant, "decl-inflated", _inflated_output(plant), at)
     plant.service.rules.run_once(now_ms=at + 60_000)
     _anchor_all(plant.service)
     plant.world.tester.time_travel(plant.world.now() + 3_600)

@@ -9,7 +9,8 @@ SQLite store and the in-process chain.
 The clock of the passes: the scenarios cover two local days from Monday 2026-10-05
 (UTC+08:00); the declarations come in just after, are judged on the next pass, and the
 ones about a day no device reported wait (pending) until the period's end plus the
-grace days, when they become unverifiable."""
+grace days, when they become unverifiable. Only the borrower, each watch's declarant,
+may declare: another submitter's declaration is never judged."""
 
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_utils.address import to_checksum_address
 from sqlmodel import col, select
 
 from ledger.canonical import loads_canonical
+from ledger.errors import InvalidInput
 from ledger.models import EventBody, offset_zone, utc_text
 from ledger.oracle_state import AlarmRow
 from ledger.runtime import DevKeys, Runtime
@@ -71,9 +74,10 @@ class World:
     def alarms(self) -> dict[str, AlarmRow]:
         return {a.key: a for a in self.service.state.alarms()}
 
-    def declare(self, event_id: str, payload: dict[str, Any], time_ms: int) -> None:
-        """The borrower's signed declaration, in the subject's history."""
-        borrower = self.keys.submitters[1]
+    def declare(self, event_id: str, payload: dict[str, Any], time_ms: int, *, by: int = 1) -> None:
+        """A signed declaration, in the subject's history: the borrower's (submitter 1,
+        every watch's declarant), or another submitter's (``by``)."""
+        borrower = self.keys.submitters[by]
         body = EventBody(
             kind="document.declaration",
             schema_version=1,
@@ -101,7 +105,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     herd = dairy(days=2, seed=1, animals=20, incidents=[], start=START)
     lot = warehouse(days=2, seed=1, coils=8, incidents=[], start=START)
     plant = solar(days=2, seed=1, inverters=2, incidents=[], start=START)
-    runtime, keys = Runtime.dev(db_url=f"sqlite:///{tmp}/crosscheck.sqlite", submitters=2)
+    # submitters: the oracle's gateway, the borrower, another tenant's capture client
+    runtime, keys = Runtime.dev(db_url=f"sqlite:///{tmp}/crosscheck.sqlite", submitters=3)
     try:
         config: dict[str, Any] = {"tenant": "xc", "devices": [], "herds": [], "lots": []}
         for scenario in (herd, lot, plant):
@@ -109,6 +114,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 if isinstance(value, list):
                     config[key] = [*config.get(key, []), *value]
         config["crosscheck"] = {"tolerance_pct": TOLERANCE, "grace_days": GRACE_DAYS}
+        for section in ("herds", "lots", "solar"):  # the borrower declares for each
+            for watch in config[section]:
+                watch["declarants"] = [keys.submitters[1].address]
         service = OracleService.build(
             runtime, OracleConfig.parse(config), gateway=keys.submitters[0]
         )
@@ -340,3 +348,88 @@ def test_a_period_no_device_reported_is_pending_then_unverifiable(world: World) 
     assert results["pv-dark"]["payload"]["days_observed"] == 2  # the days it had
     # every verdict recorded once over all these passes (``results`` checks it)
     assert len(results) == 11
+
+
+# --- who may declare ------------------------------------------------------------------------
+
+
+def test_a_declaration_by_anyone_but_the_sites_declarant_is_not_judged(world: World) -> None:
+    """Another tenant's capture client (or the oracle's own gateway) holds SUBMITTER_ROLE
+    too: its inflated figures about the borrower's sites are refused, not judged, so
+    they call for no fact; so is the borrower's figure about a subject nobody watches."""
+    now = world.end_ms + (2 + GRACE_DAYS) * DAY_MS  # past every grace: all judged if judged
+    at = world.end_ms + 120_000
+    revenue = {"metric": "revenue", "subject": _plant_subject(world), "unit": "CNY"}
+    both_days = {"period": {"from": FIRST, "to": LAST}}
+    world.declare("pv-impostor", revenue | both_days | {"value": 1e9}, at, by=2)
+    head = {"metric": "head_count", "subject": _herd_subject(world), "unit": "head"}
+    world.declare("herd-by-gateway", head | both_days | {"value": 10_000}, at + 1, by=0)
+    nowhere = revenue | {"subject": "urn:fourflow:plant:nowhere"}
+    world.declare("pv-unwatched", nowhere | both_days | {"value": 1.0}, at + 2)
+    found = world.service.rules.run_once(now_ms=now)
+    refused = {"pv-impostor", "herd-by-gateway", "pv-unwatched"}
+    assert {f"declaration_invalid:{d}" for d in refused} <= set(found.alarms)
+    assert not refused & set(world.results())
+    alarms = world.alarms()
+    assert not [k for k in alarms if k.split(":", 1)[1] in refused and "invalid" not in k]
+    outsider, gateway = world.keys.submitters[2].address, world.keys.submitters[0].address
+    expected = {
+        "pv-impostor": f"{outsider} is not a declarant of {_plant_subject(world)}",
+        "herd-by-gateway": f"{gateway} is not a declarant of {_herd_subject(world)}",
+        "pv-unwatched": "urn:fourflow:plant:nowhere is not watched by this oracle",
+    }
+    for declaration, reason in expected.items():
+        alarm = alarms[f"declaration_invalid:{declaration}"]
+        assert (alarm.severity, alarm.fact, alarm.pledge_id) == ("warning", None, None)
+        assert reason in alarm.message and json.loads(alarm.evidence) == [declaration]
+    # said once: a later pass, and a restarted worker replaying the store, say nothing
+    assert not [k for k in world.service.rules.run_once(now_ms=now + 1).alarms if "decl" in k]
+    restarted = OracleService.build(
+        world.runtime, world.service.config, gateway=world.keys.submitters[0]
+    )
+    replayed = restarted.rules.run_once(limit=1_000_000, now_ms=now + 2)
+    assert replayed.alarms == [] and replayed.counts == []
+    assert not refused & set(world.results())
+    alarm_events = [e for e in world.events("oracle.alarm") if "invalid" in e["payload"]["key"]]
+    assert sorted(e["payload"]["key"] for e in alarm_events) == sorted(
+        f"declaration_invalid:{d}" for d in refused
+    )
+
+
+def test_a_watch_without_declarants_judges_no_declaration(world: World) -> None:
+    config = world.service.config.model_dump(mode="json")
+    for section in ("herds", "lots", "solar"):
+        for watch in config[section]:
+            watch["declarants"] = []
+    parsed = OracleConfig.parse(config)
+    assert not any(w.declarants for w in parsed.site_watches() + parsed.herd_watches())
+
+
+@pytest.mark.parametrize(
+    ("declarants", "where"),
+    [
+        (["0x" + "ab" * 19], "solar[0].declarants[0]"),  # 19 bytes
+        (["ab" * 20], "solar[0].declarants[0]"),  # no 0x
+        (["0x" + "zz" * 20], "solar[0].declarants[0]"),
+        # mixed case that is not the EIP-55 checksum
+        (["0x" + "ab" * 20, "0x" + "aB" * 20], "solar[0].declarants[1]"),
+    ],
+)
+def test_a_declarant_that_is_not_an_address_is_refused_saying_where(
+    world: World, declarants: list[str], where: str
+) -> None:
+    config = world.service.config.model_dump(mode="json")
+    config["solar"][0]["declarants"] = declarants
+    with pytest.raises(InvalidInput) as caught:
+        OracleConfig.parse(config)
+    assert (caught.value.code, caught.value.field) == ("bad_config", where)
+    assert caught.value.message.startswith(f"{where}: ")
+
+
+def test_a_declarant_in_lower_case_is_the_same_submitter(world: World) -> None:
+    borrower = world.keys.submitters[1].address
+    config = world.service.config.model_dump(mode="json")
+    config["solar"][0]["declarants"] = [borrower.lower()]
+    [site] = OracleConfig.parse(config).site_watches()
+    assert site.declarants == frozenset({to_checksum_address(borrower.lower())})
+    assert site.declarants == {borrower}

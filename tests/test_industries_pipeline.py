@@ -95,7 +95,11 @@ SCENARIOS: dict[str, tuple[str, Callable[..., Scenario], Callable[[dict[str, Any
 def _run(name: str, tmp: Path, *, incidents: list[str] | None = None) -> Site:
     scenario = SCENARIOS[name][1](incidents=incidents)
     runtime, keys = Runtime.dev(db_url=f"sqlite:///{tmp}/{name}.sqlite", submitters=2)
-    config = OracleConfig.parse(oracle_config(scenario, tenant=name))
+    raw = oracle_config(scenario, tenant=name)
+    for section in ("plants", "dealers", "solar", "charging", "telemetry"):
+        for watch in raw.get(section, []):
+            watch["declarants"] = [keys.submitters[1].address]  # the borrower declares
+    config = OracleConfig.parse(raw)
     service = OracleService.build(runtime, config, gateway=keys.submitters[0])
     drive = feed_in_process(scenario, service)
     assert drive.quarantined == 0
@@ -173,7 +177,7 @@ def test_a_restarted_worker_replays_the_sites_and_writes_nothing_twice(plant: Si
 
 
 def _declare(site: Site, event_id: str, payload: dict[str, Any], time_ms: int) -> None:
-    borrower = site.keys.submitters[1]
+    borrower = site.keys.submitters[1]  # the plant's declarant (_run)
     body = EventBody(
         kind="document.declaration",
         schema_version=1,
@@ -270,6 +274,7 @@ def _plant_config() -> dict[str, Any]:
         (lambda c: c.update(herds=[{"rules": {"herd": c["plants"][0]["rules"]["plant"],
          "animals": [], "minimum": 0}}]), "subject"),
         (lambda c: c.update(crosscheck={"tolerance_pct": {"profit": 1}}), "crosscheck"),
+        (lambda c: c["plants"][0].update(declarants=["0x12"]), "plants[0].declarants[0]"),
     ],
 )  # fmt: skip
 def test_a_bad_site_config_is_refused_saying_where(

@@ -1940,7 +1940,7 @@ def run(base: Base, operations: list[Any]) -> None:
 # gives up after five minutes with little to show for it. A failing case prints its
 # step-by-step log (operation, then each transaction's outcome) instead.
 SETTINGS = settings(
-    max_examples=12,
+    max_examples=8,  # derandomized: the same eight sequences each run, ~8 s each
     deadline=None,
     derandomize=True,
     database=None,

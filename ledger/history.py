@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import math
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +68,7 @@ __all__ = [
     "default_entries",
 ]
 
+_log = logging.getLogger("fourflow.history")
 _BIG = BigInteger().with_variant(Integer, "sqlite")
 _CATALOG_CURSOR = "history.catalog"
 _CATALOG_LOCK = threading.Lock()
@@ -164,18 +167,22 @@ def _figures_of(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     no utilization is a gap in the series, not a zero); each list becomes its length
     (``<name>_count``: the evidence, the vehicles released), the per-machine, -inverter,
     -pile and -vehicle breakdowns stay in the event, and a telemetry day keeps its
-    series (up to ``_TELEMETRY_SERIES``), each field's unit and aggregates."""
+    series (up to ``_TELEMETRY_SERIES``), each field's unit and aggregates.
+
+    Any submitter may sign an event of these kinds, so the payload may be any JSON:
+    what is not of the expected shape is left out, never an error (one event must not
+    stop the catalog)."""
     out: dict[str, Any] = {}
+    if not isinstance(payload, dict):
+        return out
     for name, value in payload.items():
-        if value is None or isinstance(value, int | float | str | bool):
+        if value is None or isinstance(value, str | bool) or _number(value) is not None:
             out[name] = value
         elif name == "period" and isinstance(value, dict):
             out[name] = {k: v for k, v in value.items() if isinstance(v, str)}
         elif name == "series" and isinstance(value, list):
             out[name] = [
-                {k: v for k, v in s.items() if k in ("subject", "schema", "readings", "fields")}
-                for s in value[:_TELEMETRY_SERIES]
-                if isinstance(s, dict)
+                kept for kept in map(_measured, value[:_TELEMETRY_SERIES]) if kept is not None
             ]
         elif isinstance(value, list):
             out[f"{name}_count"] = len(value)
@@ -184,29 +191,63 @@ def _figures_of(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _measured(series: Any) -> dict[str, Any] | None:
+    """One series of a telemetry day, as its summary keeps it: its measured subject and
+    schema (strings, else it is left out), its readings, and each field's unit and
+    aggregates (numbers; anything else left out)."""
+    if not isinstance(series, dict):
+        return None
+    subject, schema = series.get("subject"), series.get("schema")
+    if not isinstance(subject, str) or not isinstance(schema, str):
+        return None
+    out: dict[str, Any] = {"subject": subject, "schema": schema}
+    if _number(series.get("readings")) is not None:
+        out["readings"] = series["readings"]
+    fields = series.get("fields")
+    out["fields"] = {
+        name: {
+            k: v
+            for k, v in day.items()
+            if (k == "unit" and isinstance(v, str)) or (k != "unit" and _number(v) is not None)
+        }
+        for name, day in (fields.items() if isinstance(fields, dict) else ())
+        if isinstance(day, dict)
+    }
+    return out
+
+
 def _energy_per_piece(machines: Any) -> float | None:
     """A plant's energy per piece: the energy of the machines that counted pieces that
     day over the pieces they made (a machine without a counter would inflate it); None
-    when no machine made any."""
+    when no machine made any. A machine whose count or energy is not a number is left
+    out, and so is a figure too large to divide."""
     if not isinstance(machines, dict):
         return None
-    counted = [
-        m
-        for m in machines.values()
-        if isinstance(m, dict) and isinstance(m.get("output"), int) and m["output"] > 0
-    ]
-    pieces = sum(m["output"] for m in counted)
+    pieces, energy = 0, 0.0
+    for m in machines.values():
+        if not isinstance(m, dict):
+            continue
+        output, used = _number(m.get("output")), _number(m.get("energy_kwh"))
+        if isinstance(output, int) and output > 0 and used is not None:
+            pieces, energy = pieces + output, energy + used
     if not pieces:
         return None
-    energy = sum(float(m.get("energy_kwh") or 0) for m in counted)
-    return round(energy / float(pieces), 4)
+    per_piece = round(energy / float(pieces), 4)
+    return per_piece if math.isfinite(per_piece) else None
 
 
 def default_entries(
     kind: str, asset_ids: Sequence[str], payload: dict[str, Any]
 ) -> list[dict[str, Any]]:
     flow, entry_kind = _flow_of(kind)
-    summary = _figures_of(kind, payload) if kind in OPERATION_KINDS else _summary_of(payload)
+    if kind not in OPERATION_KINDS:
+        summary = _summary_of(payload)
+    else:
+        try:
+            summary = _figures_of(kind, payload)
+        except Exception:  # a last resort: one event's figures must never stop the catalog
+            _log.exception("the figures of a %s event; its summary is the generic one", kind)
+            summary = _summary_of(payload)
     place, text = place_of(flow, summary), canonical_json(summary).decode("utf-8")
     return [
         {
@@ -828,13 +869,24 @@ class Histories:
     def _fact_receipts(self, asset_id: str) -> set[int]:
         """The receipts whose covenant facts cite an event about ``asset_id``."""
         with self.store.session() as session:
-            leaves = session.exec(
-                select(EventRow.leaf)
-                .join(FlowEntryRow, col(FlowEntryRow.event_id) == col(EventRow.event_id))
+            # two reads, not a join: entries' event ids compare as bytes on PostgreSQL
+            # (migration 0005), the events' unique index in the database's collation,
+            # which a join across the two could not use
+            cited_ids = session.exec(
+                select(FlowEntryRow.event_id)
                 .where(FlowEntryRow.asset_id == asset_id)
                 .where(col(FlowEntryRow.flow) == Flow.INFORMATION.value)  # the custody index
                 .where(col(FlowEntryRow.kind).in_([*COUNT_KINDS, "alarm"]))
             ).all()
+            leaves = [
+                leaf
+                for start in range(0, len(cited_ids), 1_000)
+                for leaf in session.exec(
+                    select(EventRow.leaf).where(
+                        col(EventRow.event_id).in_(sorted(set(cited_ids[start : start + 1_000])))
+                    )
+                ).all()
+            ]
         cited = {"0x" + leaf for leaf in leaves}
         facts = self.index.logs_of_event("FactReported")
         return {log.args["receiptId"] for log in facts if log.args["leaf"] in cited}
@@ -1254,14 +1306,20 @@ class Histories:
                 .limit(CHECKS_SHOWN * len(assets))
             ).all()
         summaries = self._operation_summaries([*days, *checks])
-        sites: dict[tuple[str, str, str], list[tuple[str, int, dict[str, Any]]]] = {}
+        recorders = self._submitters({r[0] for r in [*days, *checks]})
+        # a site is one submitter's record of it: the same days recorded by another
+        # submitter are another site, so a reader sees who recorded each series
+        sites: dict[tuple[str, str, str, str], list[tuple[str, int, dict[str, Any]]]] = {}
         seen: set[str] = set()
         for event_id, time_ms, kind, asset_id, _ in days:
             if event_id in seen:
                 continue
             seen.add(event_id)
             figures = summaries[event_id]
-            sites.setdefault((asset_id, _industry(kind, figures), kind), []).append(
+            if not isinstance(figures.get("day"), str):
+                continue  # not a closed day: no day to show it on
+            recorder = recorders.get(event_id, "")
+            sites.setdefault((asset_id, _industry(kind, figures), kind, recorder), []).append(
                 (event_id, time_ms, figures)
             )
         verdicts: list[dict[str, Any]] = []
@@ -1269,15 +1327,32 @@ class Histories:
             if event_id in seen or len(verdicts) == CHECKS_SHOWN:
                 continue
             seen.add(event_id)
-            verdicts.append(_verdict(event_id, time_ms, summaries[event_id]))
+            verdict = _verdict(event_id, time_ms, summaries[event_id])
+            verdicts.append(verdict | {"recorded_by": recorders.get(event_id) or None})
         return {
             "days": OPERATION_DAYS,
             "sites": [
                 _site(site, industry, kind, recorded[-OPERATION_DAYS:])
-                for (site, industry, kind), recorded in sorted(sites.items())
+                | {"recorded_by": recorder or None}
+                for (site, industry, kind, recorder), recorded in sorted(sites.items())
             ],
             "checks": verdicts[::-1],  # oldest first, as every list of the summary
         }
+
+    def _submitters(self, event_ids: Iterable[str]) -> dict[str, str]:
+        """The submitter's address of each event, by event id (those still stored)."""
+        wanted = sorted(set(event_ids))
+        found: dict[str, str] = {}
+        with self.store.session() as session:
+            for start in range(0, len(wanted), 1_000):  # a bounded list of parameters
+                found.update(
+                    session.exec(
+                        select(EventRow.event_id, EventRow.submitter).where(
+                            col(EventRow.event_id).in_(wanted[start : start + 1_000])
+                        )
+                    ).all()
+                )
+        return found
 
     def _operation_summaries(self, rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
         """Each row's figures by event id: its summary, or, for an entry catalogued
@@ -1286,6 +1361,8 @@ class Histories:
         old: dict[str, str] = {}
         for event_id, _, kind, _, text in rows:
             summary = json.loads(text)
+            if not isinstance(summary, dict):
+                summary = {}
             out[event_id] = summary  # figures, or all there is if its event is gone
             if not _has_figures(kind, summary):
                 old[event_id] = kind
@@ -1384,70 +1461,97 @@ def _site(
         "subject": subject,
         "industry": industry,
         "kind": kind,
-        "days": [str(figures.get("day")) for _, _, figures in recorded],
+        "days": [_text(figures.get("day")) or "" for _, _, figures in recorded],
         "event_ids": [event_id for event_id, _, _ in recorded],
-        "latest": {"day": figures.get("day"), "time": utc_text(time_ms), "event_id": event_id},
+        "latest": {
+            "day": _text(figures.get("day")),
+            "time": utc_text(time_ms),
+            "event_id": event_id,
+        },
         "series": series,
     }
 
 
 def _telemetry_series(days: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """A telemetry site's series: one per (measured subject, schema, field, aggregate),
-    in the schema's own unit; a day that did not measure it is a gap."""
+    in the schema's own unit; a day that did not measure it is a gap. A series without a
+    measured subject or schema (strings), a field that is not an object of figures, an
+    aggregate that is not a number: left out (a summary catalogued from a malformed
+    payload)."""
     lines: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for index, figures in enumerate(days):
-        for measured in figures.get("series") or []:
-            fields = measured.get("fields") or {}
+        measured_days = figures.get("series")
+        for measured in measured_days if isinstance(measured_days, list) else ():
+            if not isinstance(measured, dict):
+                continue
+            subject, schema = measured.get("subject"), measured.get("schema")
+            fields = measured.get("fields")
+            if not (isinstance(subject, str) and isinstance(schema, str)):
+                continue
+            if not isinstance(fields, dict):
+                continue
             for field_name, day in sorted(fields.items()):
                 if not isinstance(day, dict):
                     continue
                 for aggregate in _TELEMETRY_AGGREGATES:
-                    if aggregate not in day:
+                    value = _number(day.get(aggregate))
+                    if value is None:
                         continue
-                    key = (measured.get("subject", ""), measured.get("schema", ""), field_name)
+                    unit = day.get("unit")
                     line = lines.setdefault(
-                        (*key, aggregate),
+                        (subject, schema, field_name, aggregate),
                         {
                             "metric": f"{field_name}.{aggregate}",
                             "label": f"{field_name.replace('_', ' ')} ({aggregate})",
-                            "unit": str(day.get("unit", "")),
-                            "measured": key[0],
-                            "schema": key[1],
+                            "unit": unit if isinstance(unit, str) else "",
+                            "measured": subject,
+                            "schema": schema,
                             "values": [None] * len(days),
                         },
                     )
-                    line["values"][index] = _number(day[aggregate])
+                    line["values"][index] = value
     out = [lines[key] for key in sorted(lines)]
     for line in out:
         line["latest"] = line["values"][-1]
     return out
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _number(value: Any) -> float | int | None:
+    """A finite number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return value
+    return value if isinstance(value, int) or math.isfinite(value) else None
 
 
 def _verdict(event_id: str, time_ms: int, figures: dict[str, Any]) -> dict[str, Any]:
-    status = figures.get("status")
-    period = figures.get("period") or {}
+    """One verdict as the block shows it: its texts as strings and its figures as
+    numbers, else null (a summary catalogued from a malformed payload)."""
+    status = _text(figures.get("status"))
+    period = figures.get("period")
+    if not isinstance(period, dict):
+        period = {}
+    declared = figures.get("declared", figures.get("value"))
+    severity = CHECK_SEVERITY.get(status) if status is not None else None
     return {
         "event_id": event_id,
         "time": utc_text(time_ms),
-        "declaration": figures.get("declaration"),
-        "subject": figures.get("subject"),
-        "metric": figures.get("metric"),
-        "period": {"from": period.get("from"), "to": period.get("to")},
-        "declared": figures.get("declared", figures.get("value")),
-        "declared_unit": figures.get("unit"),
-        "observed": figures.get("observed"),
-        "observed_unit": figures.get("observed_unit"),
-        "difference": figures.get("difference"),
-        "difference_pct": figures.get("difference_pct"),
-        "tolerance_pct": figures.get("tolerance_pct"),
-        "days_observed": figures.get("days_observed"),
+        "declaration": _text(figures.get("declaration")),
+        "subject": _text(figures.get("subject")),
+        "metric": _text(figures.get("metric")),
+        "period": {"from": _text(period.get("from")), "to": _text(period.get("to"))},
+        "declared": _number(declared),
+        "declared_unit": _text(figures.get("unit")),
+        "observed": _number(figures.get("observed")),
+        "observed_unit": _text(figures.get("observed_unit")),
+        "difference": _number(figures.get("difference")),
+        "difference_pct": _number(figures.get("difference_pct")),
+        "tolerance_pct": _number(figures.get("tolerance_pct")),
+        "days_observed": _number(figures.get("days_observed")),
         "status": status,
-        "severity": CHECK_SEVERITY.get(str(status)),
-        "breach": CHECK_SEVERITY.get(str(status)) == "breach",
+        "severity": severity,
+        "breach": severity == "breach",
     }

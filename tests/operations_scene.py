@@ -5,7 +5,9 @@ One store, one oracle config watching them all, their readings merged in time or
 one feed: three days of a plant (4 machines), a solar plant (2 inverters), a charging
 station (2 piles) and the two telemetry assets, all clean. Then the plant's borrower
 declares its output twice (the counters' total, and 30 % more) and the solar plant's
-revenue once, and the worker judges them. The collateral contracts are
+revenue once (the config names the borrower, the second submitter key, as the
+declarant of both), and the worker judges them. The oracle's gateway is the first
+submitter key; a third is another admitted party. The collateral contracts are
 deployed and an auditor (who may read every history) is registered. Real parts: device
 signatures, the intake, the store (SQLite or PostgreSQL), the in-process chain.
 """
@@ -115,7 +117,8 @@ def declare(ops: Operations, event_id: str, payload: dict[str, Any], time_ms: in
 
 @contextmanager
 def build_operations(db_url: str, names: tuple[str, ...] = tuple(SITES)) -> Iterator[Operations]:
-    runtime, keys = Runtime.dev(db_url=db_url, submitters=2)
+    # submitters: the oracle's gateway, the borrower, another admitted party
+    runtime, keys = Runtime.dev(db_url=db_url, submitters=3)
     try:
         contracts, deployment = deploy_collateral(
             runtime.registry, runtime.deployment, admin=keys.admin
@@ -129,6 +132,9 @@ def build_operations(db_url: str, names: tuple[str, ...] = tuple(SITES)) -> Iter
             for key, value in oracle_config(scenario, tenant="ops").items():
                 if isinstance(value, list):
                     config[key] = [*config.get(key, []), *value]
+        for section in ("plants", "solar"):  # the borrower declares for its sites
+            for watch in config.get(section, []):
+                watch["declarants"] = [keys.submitters[1].address]
         service = OracleService.build(
             runtime, OracleConfig.parse(config), gateway=keys.submitters[0]
         )

@@ -105,6 +105,11 @@ def currency(tab: Page, minor: int, code: str) -> str:
     return text
 
 
+def short(address: str) -> str:
+    """An address as the dashboard shows it: 0x1234…abcd."""
+    return f"{address[:6]}…{address[-4:]}"
+
+
 def grouped(tab: Page, number: float) -> str:
     """``number`` with this browser's digit grouping."""
     text: str = tab.evaluate("n => new Intl.NumberFormat().format(n)", number)
@@ -123,6 +128,12 @@ def test_a_plant_shows_a_chart_per_series_with_its_unit_and_the_latest_figures(
     expect(panel.locator('[data-field="days"]')).to_contain_text(
         f"{len(expected['days'])} closed days, the latest {expected['latest']['day']}"
     )
+    # who recorded the series: the oracle's gateway, its address shortened, in full on hover
+    gateway = site.ops.keys.submitters[0].address
+    assert expected["recorded_by"] == gateway
+    recorded_by = panel.locator('[data-field="recorded-by"]')
+    expect(recorded_by).to_have_text(f"recorded by {short(gateway)}")
+    expect(recorded_by.locator("code.address")).to_have_attribute("title", gateway)
     charts = panel.locator("svg.daily-chart")
     expect(charts).to_have_count(len(expected["series"]))
     for line in expected["series"]:
@@ -193,6 +204,11 @@ def test_the_verdicts_mark_the_overstated_declaration_as_a_breach(
         f"+{grouped(tab, expected['difference'])} pieces "
         f"(+{round(expected['difference_pct'], 1):g} %)"
     )
+    assert expected["recorded_by"] == site.ops.keys.submitters[0].address
+    expect(panel.locator("thead th").last).to_have_text("Recorded by")
+    recorder = inflated.locator('td[data-field="recorded-by"] code.address')
+    expect(recorder).to_have_text(short(expected["recorded_by"]))
+    expect(recorder).to_have_attribute("title", expected["recorded_by"])
     honest = panel.locator('tr[data-declaration="decl-output-honest"]')
     expect(honest).not_to_have_class("breach")
     expect(honest.locator(".badge")).to_have_class("badge verdict verdict-ok")

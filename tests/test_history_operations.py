@@ -25,10 +25,13 @@ from ledger.flows import FlowEntryRow
 from ledger.history import (
     CHECK_KIND,
     CHECK_SEVERITY,
+    DAILY_KINDS,
     OPERATION_SERIES,
     HistoryFilter,
     Subject,
     _summary_of,
+    _telemetry_series,
+    _verdict,
     default_entries,
 )
 from ledger.models import EventBody, utc_text
@@ -82,6 +85,7 @@ def test_a_sites_series_are_its_closed_days_figures_with_their_units(
     days = ops.events(kind, subject)
     assert len(days) == DAYS
     assert (site["subject"], site["industry"], site["kind"]) == (subject, industry, kind)
+    assert site["recorded_by"] == ops.keys.submitters[0].address  # the oracle's gateway
     assert site["days"] == [d["payload"]["day"] for d in days]
     assert site["event_ids"] == [d["event_id"] for d in days]
     assert site["latest"] == {
@@ -257,6 +261,7 @@ def test_the_verdicts_show_declared_against_observed_and_flag_the_breach(
         assert (check["observed"], check["observed_unit"]) == (payload["observed"], "pieces")
         assert check["difference"] == payload["difference"]
         assert check["period"] == payload["period"]
+        assert check["recorded_by"] == ops.keys.submitters[0].address
     honest, inflated = by_declaration["decl-output-honest"], by_declaration["decl-output-inflated"]
     assert (honest["status"], honest["breach"], honest["difference"]) == ("agrees", False, 0)
     assert (inflated["status"], inflated["severity"], inflated["breach"]) == (
@@ -374,6 +379,266 @@ def test_a_subject_without_sites_has_an_empty_block(ops: Operations) -> None:
     }
 
 
+# --- who recorded it; what any submitter may store -------------------------------------
+
+FIRST_DAY_MS = 1_790_000_000_000  # days of the sites below, well after the simulated ones
+
+
+def record(
+    ops: Operations, submitter: int, kind: str, asset: str, payload: dict[str, Any], n: int
+) -> str:
+    """A ``kind`` event about ``asset`` on day ``n``, signed by submitter key ``submitter``
+    (0: the oracle's gateway; 2: another admitted party): as any submitter may."""
+    key = ops.keys.submitters[submitter]
+    event_id = f"urn:test:{kind}:{submitter}:{asset}:{n}"
+    body = EventBody(
+        kind=kind,
+        schema_version=1,
+        stream=f"test.{submitter}",
+        event_id=event_id,
+        asset_ids=[asset],
+        event_time=utc_text(FIRST_DAY_MS + n * DAY_MS),
+        payload=payload,
+        submitter=key.address,
+    )
+    domain = ops.runtime.intake.domain
+    ops.runtime.intake.submit(sign_submission([body], private_key=key.key, domain=domain))
+    return event_id
+
+
+def test_the_same_days_recorded_by_another_submitter_are_another_site(ops: Operations) -> None:
+    """A lender sees who recorded each series: the oracle's gateway's days and another
+    submitter's days of the same subject are never merged into one series."""
+    (plant,) = ops.subjects("plant")
+    asset = "urn:fourflow:plant:test:two-recorders"
+    days = [e["payload"] | {"plant": asset} for e in ops.events("manufacturing.daily", plant)]
+    gateway = [record(ops, 0, "manufacturing.daily", asset, d, n) for n, d in enumerate(days)]
+    other_days = [d | {"output": 2 * d["output"]} for d in days[:2]]  # what it claims
+    other = [record(ops, 2, "manufacturing.daily", asset, d, n) for n, d in enumerate(other_days)]
+    sites = operations(ops, asset)["sites"]
+    by = {s["recorded_by"]: s for s in sites}
+    assert len(sites) == 2 and set(by) == {
+        ops.keys.submitters[0].address,
+        ops.keys.submitters[2].address,
+    }
+    ours, theirs = by[ops.keys.submitters[0].address], by[ops.keys.submitters[2].address]
+    assert (ours["subject"], theirs["subject"]) == (asset, asset)
+    assert (ours["event_ids"], theirs["event_ids"]) == (gateway, other)
+    assert series(ours)["output"]["values"] == [d["output"] for d in days]
+    assert series(theirs)["output"]["values"] == [d["output"] for d in other_days]
+    assert ours["days"] == [d["day"] for d in days]
+
+
+# each industry's day with what does not belong where it is: strings, lists and objects
+# where numbers are, lists where objects are, numbers where texts are, figures too large
+# to add up (the largest a JSON number here may be; larger ones are not accepted at all)
+MALFORMED: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "manufacturing": [
+        (
+            "manufacturing.daily",
+            {
+                "day": "2026-10-05",
+                "utilization_pct": "abc",
+                "running_h": [1, 2],
+                "output": {"pieces": 1},
+                "energy_kwh": True,
+                "machines": {
+                    "m": {"output": 1, "energy_kwh": "abc"},
+                    "n": {"output": 2, "energy_kwh": [1]},
+                    "o": {"output": 3, "energy_kwh": {"kwh": 1}},
+                    "p": {"output": True, "energy_kwh": 1},
+                    "q": [1],
+                    "r": {"output": "5", "energy_kwh": 1},
+                    "big": {"output": 1, "energy_kwh": 1e308},
+                    "bigger": {"output": 9_007_199_254_740_991, "energy_kwh": 1e308},
+                },
+            },
+        ),
+        ("manufacturing.daily", {"day": "2026-10-06", "machines": [1, 2], "output": "7"}),
+    ],
+    "solar": [
+        (
+            "energy.daily",
+            {
+                "day": "2026-10-05",
+                "generation_kwh": "lots",
+                "pr_pct": [1],
+                "revenue_fen": {"fen": 1},
+                "period": "2026-10",
+                "inverters": "abc",
+            },
+        ),
+        ("energy.daily", {"day": ["2026-10-06"], "generation_kwh": 5.0}),  # not a day
+    ],
+    "charging": [
+        (
+            "energy.daily",
+            {"station": 7, "day": "2026-10-05", "sessions": "9", "revenue_fen": [100]},
+        ),
+    ],
+    "vehicles": [
+        (
+            "vehicles.daily",
+            {
+                "day": "2026-10-05",
+                "financed": "3",
+                "on_lot": [1],
+                "released": "VIN00000000000001",
+                "vehicles": [1],
+                "keys_in_safe": 9_007_199_254_740_991,
+            },
+        ),
+    ],
+    "telemetry": [
+        (
+            "telemetry.daily",
+            {
+                "day": "2026-10-05",
+                "series": [
+                    {"subject": 5, "schema": "pump", "fields": {"flow": {"mean": 1.0}}},
+                    {"subject": "s", "schema": "pump", "fields": [1, 2]},
+                    {"subject": "t", "schema": ["pump"], "fields": {"flow": {"mean": 1.0}}},
+                    "not a series",
+                    {
+                        "subject": "u",
+                        "schema": "pump",
+                        "fields": {"flow": [1], "temp": {"mean": "hot", "max": 3.5, "unit": 7}},
+                    },
+                ],
+            },
+        ),
+        ("telemetry.daily", {"day": "2026-10-06", "series": {"subject": "u"}}),
+    ],
+}
+# a good day after them, and the figure it shows
+GOOD: dict[str, tuple[str, dict[str, Any], str, float]] = {
+    "manufacturing": (
+        "manufacturing.daily",
+        {
+            "day": "2026-10-07",
+            "utilization_pct": 80.5,
+            "output": 100,
+            "machines": {"m": {"output": 100, "energy_kwh": 25.0}},
+        },
+        "energy_per_unit_kwh",
+        0.25,
+    ),
+    "solar": ("energy.daily", {"day": "2026-10-07", "pr_pct": 81.5}, "pr_pct", 81.5),
+    "charging": (
+        "energy.daily",
+        {"station": "st", "day": "2026-10-07", "sessions": 12},
+        "sessions",
+        12,
+    ),
+    "vehicles": ("vehicles.daily", {"day": "2026-10-07", "on_lot": 4}, "on_lot", 4),
+    "telemetry": (
+        "telemetry.daily",
+        {
+            "day": "2026-10-07",
+            "series": [
+                {
+                    "subject": "u",
+                    "schema": "pump",
+                    "fields": {"temp": {"unit": "degC", "mean": 2.5, "max": 4.0}},
+                }
+            ],
+        },
+        "temp.max",
+        4.0,
+    ),
+}
+NAMES = {"manufacturing": "plant", "solar": "plant", "charging": "station", "vehicles": "dealer"}
+
+
+def test_malformed_days_of_any_submitter_never_stop_the_histories(
+    ops: Operations, client: TestClient
+) -> None:
+    """Before the figures kept to their shapes, one such day stopped the catalog (a
+    ValueError, TypeError or AttributeError on every later history request)."""
+    histories = ops.histories()
+    histories.catalog.catch_up()
+    recorded: dict[str, list[str]] = {}
+    for industry, days in MALFORMED.items():
+        asset = f"urn:fourflow:{industry}:test:malformed"
+        for n, (kind, payload) in enumerate(days):
+            if industry in NAMES:
+                payload = {NAMES[industry]: asset} | payload
+            recorded.setdefault(industry, []).append(record(ops, 2, kind, asset, payload, n))
+    checks = [
+        {"declaration": 5, "status": ["overstated"], "period": "2026-10", "declared": "lots"},
+        {"declaration": "d", "status": "overstated", "period": {"from": 1, "to": "2026-10-07"}},
+    ]
+    check_asset = "urn:fourflow:manufacturing:test:malformed"
+    check_ids = [record(ops, 2, CHECK_KIND, check_asset, c, 10 + n) for n, c in enumerate(checks)]
+    # the catalog passes them all
+    assert histories.catalog.catch_up() == sum(map(len, MALFORMED.values())) + len(checks)
+    assert histories.catalog.catch_up() == 0
+    # the other subjects' histories still answer, and show the same
+    (plant,) = ops.subjects("plant")
+    assert operations(ops, plant)["sites"][0]["days"] == [
+        e["payload"]["day"] for e in ops.events("manufacturing.daily", plant)
+    ]
+    path = f"/v1/assets/{quote(plant, safe='')}/history"
+    auditor = {"Authorization": f"Bearer {sign_in(client, ops.auditor)}"}
+    assert client.get(path, headers=auditor).status_code == 200
+    # each malformed site: its days without the figures that are not numbers
+    other = ops.keys.submitters[2].address
+    for industry in MALFORMED:
+        asset = f"urn:fourflow:{industry}:test:malformed"
+        answer = client.get(f"/v1/assets/{quote(asset, safe='')}/history", headers=auditor)
+        assert answer.status_code == 200, answer.text
+        block = answer.json()["summary"]["operations"]
+        (site,) = block["sites"]
+        assert (site["industry"], site["recorded_by"]) == (industry, other)
+        good = [d for _, d in MALFORMED[industry] if isinstance(d.get("day"), str)]
+        assert site["days"] == [d["day"] for d in good]
+        if industry == "telemetry":  # only the one well-formed aggregate of the series
+            assert [(s["measured"], s["metric"], s["unit"]) for s in site["series"]] == [
+                ("u", "temp.max", "")
+            ]
+            assert site["series"][0]["values"] == [3.5, None]
+        else:
+            for line in site["series"]:
+                if line["metric"] != "keys_in_safe":
+                    assert set(line["values"]) == {None}, (industry, line)
+        # a later good day is shown
+        kind, payload, metric, value = GOOD[industry]
+        if industry in NAMES and NAMES[industry] not in payload:
+            payload = {NAMES[industry]: asset} | payload
+        event_id = record(ops, 2, kind, asset, payload, 3)
+        after = operations(ops, asset)["sites"]
+        shown = next(s for s in after if s["latest"]["event_id"] == event_id)
+        assert shown["latest"]["day"] == "2026-10-07"
+        assert series(shown)[metric]["latest"] == value
+    (vehicles,) = operations(ops, "urn:fourflow:vehicles:test:malformed")["sites"]
+    assert series(vehicles)["keys_in_safe"]["values"] == [9_007_199_254_740_991, None]
+    # the verdicts: the texts that are texts, the rest null; a breach is still one
+    block = operations(ops, check_asset)
+    verdicts = {c["event_id"]: c for c in block["checks"]}
+    assert set(verdicts) == set(check_ids)
+    first, second = verdicts[check_ids[0]], verdicts[check_ids[1]]
+    assert (first["declaration"], first["status"], first["declared"]) == (None, None, None)
+    assert first["period"] == {"from": None, "to": None} and not first["breach"]
+    assert second["period"] == {"from": None, "to": "2026-10-07"} and second["breach"]
+    assert {c["recorded_by"] for c in block["checks"]} == {other}
+
+
+def test_no_payload_shape_makes_the_figures_fail() -> None:
+    """The summaries of these kinds, and the block's pieces, on any JSON value."""
+    shapes: list[Any] = [None, True, 0, -1.5, 1e308, "x", [], [1, "a"], {}, {"a": [1]}]
+    names = ("day", "machines", "series", "period", "plant", "station", "status", "declared")
+    for kind in (*DAILY_KINDS, CHECK_KIND):
+        for name in names:
+            for value in shapes:
+                payload = {name: value, "machines": {"m": {"output": 1, "energy_kwh": value}}}
+                (entry,) = default_entries(kind, ["urn:x"], payload)
+                figures = json.loads(entry["summary"])
+                _verdict("e", 0, figures)
+                _telemetry_series(
+                    [figures, {"series": [{"subject": "s", "schema": "p", "fields": {"f": value}}]}]
+                )
+
+
 # --- PostgreSQL -------------------------------------------------------------------------
 
 
@@ -383,11 +648,26 @@ def test_on_postgresql_the_block_is_the_one_sqlite_gives(ops: Operations) -> Non
     with fresh_pg_database() as url, build_operations(url, names) as pg:
         for name in names:
             (subject, *_) = pg.subjects(name)
-            assert operations(pg, subject) == operations(ops, subject), name
+            # each store has its own dev keys: who recorded it compares as which key it was
+            assert by_key(pg, operations(pg, subject)) == by_key(ops, operations(ops, subject)), (
+                name
+            )
         plant = pg.subjects("plant")[0]
         assert [c["status"] for c in operations(pg, plant)["checks"]] == [
             c["status"] for c in operations(ops, plant)["checks"]
         ]
+
+
+def by_key(ops: Operations, block: dict[str, Any]) -> dict[str, Any]:
+    """``block`` with each ``recorded_by`` as the number of the submitter key it is."""
+    keys = [k.address for k in ops.keys.submitters]
+    return {
+        **block,
+        **{
+            part: [item | {"recorded_by": keys.index(item["recorded_by"])} for item in block[part]]
+            for part in ("sites", "checks")
+        },
+    }
 
 
 # --- the API ----------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 // (a plant, a solar plant, a charging station, a dealer's floor plan, a telemetry asset),
 // with the latest day's figures and a chart per daily series, and a panel of the
 // verdicts on the borrower's declarations, a breach highlighted. Units and currencies
-// are the API's: nothing here guesses one.
+// are the API's: nothing here guesses one. Each site and verdict names the submitter who
+// recorded it (the oracle's gateway is one submitter among the admitted parties).
 
 import { dailyChart, differenceText, figureText } from "./chart.js";
-import { badge, check, clipStart, h, humanize, timeNode } from "./dom.js";
+import { addressNode, badge, check, clipStart, h, humanize, timeNode } from "./dom.js";
 
 const INDUSTRY_TITLES = {
   manufacturing: "Plant",
@@ -62,6 +63,12 @@ function sitePanel(site, index) {
       timeNode(site.latest.time),
       ")",
     ),
+    h(
+      "p",
+      { class: "muted", "data-field": "recorded-by" },
+      "recorded by ",
+      addressNode(site.recorded_by),
+    ),
     [...groups].map(([group, lines]) => [
       group ? h("h3", { class: "series-group" }, h("code", clipStart(group, 64))) : null,
       h(
@@ -112,9 +119,16 @@ function checksPanel(checks) {
         "thead",
         h(
           "tr",
-          ["Checked", "Metric", "Period", "Declared", "Observed", "Difference", "Verdict"].map(
-            (t) => h("th", { scope: "col" }, t),
-          ),
+          [
+            "Checked",
+            "Metric",
+            "Period",
+            "Declared",
+            "Observed",
+            "Difference",
+            "Verdict",
+            "Recorded by",
+          ].map((t) => h("th", { scope: "col" }, t)),
         ),
       ),
       h(
@@ -127,8 +141,8 @@ function checksPanel(checks) {
               dataset: { status: c.status, declaration: c.declaration },
             },
             h("td", { class: "when" }, timeNode(c.time)),
-            h("td", humanize(c.metric)),
-            h("td", `${c.period.from} – ${c.period.to}`),
+            h("td", c.metric ? humanize(c.metric) : "—"),
+            h("td", `${c.period?.from ?? "?"} – ${c.period?.to ?? "?"}`),
             h("td", { class: "num" }, figureText(c.declared, { unit: c.declared_unit })),
             h("td", { class: "num" }, figureText(c.observed, { unit: c.observed_unit })),
             h(
@@ -142,11 +156,12 @@ function checksPanel(checks) {
             h(
               "td",
               badge(
-                humanize(c.status),
+                c.status ? humanize(c.status) : "no verdict",
                 `verdict verdict-${c.breach ? "breach" : (c.severity ?? "ok")}`,
                 c.severity ? `${c.severity}: tolerance ${c.tolerance_pct} %` : null,
               ),
             ),
+            h("td", { "data-field": "recorded-by" }, addressNode(c.recorded_by)),
           ),
         ),
       ),

@@ -216,11 +216,13 @@ def run_industry_scene(
     step: int = 1,
     incidents: Sequence[str] | None = None,
     parties: dict[str, LocalAccount] | None = None,
+    chain_releases: bool = False,
 ) -> SceneResult:
     """Run the scene on the runtime's chain, whose clock must be the wall clock's (the
     scenario ends before now, so every fact is in the past). ``parties``: the custodian,
     bank, owner and gateway of an earlier scene on this chain (funded, with their
-    roles), instead of new ones."""
+    roles), instead of new ones. ``chain_releases``: a dealer's sales are released on
+    chain and nobody tells the oracle; it finds them there, as a live oracle would."""
     chain, admin, oracle = runtime.chain, keys.admin, keys.oracle
     now = int(chain.w3.eth.get_block("latest")["timestamp"])
     start = datetime.fromtimestamp(now - (days + 1) * DAY, tz=UTC)
@@ -293,7 +295,12 @@ def run_industry_scene(
     raw = oracle_config(scenario, tenant=kind)
     _attach(kind, raw, pledged)
     service = OracleService.build(
-        runtime, OracleConfig.parse(raw), gateway=gateway, oracle=oracle, pledges=contracts.pledges
+        runtime,
+        OracleConfig.parse(raw),
+        gateway=gateway,
+        oracle=oracle,
+        pledges=contracts.pledges,
+        receipts=contracts.receipts,  # the rules see releases on chain
     )
     summary = scenario.summary()
     say(
@@ -328,7 +335,11 @@ def run_industry_scene(
 
     earlier = {a.key for a in service.state.alarms()}  # other scenes' on this store
     drive = feed_in_process(
-        scenario, service, progress=progress, release=release if kind == "dealer" else None
+        scenario,
+        service,
+        progress=progress,
+        release=release if kind == "dealer" else None,
+        record_releases=not chain_releases,
     )
     # the piles upload their sessions late: close the last day once its grace is over
     service.rules.run_once(now_ms=scenario.end_ms + 600_000)

@@ -94,8 +94,9 @@ def feed_in_process(
     """Deliver ``scenario`` to ``service`` and run its rules as the simulated clock moves;
     ends with a rules pass at the scenario's end (days close, silences are noticed).
     ``record_releases``: tell the rules of the scenario's releases directly; without it
-    they learn of them from the chain (the receipt's booked quantity). ``release``: make
-    each release on-chain first (the lender's part); its record cites what it returns."""
+    they learn of them from the chain (a lot's booked quantity, a vehicle's receipt no
+    longer under its pledge). ``release``: make each release on-chain first (the
+    lender's part); its record, if any, cites what it returns."""
     summary = DriveSummary()
     lot = scenario.subject.get("dealer") or scenario.subject.get("lot")  # who releases
     total = len(scenario.readings)
@@ -115,11 +116,12 @@ def feed_in_process(
                 captured_by=f"sim:{scenario.name}",
             )
             summary.documents += 1
-        elif step.release is not None and lot is not None and record_releases:
+        elif step.release is not None and lot is not None:
             onchain = release(step.release, step.time_ms) if release is not None else None
-            service.rules.record_release(
-                lot=lot, items=step.release, time_ms=step.time_ms, onchain=onchain
-            )
+            if record_releases:
+                service.rules.record_release(
+                    lot=lot, items=step.release, time_ms=step.time_ms, onchain=onchain
+                )
             summary.releases += 1
         _rules(service, summary, now_ms=None)
         if progress is not None and step.readings:

@@ -163,7 +163,10 @@ class _Output:
 
     alarms: list[tuple[Alarm, int | None, int | None]] = field(default_factory=list)
     counts: list[_Record] = field(default_factory=list)
-    releases: list[tuple[str, list[str], int, str]] = field(default_factory=list)  # + trigger
+    # (lot, items, time, the event that triggered it, what the chain said)
+    releases: list[tuple[str, list[str], int, str | None, dict[str, JsonValue] | None]] = field(
+        default_factory=list
+    )
 
 
 def _short(text: str) -> str:
@@ -189,9 +192,11 @@ class RulesWorker:
         crosscheck: CrossCheckRules | None = None,
         state: OracleState | None = None,
         booked: Callable[[int], int] | None = None,
+        pledge_of: Callable[[int], int] | None = None,
     ) -> None:
         self.store = store
         self.booked = booked  # receipt id -> quantity booked on-chain now
+        self.pledge_of = pledge_of  # receipt id -> the pledge it is under on-chain now (0: none)
         self.intake = intake
         self.gateway = gateway
         self.devices = dict(devices)
@@ -241,7 +246,8 @@ class RulesWorker:
             if now_ms is None and wall_clock and len(rows) < limit:
                 now = max(now, int(time.time() * 1000))
             if now:
-                self._check(now, out)
+                live = not rows or (rows[-1].position or 0) > self._live_from
+                self._check(now, out, live=live)
                 for watch, herd in self.herds.values():
                     self._close_days_before(watch, herd, now, out)
                 for site, monitor in self.sites.values():
@@ -367,6 +373,8 @@ class RulesWorker:
                 found = monitor.observe(reading)
             except InvalidInput as exc:  # signed and stored, but not what its site expects
                 found = [_refused(reading, row.event_id, device, exc)]
+            if row.position > self._live_from:
+                found = self._unless_released(site, found, reading.time_ms, row.event_id, out)
             out.alarms += [(a, *site.pledged_for(a)) for a in found]
         for lot_watch, lot in self.lots:
             if lot_watch.rules.watches(device):
@@ -450,7 +458,7 @@ class RulesWorker:
             take = items[: max(allowance, 0)]
             if take:
                 self._release(watch.rules.lot, take, time_ms)
-                out.releases.append((watch.rules.lot, take, time_ms, event_id))
+                out.releases.append((watch.rules.lot, take, time_ms, event_id, None))
 
     def _recorded_verdicts(self) -> set[str]:
         """The declarations a ``crosscheck.result`` of this worker's stream has judged."""
@@ -656,7 +664,46 @@ class RulesWorker:
         if self._clock_ms and time_ms // hour > self._clock_ms // hour:
             self._check((time_ms // hour) * hour, out)
 
-    def _check(self, now_ms: int, out: _Output) -> None:
+    def _unless_released(
+        self,
+        site: SiteWatch,
+        alarms: list[Alarm],
+        time_ms: int,
+        trigger: str | None,
+        out: _Output,
+    ) -> list[Alarm]:
+        """``alarms`` less those about a financed item (a dealer's VIN, pledged on its own
+        receipt) that the chain has already let go: its receipt is no longer under the
+        item's pledge (the dealer repaid, the bank released it). Such an item is released
+        here, at ``time_ms``, and the release recorded as a signed ``oracle.release``
+        naming ``trigger`` (the event whose rules found it), so a replay releases it at
+        the same point and raises nothing either. Only live events come here: a replay
+        sees the recorded releases, never today's chain state."""
+        if self.pledge_of is None or not site.items:
+            return alarms
+        gone: dict[str, bool] = {}
+        kept = []
+        for alarm in alarms:
+            item = alarm.subject if alarm.subject in site.items else alarm.details.get("vin")
+            if isinstance(item, str) and item in site.items:
+                if item not in gone:
+                    receipt_id, pledge_id = site.items[item]
+                    gone[item] = pledge_id is not None and self.pledge_of(receipt_id) != pledge_id
+                if gone[item]:
+                    continue
+            kept.append(alarm)
+        released = sorted(item for item, let_go in gone.items() if let_go)
+        if released:
+            self._release(site.subject, released, time_ms)
+            onchain: dict[str, JsonValue] = {
+                "receipt_ids": [site.items[item][0] for item in released],
+                "pledge_ids": [site.items[item][1] for item in released],
+                "state": "receipt no longer under the pledge",
+            }
+            out.releases.append((site.subject, released, time_ms, trigger, onchain))
+        return kept
+
+    def _check(self, now_ms: int, out: _Output, *, live: bool = False) -> None:
         for watch, herd in self.herds.values():
             out.alarms += [(a, watch.receipt_id, watch.pledge_id) for a in herd.check(now_ms)]
         for lot_watch, lot in self.lots:
@@ -664,7 +711,10 @@ class RulesWorker:
                 (a, lot_watch.receipt_id, lot_watch.pledge_id) for a in lot.check(now_ms)
             ]
         for site, monitor in self.sites.values():
-            out.alarms += [(a, *site.pledged_for(a)) for a in monitor.check(now_ms)]
+            found = monitor.check(now_ms)
+            if live:
+                found = self._unless_released(site, found, now_ms, None, out)
+            out.alarms += [(a, *site.pledged_for(a)) for a in found]
 
     # --- writing -------------------------------------------------------------------------
 
@@ -687,8 +737,8 @@ class RulesWorker:
             )
         written = self.store.stored_ids([c.event_id for c in out.counts]) if out.counts else set()
         counts = [c for c in out.counts if c.event_id not in written]
-        for lot, items, time_ms, trigger in out.releases:
-            bodies.append(self._release_body(lot, items, time_ms, trigger))
+        for lot, items, time_ms, trigger, onchain in out.releases:
+            bodies.append(self._release_body(lot, items, time_ms, trigger, onchain=onchain))
         for c in counts:
             bodies.append(self._body(c.event_id, c.kind, c.time_ms, c.payload, (), c.subject))
 

@@ -68,13 +68,15 @@ class OracleService:
         receipts: ReceiptRegistry | None = None,
     ) -> OracleService:
         """``receipts`` (or the manifest's) lets the rules see on-chain releases: a
-        pledged lot's booked quantity falling means goods may leave."""
+        pledged lot's booked quantity falling means goods may leave; a financed vehicle
+        whose receipt is no longer under its pledge may leave the dealer's lot."""
         state = OracleState(runtime.store)
         devices = config.devices_by_id()
         store, intake = runtime.store, runtime.intake
         if receipts is None and runtime.deployment.receipt_registry:
             receipts = ReceiptRegistry(runtime.chain, runtime.deployment.receipt_registry)
         booked = None if receipts is None else _booked(receipts)
+        pledge_of = None if receipts is None else _pledge_of(receipts)
         return cls(
             runtime=runtime,
             config=config,
@@ -102,6 +104,7 @@ class OracleService:
                 crosscheck=config.crosscheck_rules(),
                 state=state,
                 booked=booked,
+                pledge_of=pledge_of,
             ),
             pledges=pledges,
         )
@@ -168,6 +171,13 @@ class OracleService:
         log.info("oracle running: %s", ", ".join(t.name for t in threads))
         for thread in threads:
             thread.join()
+
+
+def _pledge_of(receipts: ReceiptRegistry) -> Callable[[int], int]:
+    def pledge_of(receipt_id: int) -> int:
+        return receipts.collateral_of(receipt_id).pledge_id
+
+    return pledge_of
 
 
 def _booked(receipts: ReceiptRegistry) -> Callable[[int], int]:

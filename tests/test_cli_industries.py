@@ -21,8 +21,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner, Result
 
 from api.cli import app as cli_app
+from api.industry_scene import run_industry_scene
 from ledger.chain import Chain
+from ledger.collateral import deploy_collateral
 from ledger.errors import InvalidInput
+from ledger.runtime import Runtime
 from oracles.config import OracleConfig
 from oracles.mqtt import MqttSettings, MqttSubscriber, parse_topic
 from oracles.readings import Alarm
@@ -132,6 +135,39 @@ def test_a_sold_vehicle_is_released_on_chain_and_raises_nothing(
     }
     receipt = Chain.connect(anvil.url).w3.eth.get_transaction_receipt(sale["tx_hash"])
     assert receipt["status"] == 1
+
+
+def test_a_vehicle_released_on_chain_may_leave_though_nobody_told_the_oracle(
+    anvil: AnvilNode, tmp_path: Path
+) -> None:
+    """The bank releases a sold vehicle's pledge on chain and nobody records it for the
+    oracle: when the vehicle leaves the lot, the rules find its receipt no longer under
+    its pledge, release it there and record why (the event that found it, the receipt and
+    pledge), so it raises nothing; the unpaid one still freezes its pledge."""
+    runtime, keys = Runtime.dev(
+        db_url=f"sqlite:///{tmp_path}/store.sqlite", chain=Chain.connect(anvil.url)
+    )
+    try:
+        contracts, _ = deploy_collateral(runtime.registry, runtime.deployment, admin=keys.admin)
+        result = run_industry_scene(
+            runtime, keys, contracts, kind="dealer", days=1, seed=1, size=10,
+            say=lambda *_: None, chain_releases=True,
+        )  # fmt: skip
+        found = result.to_json()
+        [sale] = found["releases"]
+        vin = sale["vin"]
+        assert vin not in found["alarms_by_subject"]
+        record = sale["record"]  # the oracle's own, found on chain
+        assert record["items"] == [vin] and "trigger" in record
+        assert record["onchain"] == {
+            "receipt_ids": [sale["receipt_id"]],
+            "pledge_ids": [sale["pledge_id"]],
+            "state": "receipt no longer under the pledge",
+        }
+        frozen = {p["subject"] for p in found["pledges"] if p["frozen"]}
+        assert frozen and vin not in frozen
+    finally:
+        runtime.close()
 
 
 def test_the_story_and_the_chart(anvil: AnvilNode, tmp_path: Path) -> None:

@@ -395,6 +395,7 @@ def run_industry_scene(
         pledges=pledges_out,
         releases=releases,
         alarmed=alarmed,
+        config=service.config,
     )
     recorded = len({d["day"] for d in days_out})
     say(

@@ -73,6 +73,7 @@ class SceneResult:
     pledges: list[dict[str, Any]] = field(default_factory=list)
     releases: list[dict[str, Any]] = field(default_factory=list)
     alarmed: dict[str, list[str]] = field(default_factory=dict)  # subject -> its rules
+    config: OracleConfig | None = field(default=None, repr=False)  # the oracle's, as run
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {

@@ -143,6 +143,22 @@ def compile_cache_dir() -> Path | None:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fourflow" / "solc"
 
 
+def _private(where: Path | None) -> Path | None:
+    """``where``, made if missing (mode 0700), if only this user can write to it: an
+    entry anyone else could plant would decide what the audit compares deployed code
+    with. Otherwise no cache: every compile is solc's."""
+    if where is None:
+        return None
+    try:
+        where.mkdir(mode=0o700, parents=True, exist_ok=True)
+        status = where.stat()
+    except OSError:
+        return None
+    if status.st_uid != os.getuid() or status.st_mode & 0o022:
+        return None
+    return where
+
+
 def _compiler_files(binary: Path) -> list[Path]:
     """The files that decide what ``binary`` compiles to: a native solc itself; for the
     shim, the shim and the solc-js it loads."""
@@ -162,7 +178,7 @@ def _standard_json(request: dict[str, Any], binary: Path) -> tuple[dict[str, Any
     key = hashlib.sha256(json.dumps(request, sort_keys=True).encode())
     for path in _compiler_files(binary):
         key.update(hashlib.sha256(path.read_bytes()).digest())
-    where = compile_cache_dir()
+    where = _private(compile_cache_dir())
     entry = where / f"{key.hexdigest()}.json" if where is not None else None
     if entry is not None and entry.is_file():
         try:
@@ -178,7 +194,6 @@ def _standard_json(request: dict[str, Any], binary: Path) -> tuple[dict[str, Any
     failed = any(e.get("severity") == "error" for e in output.get("errors", []))
     if entry is not None and not failed:
         try:  # written whole or not at all: processes compiling at once may race
-            entry.parent.mkdir(parents=True, exist_ok=True)
             part = entry.with_name(f"{entry.name}.{os.getpid()}.part")
             part.write_text(json.dumps({"compiler": compiler, "output": output}), "utf-8")
             part.replace(entry)

@@ -1375,7 +1375,10 @@ class Histories:
                 ).all()
             for event_id, envelope in envelopes:
                 payload = json.loads(envelope)["event"]["payload"]
-                out[event_id] = _figures_of(old[event_id], payload)
+                try:
+                    out[event_id] = _figures_of(old[event_id], payload)
+                except Exception:  # as in default_entries: one event never fails a read
+                    _log.exception("the figures of %s; left out", event_id)
         return out
 
 

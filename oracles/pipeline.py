@@ -42,7 +42,7 @@ from pydantic import JsonValue
 from sqlmodel import Session, col, select
 
 from ledger.canonical import loads_canonical
-from ledger.errors import InvalidInput
+from ledger.errors import InvalidInput, LedgerError
 from ledger.intake import Intake
 from ledger.models import EventBody, offset_zone, utc_text
 from ledger.oracle_state import AlarmRow, FactRow, OracleState
@@ -223,6 +223,9 @@ class RulesWorker:
         self._released: dict[str, set[str]] = {w.rules.lot: set() for w in lots}
         # releases the chain authorized, by the event that triggered them (see _authorize)
         self._triggered = self._recorded_triggers()
+        # alarms about items the chain had let go, dropped when first found: never raised,
+        # wherever a replay meets them again (see _unless_released)
+        self._dropped = self._recorded_dropped()
         self._live_from = self.state.cursor(CURSOR)  # later events were never judged
 
     # --- one pass ------------------------------------------------------------------------
@@ -246,12 +249,14 @@ class RulesWorker:
             if now_ms is None and wall_clock and len(rows) < limit:
                 now = max(now, int(time.time() * 1000))
             if now:
-                live = not rows or (rows[-1].position or 0) > self._live_from
+                # caught up with the store, or past what was judged before: the chain may
+                # be asked (a replay's checks never ask it)
+                live = len(rows) < limit or (rows[-1].position or 0) > self._live_from
                 self._check(now, out, live=live)
                 for watch, herd in self.herds.values():
                     self._close_days_before(watch, herd, now, out)
                 for site, monitor in self.sites.values():
-                    self._close_site_days(site, monitor, now, out)
+                    self._close_site_days(site, monitor, now, out, live=live)
                 self._judge(now, out)
             last = rows[-1].position if rows else None
             summary = self._write(out, last)
@@ -350,8 +355,9 @@ class RulesWorker:
         device = self.devices.get(reading.device)
         if device is None:
             return  # a device no longer registered: its old readings stay evidence only
+        live = row.position > self._live_from
         if reading.time_ms > self._clock_ms:
-            self._check_hours(reading.time_ms, out)
+            self._check_hours(reading.time_ms, out, live=live, trigger=row.event_id)
             self._clock_ms = reading.time_ms
         read = reading.parsed()
         if isinstance(read, TagRead) and read.direction == "out":
@@ -368,12 +374,14 @@ class RulesWorker:
             zone = offset_zone(site.utc_offset)
             first = datetime.fromtimestamp((reading.time_ms - site.grace_ms) / 1000, tz=zone)
             self._open_day.setdefault(site.subject, first.date())
-            self._close_site_days(site, monitor, reading.time_ms, out)
+            self._close_site_days(
+                site, monitor, reading.time_ms, out, live=live, trigger=row.event_id
+            )
             try:
                 found = monitor.observe(reading)
             except InvalidInput as exc:  # signed and stored, but not what its site expects
                 found = [_refused(reading, row.event_id, device, exc)]
-            if row.position > self._live_from:
+            if live:
                 found = self._unless_released(site, found, reading.time_ms, row.event_id, out)
             out.alarms += [(a, *site.pledged_for(a)) for a in found]
         for lot_watch, lot in self.lots:
@@ -470,6 +478,21 @@ class RulesWorker:
             )
             return {loads_canonical(e)["event"]["payload"]["declaration"] for e in rows}
 
+    def _recorded_dropped(self) -> set[str]:
+        """The alarm keys this worker's releases from the chain dropped."""
+        dropped: set[str] = set()
+        with self.store.session() as session:
+            rows = session.exec(
+                select(EventRow.envelope).where(
+                    EventRow.kind == "oracle.release", EventRow.stream == self.stream
+                )
+            )
+            for envelope in rows:
+                onchain = loads_canonical(envelope)["event"]["payload"].get("onchain")
+                if isinstance(onchain, dict) and isinstance(onchain.get("dropped"), list):
+                    dropped.update(k for k in onchain["dropped"] if isinstance(k, str))
+        return dropped
+
     def _recorded_triggers(self) -> dict[str, list[tuple[str, list[str], int]]]:
         triggered: dict[str, list[tuple[str, list[str], int]]] = {}
         with self.store.session() as session:
@@ -550,7 +573,14 @@ class RulesWorker:
     # --- sites watched day by day, and declarations ------------------------------------------
 
     def _close_site_days(
-        self, site: SiteWatch, monitor: DailyMonitor, time_ms: int, out: _Output
+        self,
+        site: SiteWatch,
+        monitor: DailyMonitor,
+        time_ms: int,
+        out: _Output,
+        *,
+        live: bool = False,
+        trigger: str | None = None,
     ) -> None:
         """Close the site's local days before ``time_ms``'s: record each as a daily event,
         and give its measures to the cross-checks."""
@@ -561,6 +591,8 @@ class RulesWorker:
             return
         while opened < day:
             result, alarms = monitor.close_day(opened.isoformat())
+            if live:
+                alarms = self._unless_released(site, alarms, time_ms, trigger, out)
             out.alarms += [(a, *site.pledged_for(a)) for a in alarms]
             end = datetime.combine(opened + timedelta(days=1), datetime.min.time(), zone)
             at = int(end.timestamp() * 1000) - 1
@@ -658,11 +690,13 @@ class RulesWorker:
                 return lot_watch.receipt_id, lot_watch.pledge_id
         return None, None
 
-    def _check_hours(self, time_ms: int, out: _Output) -> None:
+    def _check_hours(
+        self, time_ms: int, out: _Output, *, live: bool = False, trigger: str | None = None
+    ) -> None:
         """Run the time-based rules at each hour the data clock crosses."""
         hour = 3_600_000
         if self._clock_ms and time_ms // hour > self._clock_ms // hour:
-            self._check((time_ms // hour) * hour, out)
+            self._check((time_ms // hour) * hour, out, live=live, trigger=trigger)
 
     def _unless_released(
         self,
@@ -682,28 +716,43 @@ class RulesWorker:
         if self.pledge_of is None or not site.items:
             return alarms
         gone: dict[str, bool] = {}
-        kept = []
+        kept, dropped = [], []
         for alarm in alarms:
             item = alarm.subject if alarm.subject in site.items else alarm.details.get("vin")
             if isinstance(item, str) and item in site.items:
                 if item not in gone:
-                    receipt_id, pledge_id = site.items[item]
-                    gone[item] = pledge_id is not None and self.pledge_of(receipt_id) != pledge_id
+                    gone[item] = self._let_go(*site.items[item])
                 if gone[item]:
+                    dropped.append(alarm.key)
                     continue
             kept.append(alarm)
         released = sorted(item for item, let_go in gone.items() if let_go)
         if released:
             self._release(site.subject, released, time_ms)
+            self._dropped.update(dropped)
             onchain: dict[str, JsonValue] = {
                 "receipt_ids": [site.items[item][0] for item in released],
                 "pledge_ids": [site.items[item][1] for item in released],
                 "state": "receipt no longer under the pledge",
+                "dropped": list(dropped),
             }
             out.releases.append((site.subject, released, time_ms, trigger, onchain))
         return kept
 
-    def _check(self, now_ms: int, out: _Output, *, live: bool = False) -> None:
+    def _let_go(self, receipt_id: int, pledge_id: int | None) -> bool:
+        """Whether the chain says ``receipt_id`` is no longer under ``pledge_id``; if it
+        cannot say (a node down, a receipt it does not know), not: the alarm stands."""
+        if self.pledge_of is None or pledge_id is None:
+            return False
+        try:
+            return self.pledge_of(receipt_id) != pledge_id
+        except LedgerError as exc:
+            log.warning("receipt %s: cannot read its pledge on chain (%s)", receipt_id, exc)
+            return False
+
+    def _check(
+        self, now_ms: int, out: _Output, *, live: bool = False, trigger: str | None = None
+    ) -> None:
         for watch, herd in self.herds.values():
             out.alarms += [(a, watch.receipt_id, watch.pledge_id) for a in herd.check(now_ms)]
         for lot_watch, lot in self.lots:
@@ -713,7 +762,7 @@ class RulesWorker:
         for site, monitor in self.sites.values():
             found = monitor.check(now_ms)
             if live:
-                found = self._unless_released(site, found, now_ms, None, out)
+                found = self._unless_released(site, found, now_ms, trigger, out)
             out.alarms += [(a, *site.pledged_for(a)) for a in found]
 
     # --- writing -------------------------------------------------------------------------
@@ -721,7 +770,11 @@ class RulesWorker:
     def _write(self, out: _Output, last_position: int | None) -> PassSummary:
         summary = PassSummary()
         bodies: list[EventBody] = []
-        alarms = {a.key: (a, receipt, pledge) for a, receipt, pledge in out.alarms}
+        alarms = {
+            a.key: (a, receipt, pledge)
+            for a, receipt, pledge in out.alarms
+            if a.key not in self._dropped  # about an item the chain had let go
+        }
         existing = self._existing_alarms(list(alarms))
         fresh = {k: v for k, v in alarms.items() if k not in existing}
         for key, (alarm, _, _) in fresh.items():

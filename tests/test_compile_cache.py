@@ -72,3 +72,18 @@ def test_another_input_or_no_cache_goes_through_solc(
     assert compile_cache_dir() is None
     with pytest.raises(Compiled):
         compile_contracts()
+
+
+def test_a_cache_others_can_write_to_is_not_used(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry anyone could plant would decide what the audit compares deployed code
+    with: a group- or world-writable cache is neither read nor written."""
+    compile_contracts()
+    monkeypatch.setattr(solcx, "compile_standard", _spy)
+    compile_contracts()  # kept, private
+    cache.chmod(0o777)
+    with pytest.raises(Compiled):
+        compile_contracts()
+    cache.chmod(0o700)
+    compile_contracts()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
-from sqlalchemy import BigInteger, Integer
+from sqlalchemy import BigInteger, Integer, or_
 from sqlmodel import Field, SQLModel, col, select
 
 from ledger.chainlog import ChainLog
@@ -179,6 +180,40 @@ class AlarmBook:
         alarms += self._chain_alarms(acks)
         return sorted(alarms, key=lambda a: (a.opened_ms, a.id))
 
+    def about(self, *, pledges: Sequence[int], subjects: Sequence[str]) -> list[Alarm]:
+        """The alarms of these pledges, and the pledge-less ones about these subjects,
+        oldest first: what ``all()`` holds of them, read without reading the whole book
+        (a history summary asks for one asset's or one pledge's)."""
+        pledge_set, subject_set = set(pledges), set(subjects)
+        with self.store.session() as session:
+            mine = or_(
+                col(AlarmRow.pledge_id).in_(sorted(pledge_set)),
+                col(AlarmRow.pledge_id).is_(None) & col(AlarmRow.subject).in_(sorted(subject_set)),
+            )
+            rows = session.exec(
+                select(AlarmRow).where(mine).order_by(col(AlarmRow.opened_ms))
+            ).all()
+            keys = [row.key for row in rows]
+            acks: dict[str, AlarmAckRow] = {}
+            for start in range(0, len(keys), 1_000):
+                for ack in session.exec(
+                    select(AlarmAckRow)
+                    .where(col(AlarmAckRow.key).in_(keys[start : start + 1_000]))
+                    .order_by(col(AlarmAckRow.at_ms))
+                ).all():
+                    acks[ack.key] = ack
+            if pledge_set:
+                for ack in session.exec(
+                    select(AlarmAckRow)
+                    .where(col(AlarmAckRow.key).startswith("chain:"))
+                    .order_by(col(AlarmAckRow.at_ms))
+                ).all():
+                    acks[ack.key] = ack
+        alarms = [self._oracle(row, acks.get(row.key)) for row in rows]
+        if pledge_set:
+            alarms += self._chain_alarms(acks, pledges=sorted(pledge_set))
+        return sorted(alarms, key=lambda a: (a.opened_ms, a.id))
+
     def get(self, alarm_id: str) -> Alarm:
         for alarm in self.all():
             if alarm.id == alarm_id:
@@ -269,13 +304,15 @@ class AlarmBook:
             record_event_id=row.record_event_id,
         )
 
-    def _chain_alarms(self, acks: dict[str, AlarmAckRow]) -> list[Alarm]:
-        logs = [
-            log
-            for name in ("MarginCallOpened", "MarginCallCured", "PledgeFrozen", "PledgeUnfrozen",
-                         "PledgeReleased", "PledgeLiquidated")
-            for log in self.index.logs_of_event(name)
-        ]  # fmt: skip
+    def _chain_alarms(
+        self, acks: dict[str, AlarmAckRow], *, pledges: Sequence[int] | None = None
+    ) -> list[Alarm]:
+        names = ("MarginCallOpened", "MarginCallCured", "PledgeFrozen", "PledgeUnfrozen",
+                 "PledgeReleased", "PledgeLiquidated")  # fmt: skip
+        if pledges is None:
+            logs = [log for name in names for log in self.index.logs_of_event(name)]
+        else:
+            logs = self.index.logs(pledge_ids=pledges, events=names)
         logs.sort(key=lambda g: g.position)
         open_calls: dict[int, Alarm] = {}
         open_freezes: dict[tuple[int, int], Alarm] = {}

@@ -1246,12 +1246,7 @@ class Histories:
     def _alarms(self, subject: Subject) -> dict[str, Any]:
         """The subject's alarms, as GET /v1/alarms lists them: the rules' and the
         contract's (margin calls, freezes)."""
-        pledges, assets = set(subject.pledges), set(subject.assets)
-        alarms = [
-            a
-            for a in self.alarm_book.all()
-            if (a.pledge_id in pledges if a.pledge_id is not None else a.subject in assets)
-        ]
+        alarms = self.alarm_book.about(pledges=subject.pledges, subjects=subject.assets)
         return {
             "open": sum(1 for a in alarms if a.state == "open"),
             "acknowledged": sum(1 for a in alarms if a.state == "acknowledged"),

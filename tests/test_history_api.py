@@ -16,8 +16,10 @@ import pytest
 from hexbytes import HexBytes
 from sqlmodel import select
 
+from ledger.alarms import AlarmBook
 from ledger.evidence import check_package
 from ledger.flows import FlowEntryRow
+from ledger.indexer import ChainIndex
 from ledger.signing import sign_submission
 from ledger.verify import verify_bundle
 from tests.conftest import make_events
@@ -323,6 +325,24 @@ def test_alarms_list_with_states_links_and_acknowledgement(scene: Scene) -> None
     again = scene.change_alarm(oracle["id"], "acknowledged", "lender")
     assert again.status_code == 422 and again.json()["error"]["code"] == "alarm_cleared"
     assert scene.get("/v1/alarms", "lender", category="weather").status_code == 422
+
+    # a summary reads only its subject's alarms: the same ones, with the same states
+    runtime = scene.runtime
+    book = AlarmBook(
+        runtime.store,
+        ChainIndex(runtime.store, runtime.deployment),
+        chain_id=runtime.deployment.chain_id,
+    )
+    every = book.all()
+    subjects = {a.subject for a in every if a.pledge_id is None} | {"urn:nobody"}
+    for pledges, about in [((scene.pledge_id,), ()), ((), tuple(subjects)), ((999,), ())]:
+        expected = [
+            a
+            for a in every
+            if (a.pledge_id in pledges if a.pledge_id is not None else a.subject in about)
+        ]
+        assert book.about(pledges=pledges, subjects=about) == expected
+    assert any(a.source == "chain" for a in book.about(pledges=(scene.pledge_id,), subjects=()))
 
 
 def test_alarms_are_pushed_as_server_sent_events(scene: Scene) -> None:

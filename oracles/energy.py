@@ -116,7 +116,6 @@ figure the day publishes, so anyone can re-check it from the payload.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -135,7 +134,10 @@ from oracles.readings import (
 )
 from oracles.rules import (
     Heartbeats,
+    check_day,
+    day_bounds,
     first_time,
+    local_day,
     offset_ms,
     require,
     rule_alarm,
@@ -171,8 +173,6 @@ RULES: Final[Mapping[str, tuple[Severity, str | None]]] = {
 
 _HOUR_MS: Final = 3_600_000
 _DAY_MS: Final = 86_400_000
-_EPOCH: Final = date(1970, 1, 1)
-_DAY: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _KWH: Final = Decimal("0.001")
 _FEN: Final = Decimal(1)
 _NEVER: Final = -(2**63)
@@ -181,21 +181,8 @@ _NEVER: Final = -(2**63)
 # --- shared helpers -----------------------------------------------------------------------
 
 
-def _check_day(day: str) -> str:
-    try:
-        if isinstance(day, str) and _DAY.fullmatch(day):
-            return date.fromisoformat(day).isoformat()
-    except ValueError:
-        pass
-    raise InvalidInput(f"expected an ISO date like 2026-11-23, got {day!r}", field="day")
-
-
-def _day_of(time_ms: int, offset: int) -> str:
-    return (_EPOCH + timedelta(days=(time_ms + offset) // _DAY_MS)).isoformat()
-
-
 def _day_end(day: str, offset: int) -> int:
-    return (date.fromisoformat(day) - _EPOCH).days * _DAY_MS - offset + _DAY_MS
+    return day_bounds(day, offset)[1]
 
 
 def _shift(day: str, days: int) -> str:
@@ -283,10 +270,10 @@ class _Site:
         """(event id, time, local day) of a reading of the site's devices; records the
         device's sign of life."""
         event_id, time_ms = self.heartbeats.admit(reading)
-        return event_id, time_ms, _day_of(time_ms, self.offset)
+        return event_id, time_ms, local_day(time_ms, self.offset)
 
     def close(self, day: str) -> str:
-        day = _check_day(day)
+        day = check_day(day)
         if day in self.closed:
             raise InvalidInput(
                 f"day {day} of {self.what} {self.subject} is already closed",
@@ -506,7 +493,7 @@ class SolarDay:
             p = payload
             return cls(
                 plant=str(p["plant"]),
-                day=_check_day(p["day"]),
+                day=check_day(p["day"]),
                 generation_kwh=float(p["generation_kwh"]),
                 export_kwh=float(p["export_kwh"]),
                 insolation_kwh_m2=_optional_float(p["insolation_kwh_m2"]),
@@ -909,7 +896,7 @@ class StationDay:
             p = payload
             return cls(
                 station=str(p["station"]),
-                day=_check_day(p["day"]),
+                day=check_day(p["day"]),
                 sessions=_int(p["sessions"]),
                 energy_kwh=float(p["energy_kwh"]),
                 energy_fen=_int(p["energy_fen"]),
@@ -975,7 +962,7 @@ class StationMonitor:
         if not isinstance(data, Charge):
             return []
         self._device_piles.setdefault(reading.device, set()).add(data.pile)
-        bucket = self._bucket(_day_of(data.end_ms, self._site.offset))
+        bucket = self._bucket(local_day(data.end_ms, self._site.offset))
         if bucket is None:
             return []  # the session's day is closed: it counts for no day
         key = (data.pile, data.session)

@@ -80,10 +80,8 @@ present.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 from typing import Any, Final, Literal, cast
 
 from ledger.errors import InvalidInput
@@ -99,10 +97,14 @@ from oracles.readings import (
 )
 from oracles.rules import (
     Heartbeats,
+    check_day,
+    day_bounds,
     first_delivery,
     first_time,
     in_window,
+    local_day,
     offset_ms,
+    polygon,
     require,
     rule_alarm,
     select_evidence,
@@ -141,9 +143,6 @@ RULES: Final[Mapping[str, tuple[Severity, str | None]]] = {
 }
 
 _HOUR_MS: Final = 3_600_000
-_DAY_MS: Final = 86_400_000
-_EPOCH: Final = date(1970, 1, 1)
-_DAY: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _COUNTED: Final = frozenset({"present", "sick", "outside_fence"})
 _METHODS: Final = ("tags", "camera", "tags+camera", "none")
 _STATUSES: Final = ("present", "missing", "tag_removed", "outside_fence", "sick", "unregistered")
@@ -223,7 +222,7 @@ class HerdRules:
         )
         require(self.unseen_hours > 0, "unseen_hours", "unseen_hours must be > 0")
         for name in ("geofence", "barn"):
-            object.__setattr__(self, name, _polygon(getattr(self, name), name))
+            object.__setattr__(self, name, polygon(getattr(self, name), name))
         start, end = self.night_hours
         require(
             0 <= start <= 23 and 0 <= end <= 23 and start != end,
@@ -245,35 +244,17 @@ class HerdRules:
 
     def day_of(self, time_ms: int) -> str:
         """The herd's local date (ISO) of a moment."""
-        return (_EPOCH + timedelta(days=(time_ms + self._offset_ms) // _DAY_MS)).isoformat()
+        return local_day(time_ms, self._offset_ms)
 
     def day_bounds(self, day: str) -> tuple[int, int]:
         """[start, end) of a local day, in unix milliseconds."""
-        start = (date.fromisoformat(_check_day(day)) - _EPOCH).days * _DAY_MS - self._offset_ms
-        return start, start + _DAY_MS
+        return day_bounds(day, self._offset_ms)
 
     def local_hour(self, time_ms: int) -> int:
         return ((time_ms + self._offset_ms) // _HOUR_MS) % 24
 
     def is_night(self, time_ms: int) -> bool:
         return in_window(self.local_hour(time_ms), self.night_hours)
-
-
-def _polygon(value: Iterable[Sequence[float]] | None, name: str) -> Polygon | None:
-    if value is None:
-        return None
-    points = tuple((float(p[0]), float(p[1])) for p in value)
-    require(len(points) >= 3, name, f"{name} needs at least 3 (lat, lon) points")
-    return points
-
-
-def _check_day(day: str) -> str:
-    try:
-        if _DAY.fullmatch(day):
-            return date.fromisoformat(day).isoformat()
-    except ValueError:
-        pass
-    raise InvalidInput(f"expected an ISO date like 2026-11-20, got {day!r}", field="day")
 
 
 # --- the daily count ----------------------------------------------------------------------
@@ -351,7 +332,7 @@ def _daily_count(p: Mapping[str, Any]) -> DailyCount:
     weight = p["weight"]
     return DailyCount(
         herd=str(p["herd"]),
-        day=_check_day(p["day"]),
+        day=check_day(p["day"]),
         head_count=int(p["head_count"]),
         method=cast(Method, p["method"]),
         confidence=float(p["confidence"]),
@@ -510,7 +491,7 @@ class HerdMonitor:
 
     def close_day(self, day: str) -> tuple[DailyCount, list[Alarm]]:
         """Reconcile a local day (final: its later readings count nowhere) and run the count rules."""
-        day = _check_day(day)
+        day = check_day(day)
         if day in self._closed:
             raise InvalidInput(
                 f"day {day} of herd {self.rules.herd} is already closed",

@@ -114,8 +114,7 @@ utilization's, which rounds an exact fraction.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from fractions import Fraction
@@ -127,9 +126,13 @@ from oracles.livestock import point_in_polygon
 from oracles.readings import Alarm, Device, Machine, Reading, Tamper
 from oracles.rules import (
     Heartbeats,
+    check_day,
+    day_bounds,
     first_delivery,
     first_time,
+    local_day,
     offset_ms,
+    polygon,
     require,
     rule_alarm,
     select_evidence,
@@ -157,9 +160,6 @@ RULES: Final[Mapping[str, tuple[Severity, str | None]]] = {
 
 _MIN_MS: Final = 60_000
 _HOUR_MS: Final = 3_600_000
-_DAY_MS: Final = 86_400_000
-_EPOCH: Final = date(1970, 1, 1)
-_DAY: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NEVER: Final = -(2**63)
 
 
@@ -236,44 +236,23 @@ class PlantRules:
             "max_gap_min",
             f"max_gap_min must be 1..1440, got {self.max_gap_min}",
         )
-        object.__setattr__(self, "site", _polygon(self.site, "site"))
+        object.__setattr__(self, "site", polygon(self.site, "site"))
         require(self.streak >= 1, "streak", "streak must be >= 1")
         require(self.evidence_cap >= 1, "evidence_cap", "evidence_cap must be >= 1")
         object.__setattr__(self, "_offset_ms", offset_ms(self.utc_offset))
 
     def day_of(self, time_ms: int) -> str:
         """The plant's local date (ISO) of a moment."""
-        return (_EPOCH + timedelta(days=(time_ms + self._offset_ms) // _DAY_MS)).isoformat()
+        return local_day(time_ms, self._offset_ms)
 
     def day_bounds(self, day: str) -> tuple[int, int]:
         """[start, end) of a local day, in unix milliseconds."""
-        start = (date.fromisoformat(_check_day(day)) - _EPOCH).days * _DAY_MS - self._offset_ms
-        return start, start + _DAY_MS
+        return day_bounds(day, self._offset_ms)
 
     def scheduled_h(self, day: str) -> float:
         """The day's scheduled hours per machine: 0 on a rest day."""
-        weekday = date.fromisoformat(_check_day(day)).isoweekday()
+        weekday = date.fromisoformat(check_day(day)).isoweekday()
         return 0.0 if weekday in self.rest_days else float(self.scheduled_hours)
-
-
-def _polygon(value: Iterable[Sequence[float]] | None, name: str) -> Polygon | None:
-    if value is None:
-        return None
-    try:
-        points = tuple((float(p[0]), float(p[1])) for p in value)
-    except (TypeError, ValueError, IndexError) as exc:
-        raise InvalidInput(f"{name} must be (lat, lon) points: {exc}", field=name) from exc
-    require(len(points) >= 3, name, f"{name} needs at least 3 (lat, lon) points")
-    return points
-
-
-def _check_day(day: str) -> str:
-    try:
-        if isinstance(day, str) and _DAY.fullmatch(day):
-            return date.fromisoformat(day).isoformat()
-    except ValueError:
-        pass
-    raise InvalidInput(f"expected an ISO date like 2026-11-23, got {day!r}", field="day")
 
 
 # --- the daily report ---------------------------------------------------------------------
@@ -343,7 +322,7 @@ class PlantDay:
 def _plant_day(p: Mapping[str, Any]) -> PlantDay:
     return PlantDay(
         plant=_text(p["plant"]),
-        day=_check_day(p["day"]),
+        day=check_day(p["day"]),
         scheduled_h=_number(p["scheduled_h"]),
         utilization_pct=_optional_number(p["utilization_pct"]),
         running_h=_number(p["running_h"]),
@@ -485,7 +464,7 @@ class PlantMonitor:
 
     def close_day(self, day: str) -> tuple[PlantDay, list[Alarm]]:
         """Derive a local day (final: its later readings count nowhere) and run the day rules."""
-        day = _check_day(day)
+        day = check_day(day)
         if day in self._closed:
             raise InvalidInput(
                 f"day {day} of plant {self.rules.plant} is already closed",

@@ -1,6 +1,7 @@
 """What the rule monitors (oracles.livestock, oracles.warehouse, oracles.machines,
 oracles.energy, oracles.vehicles) share: checking their rules' values, local time from a
-fixed UTC offset, an alarm's key and severity, raising each alarm key once, the devices
+fixed UTC offset (a local day, its bounds, a checked ISO day), a (lat, lon) fence from
+config, an alarm's key and severity, raising each alarm key once, the devices
 they hear from with their silence rule (``Heartbeats``, used by the livestock, machine,
 vehicle and energy monitors; the monitors name the rule, stale_device, sensor_silent, …,
 and the details of their own; the warehouse and telemetry monitors still keep their own
@@ -15,8 +16,9 @@ clocks), and capping a day's evidence.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any, Final, Literal
 
 from ledger.errors import InvalidInput
@@ -25,16 +27,25 @@ from oracles.readings import Alarm, Device, Reading, reading_event_id
 __all__ = [
     "Heartbeats",
     "Silence",
+    "check_day",
+    "day_bounds",
     "first_delivery",
     "first_time",
     "in_window",
+    "local_day",
     "offset_ms",
+    "polygon",
     "require",
     "rule_alarm",
     "select_evidence",
 ]
 
+Polygon = tuple[tuple[float, float], ...]  # (lat, lon) vertices
+
 _OFFSET: Final = re.compile(r"^([+-])(\d{2}):(\d{2})$")
+_DAY: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DAY_MS: Final = 86_400_000
+_EPOCH: Final = date(1970, 1, 1)
 
 
 def require(ok: bool, name: str, message: str) -> None:
@@ -51,6 +62,39 @@ def offset_ms(text: str) -> int:
     sign, hours, minutes = match.groups()
     require(int(hours) <= 14 and int(minutes) < 60, "utc_offset", f"no such offset {text!r}")
     return (1 if sign == "+" else -1) * (int(hours) * 60 + int(minutes)) * 60_000
+
+
+def check_day(day: object) -> str:
+    """``day`` if it is an ISO date (YYYY-MM-DD), else InvalidInput naming "day"."""
+    try:
+        if isinstance(day, str) and _DAY.fullmatch(day):
+            return date.fromisoformat(day).isoformat()
+    except ValueError:
+        pass
+    raise InvalidInput(f"expected an ISO date like 2026-11-23, got {day!r}", field="day")
+
+
+def local_day(time_ms: int, offset: int) -> str:
+    """The local date (ISO) of a moment, at a UTC offset of ``offset`` ms."""
+    return (_EPOCH + timedelta(days=(time_ms + offset) // _DAY_MS)).isoformat()
+
+
+def day_bounds(day: str, offset: int) -> tuple[int, int]:
+    """[start, end) of a local day, in unix milliseconds, at a UTC offset of ``offset`` ms."""
+    start = (date.fromisoformat(check_day(day)) - _EPOCH).days * _DAY_MS - offset
+    return start, start + _DAY_MS
+
+
+def polygon(value: Iterable[Sequence[float]] | None, name: str) -> Polygon | None:
+    """(lat, lon) points, at least three, from a config's list of pairs; None stays None."""
+    if value is None:
+        return None
+    try:
+        points = tuple((float(p[0]), float(p[1])) for p in value)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise InvalidInput(f"{name} must be (lat, lon) points: {exc}", field=name) from exc
+    require(len(points) >= 3, name, f"{name} needs at least 3 (lat, lon) points")
+    return points
 
 
 def in_window(hour: int, window: tuple[int, int]) -> bool:

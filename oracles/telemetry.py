@@ -103,7 +103,7 @@ from typing import Any, Final, Literal, cast
 
 from ledger.errors import InvalidInput
 from oracles.readings import Alarm, Device, Reading, Telemetry, reading_event_id
-from oracles.rules import first_time, offset_ms, require
+from oracles.rules import check_day, day_bounds, first_time, local_day, offset_ms, require
 
 __all__ = [
     "AGGREGATES",
@@ -153,9 +153,6 @@ _NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # a field or rule name
 _SCHEMA_NAME: Final = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 _SCHEMA_KEY: Final = re.compile(r"^([a-z][a-z0-9_.-]{0,62})@([1-9][0-9]{0,5})$")
 _DEFAULT_AGGREGATES: Final = ("min", "max", "mean", "last")
-_DAY_MS: Final = 86_400_000
-_EPOCH: Final = date(1970, 1, 1)
-_DAY: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _SEQ_WINDOW: Final = 10_000  # redelivery is remembered this many seqs back, per device
 _KEY_MAX: Final = 300  # the alarms table's key column (ledger.oracle_state.AlarmRow)
 _SEVERITIES: Final = ("info", "warning", "breach")
@@ -632,21 +629,11 @@ class TelemetryRules:
 
     def day_of(self, time_ms: int) -> str:
         """The local date (ISO) of a moment."""
-        return (_EPOCH + timedelta(days=(time_ms + self._offset_ms) // _DAY_MS)).isoformat()
+        return local_day(time_ms, self._offset_ms)
 
     def day_bounds(self, day: str) -> tuple[int, int]:
         """[start, end) of a local day, in unix milliseconds."""
-        start = (date.fromisoformat(_check_day(day)) - _EPOCH).days * _DAY_MS - self._offset_ms
-        return start, start + _DAY_MS
-
-
-def _check_day(day: str) -> str:
-    try:
-        if isinstance(day, str) and _DAY.fullmatch(day):
-            return date.fromisoformat(day).isoformat()
-    except ValueError:
-        pass
-    raise InvalidInput(f"expected an ISO date like 2026-11-23, got {day!r}", field="day")
+        return day_bounds(day, self._offset_ms)
 
 
 # --- daily aggregates ---------------------------------------------------------------------
@@ -754,7 +741,7 @@ def _daily(p: Mapping[str, Any]) -> DailyTelemetry:
     offset_ms(p["utc_offset"])
     return DailyTelemetry(
         subject=_str(p["subject"]),
-        day=_check_day(p["day"]),
+        day=check_day(p["day"]),
         utc_offset=p["utc_offset"],
         series=tuple(_series(s) for s in p["series"]),
         evidence=tuple(_str(e) for e in p["evidence"]),
@@ -909,7 +896,7 @@ class TelemetryMonitor:
     def close_day(self, day: str) -> tuple[DailyTelemetry, list[Alarm]]:
         """Aggregate a local day (final: its later readings count nowhere) and run the
         daily rules."""
-        day = _check_day(day)
+        day = check_day(day)
         if day in self._closed:
             raise InvalidInput(
                 f"day {day} of {self.rules.subject} is already closed",

@@ -115,13 +115,22 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 from typing import Any, Final, Literal, cast
 
 from ledger.errors import InvalidInput
 from oracles.livestock import point_in_polygon
 from oracles.readings import Alarm, Device, Reading, TagRead, VehicleGps
-from oracles.rules import Heartbeats, first_delivery, first_time, offset_ms, require, rule_alarm
+from oracles.rules import (
+    Heartbeats,
+    check_day,
+    day_bounds,
+    first_delivery,
+    first_time,
+    local_day,
+    offset_ms,
+    require,
+    rule_alarm,
+)
 
 __all__ = [
     "RULES",
@@ -159,9 +168,6 @@ STATUSES: Final = (
 )
 
 _HOUR_MS: Final = 3_600_000
-_DAY_MS: Final = 86_400_000
-_EPOCH: Final = date(1970, 1, 1)
-_DAY: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _VIN: Final = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")
 _NEVER: Final = -(2**63)
 _M_PER_DEG_LAT: Final = 110_574.0
@@ -305,21 +311,11 @@ class DealerRules:
 
     def day_of(self, time_ms: int) -> str:
         """The dealer's local date (ISO) of a moment."""
-        return (_EPOCH + timedelta(days=(time_ms + self._offset_ms) // _DAY_MS)).isoformat()
+        return local_day(time_ms, self._offset_ms)
 
     def day_bounds(self, day: str) -> tuple[int, int]:
         """[start, end) of a local day, in unix milliseconds."""
-        start = (date.fromisoformat(_check_day(day)) - _EPOCH).days * _DAY_MS - self._offset_ms
-        return start, start + _DAY_MS
-
-
-def _check_day(day: str) -> str:
-    try:
-        if _DAY.fullmatch(day):
-            return date.fromisoformat(day).isoformat()
-    except ValueError:
-        pass
-    raise InvalidInput(f"expected an ISO date like 2026-11-24, got {day!r}", field="day")
+        return day_bounds(day, self._offset_ms)
 
 
 # --- the day ------------------------------------------------------------------------------
@@ -434,7 +430,7 @@ def _dealer_day(p: Mapping[str, Any]) -> DealerDay:
     vehicles = {str(vin): _vehicle_day(v) for vin, v in p["vehicles"].items()}
     day = DealerDay(
         dealer=str(p["dealer"]),
-        day=_check_day(p["day"]),
+        day=check_day(p["day"]),
         financed=_int(p["financed"]),
         released=tuple(str(v) for v in p["released"]),
         on_lot=_int(p["on_lot"]),
@@ -559,7 +555,7 @@ class DealerMonitor:
     def close_day(self, day: str) -> tuple[DealerDay, list[Alarm]]:
         """The dealer's result for a local day (final: its later readings count nowhere)
         and its unseen alarms."""
-        day = _check_day(day)
+        day = check_day(day)
         if day in self._closed:
             raise InvalidInput(
                 f"day {day} of dealer {self.rules.dealer} is already closed",

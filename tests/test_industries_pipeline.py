@@ -92,13 +92,21 @@ SCENARIOS: dict[str, tuple[str, Callable[..., Scenario], Callable[[dict[str, Any
 }
 
 
-def _run(name: str, tmp: Path, *, incidents: list[str] | None = None) -> Site:
+def _run(
+    name: str,
+    tmp: Path,
+    *,
+    incidents: list[str] | None = None,
+    revenue: dict[str, float] | None = None,
+) -> Site:
     scenario = SCENARIOS[name][1](incidents=incidents)
     runtime, keys = Runtime.dev(db_url=f"sqlite:///{tmp}/{name}.sqlite", submitters=2)
     raw = oracle_config(scenario, tenant=name)
     for section in ("plants", "dealers", "solar", "charging", "telemetry"):
         for watch in raw.get(section, []):
             watch["declarants"] = [keys.submitters[1].address]  # the borrower declares
+    if revenue is not None:  # what a plant's utilization is worth, for declared revenue
+        raw["plants"][0]["revenue"] = revenue
     config = OracleConfig.parse(raw)
     service = OracleService.build(runtime, config, gateway=keys.submitters[0])
     drive = feed_in_process(scenario, service)
@@ -229,6 +237,41 @@ def test_declared_output_is_checked_against_the_plants_counters(plant: Site) -> 
     )
     replayed = restarted.rules.run_once(limit=1_000_000, now_ms=at + 2 * DAY_MS)
     assert replayed.alarms == [] and len(plant.events("crosscheck.result")) == 2
+
+
+def test_declared_revenue_is_checked_against_what_the_utilization_is_worth(
+    tmp_path: Path,
+) -> None:
+    """A plant's revenue, declared by the borrower, against utilization × capacity ×
+    price of the days the devices saw (the plant's ``revenue`` config)."""
+    site = _run("plant", tmp_path, revenue={"capacity_per_day": 4_000, "unit_price": 12.8})
+    try:
+        days = [d["payload"] for d in site.events("manufacturing.daily")]
+        worth = [
+            round(d["utilization_pct"] / 100 * 4_000 * 12.8, 2)
+            for d in days
+            if d["utilization_pct"] is not None
+        ]
+        assert worth and sum(worth) > 0
+        period = {"from": days[0]["day"], "to": days[-1]["day"]}
+        base = {"metric": "revenue", "subject": days[0]["plant"], "period": period, "unit": "CNY"}
+        at = site.scenario.end_ms
+        _declare(site, "rev-honest", base | {"value": round(sum(worth), 2)}, at)
+        _declare(site, "rev-inflated", base | {"value": round(sum(worth) * 1.3, 2)}, at + 1)
+        site.service.rules.run_once(now_ms=at + DAY_MS)
+        results = {
+            e["payload"]["declaration"]: e["payload"] for e in site.events("crosscheck.result")
+        }
+        assert set(results) == {"rev-honest", "rev-inflated"}
+        honest, inflated = results["rev-honest"], results["rev-inflated"]
+        assert honest["status"] == "agrees" and honest["observed"] == pytest.approx(sum(worth))
+        assert inflated["status"] == "overstated"
+        assert inflated["difference_pct"] == pytest.approx(30, abs=0.1)
+        alarms = {a.key for a in site.service.state.alarms()}
+        assert "declaration_overstated:rev-inflated" in alarms
+        assert "declaration_overstated:rev-honest" not in alarms
+    finally:
+        site.runtime.close()
 
 
 def test_a_document_dated_in_the_future_does_not_move_the_verdicts_clock(

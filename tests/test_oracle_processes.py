@@ -23,6 +23,7 @@ from ledger.chain import Chain, new_account
 from ledger.oracle_state import OracleState
 from ledger.store import Store
 from oracles.files import sign_file
+from oracles.mqtt import MqttSettings, MqttSubscriber
 from oracles.simulate import warehouse
 from tests.conftest import ANVIL_DEV_KEY, AnvilNode, ServeProcess, fourflow_bin
 
@@ -120,6 +121,16 @@ def test_oracle_run_takes_a_simulated_warehouse_in_over_mqtt(setup: dict[str, An
     env, tmp, tenant = setup["env"], setup["tmp"], setup["tenant"]
     serve_env = {k: v for k, v in env.items() if k != "FOURFLOW_ORACLE_KEY"}  # one anchorer
     oracle_log = tmp / "oracle.log"
+    # the oracle's persistent MQTT session exists before anything is published: the broker
+    # keeps what arrives for it until the oracle has connected, however slowly it starts
+    session = MqttSubscriber(
+        MqttSettings.from_env(env), lambda _topic, _body: None, retry_initial_s=0.1
+    )
+    session.start()
+    try:
+        assert session.wait_subscribed(30)
+    finally:
+        session.stop()
     with oracle_log.open("w") as log:
         oracle = subprocess.Popen(
             [fourflow_bin(), "oracle", "run", "--config", str(tmp / "oracle.json"), "--poll", "0.2",
@@ -131,7 +142,6 @@ def test_oracle_run_takes_a_simulated_warehouse_in_over_mqtt(setup: dict[str, An
             serve_env, "--oracle-config", str(tmp / "oracle.json"),
             log=tmp / "serve.log", wait=30, stderr_only=True,
         ) as server:  # fmt: skip
-            time.sleep(2)  # the subscriber's session exists before anything is published
             published = run(
                 "simulate", "warehouse", "--days", "1", "--seed", "3", "--mqtt", "--tenant", tenant,
                 "--start", START,

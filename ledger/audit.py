@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+import orjson
 from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
@@ -63,6 +64,7 @@ from ledger.canonical import (
     leaf_hash,
     leaf_of_canonical,
     loads_canonical,
+    simple_jcs,
     stream_id,
 )
 from ledger.chain import (
@@ -353,6 +355,15 @@ _SIBLING = re.compile(SIBLING_PATTERN)
 _TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
+# _is_submission_ref over the canonical JSON orjson writes for it: its keys in order,
+# count >= 1 and index >= 0 as safe integers (under 16 digits), the proof's steps
+_STEP = rb'\{"(?:left|right)":"' + SIBLING_PATTERN.encode() + rb'"\}'
+_SIMPLE_REF = re.compile(
+    rb'\{"count":[1-9][0-9]{0,14},"index":(?:0|[1-9][0-9]{0,14}),"proof":\[(?:%s(?:,%s)*)?\],'
+    rb'"root":"%s","signature":"%s"\}'
+    % (_STEP, _STEP, HEX32_PATTERN.encode(), SIGNATURE_PATTERN.encode())
+)
+_SAFE = 2**53 - 1
 _EVENT_KEYS = frozenset(
     {"kind", "schema_version", "stream", "event_id", "asset_ids", "event_time", "payload"}
     | {"submitter"}
@@ -374,8 +385,36 @@ def _within_depth(value: Any, depth: int) -> bool:
     return depth > 0 and all(_within_depth(item, depth - 1) for item in items)
 
 
-def _event_time_ms(body: Mapping[str, Any]) -> int | None:
-    """The time of an event body that is certainly a valid EventBody, else None."""
+def _simple_within_depth(value: Any, depth: int) -> bool:
+    """``_within_depth``, and simple as ledger.canonical.simple_jcs needs: no float, no
+    integer beyond 2**53 - 1, no key beyond the Basic Multilingual Plane."""
+    kind = type(value)
+    if kind is dict:
+        if depth <= 0:
+            return False
+        for key, item in value.items():
+            if not key.isascii() and max(key) > "\uffff":
+                return False
+            if type(item) in _SIMPLE_SCALARS or item is None:
+                continue
+            if not _simple_within_depth(item, depth - 1):
+                return False
+        return True
+    if kind is list:
+        return depth > 0 and all(_simple_within_depth(item, depth - 1) for item in value)
+    if kind is int:
+        return bool(-_SAFE <= value <= _SAFE)
+    return kind is str or kind is bool or value is None
+
+
+_SIMPLE_SCALARS = frozenset({str, bool})  # ints are checked for size
+
+
+def _event_time_ms(
+    body: Mapping[str, Any], payload_ok: Callable[[Any, int], bool] = _within_depth
+) -> int | None:
+    """The time of an event body that is certainly a valid EventBody, else None.
+    ``payload_ok``: _within_depth, or _simple_within_depth for the simple path."""
     if body.keys() != _EVENT_KEYS:
         return None
     asset_ids, version, text = body["asset_ids"], body["schema_version"], body["event_time"]
@@ -391,7 +430,7 @@ def _event_time_ms(body: Mapping[str, Any]) -> int | None:
         and len(set(asset_ids)) == len(asset_ids)
         and _is_text(body["submitter"], _ADDRESS)
         and type(body["payload"]) is dict
-        and _within_depth(body["payload"], MAX_PAYLOAD_DEPTH)
+        and payload_ok(body["payload"], MAX_PAYLOAD_DEPTH)
         and _is_text(text, _TIME)
     ):
         return None
@@ -487,31 +526,50 @@ def _differences(on_chain: Any, replayed: Any, prefix: str = "") -> dict[str, An
     return out
 
 
-def _hashes(raw: dict[str, Any], domain: _Domain) -> tuple[bytes, bytes, int] | None:
+def _hashes(raw: dict[str, Any], domain: _Domain, simple: bool) -> tuple[bytes, bytes, int] | None:
     """(event digest, leaf, event time) of ``raw``, parsed JSON, if it is certainly a
     valid SignedEnvelope; None when the models must decide. The body is written in
     canonical JSON once, and the envelope's from its members' (ledger.signing.envelope_jcs),
-    so the leaf is ``leaf_hash(raw)``."""
+    so the leaf is ``leaf_hash(raw)``.
+
+    ``simple``: ``raw`` was read by orjson, and is taken only if every part of it is
+    certainly simple (see _simple_within_depth), so that orjson writes its canonical
+    JSON (ledger.canonical.simple_jcs) and read it as the standard library does."""
     if len(raw) != 3:
         return None
     body, ref, raw_domain = raw.get("event"), raw.get("submission"), raw.get("domain")
     if type(body) is not dict or type(ref) is not dict or type(raw_domain) is not dict:
         return None
-    time_ms = _event_time_ms(body)
-    if time_ms is None or not _is_submission_ref(ref):
+    time_ms = _event_time_ms(body, _simple_within_depth if simple else _within_depth)
+    if time_ms is None:
         return None
+    if not simple:
+        if not _is_submission_ref(ref):
+            return None
+        ref_jcs = canonical_json(ref)
+    else:  # one pattern over the reference's canonical JSON instead of a walk
+        try:
+            ref_jcs = simple_jcs(ref)
+        except TypeError:  # an integer beyond 2**53 - 1
+            return None
+        if _SIMPLE_REF.fullmatch(ref_jcs) is None:
+            return None
     ours, ours_jcs = domain
     if raw_domain == ours and type(raw_domain["chainId"]) is int:
         domain_jcs = ours_jcs
-    elif _is_domain(raw_domain):
+    elif not _is_domain(raw_domain):
+        return None
+    elif not simple:
         domain_jcs = canonical_json(raw_domain)
+    elif -_SAFE <= raw_domain["chainId"] <= _SAFE:
+        domain_jcs = simple_jcs(raw_domain)  # its keys are ASCII, its strings any text
     else:
         return None
     try:  # the models require a body that has canonical JSON (the payload's)
-        body_jcs = canonical_json(body)
+        body_jcs = simple_jcs(body) if simple else canonical_json(body)
     except InvalidInput:
         return None
-    envelope = envelope_jcs(domain_jcs, body_jcs, canonical_json(ref))
+    envelope = envelope_jcs(domain_jcs, body_jcs, ref_jcs)
     return digest_of_canonical(body_jcs), leaf_of_canonical(envelope), time_ms
 
 
@@ -526,10 +584,19 @@ def _decode(text: str, domain: _Domain) -> _Decoded:
     raw: Any = None
     leaf: bytes | None = None
     try:
+        quick = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        quick = None  # the standard library below says why, or reads what orjson would not
+    if type(quick) is dict:
+        hashed = _hashes(quick, domain, simple=True)
+        if hashed is not None:
+            digest, leaf, time_ms = hashed
+            return quick, digest, leaf, time_ms, None
+    try:
         raw = loads_canonical(text)
         if not isinstance(raw, dict):
             return raw, None, None, None, None
-        hashed = _hashes(raw, domain)
+        hashed = _hashes(raw, domain, simple=False)
         if hashed is not None:
             digest, leaf, time_ms = hashed
             return raw, digest, leaf, time_ms, None

@@ -13,15 +13,27 @@ No tag contains "{", and JCS of an object always starts with it, so tag and body
 never be re-split differently.
 
 Speed: the rfc8785 package writes JCS in pure Python, one character at a time, and was
-most of the cost of taking in an event. ``canonical_json`` therefore writes the common
-case with the C JSON encoder, whose output is byte for byte JCS when every key is in the
-Basic Multilingual Plane (so code-point order is UTF-16 order), every integer is a safe
-integer, and every float is either whole (written as an integer, as ECMAScript does
-below 2**53) or non-whole and at least 1e-4 (where Python's shortest repr and
-ECMAScript's Number::toString agree digit for digit). Anything else, including every
-input JCS rejects, goes to rfc8785 itself, so both paths give the same bytes or the
-same error; tests/unit/test_canonical.py checks that against rfc8785 on generated
-values.
+most of the cost of taking in an event (and of the audit). ``canonical_json`` therefore
+tries three writers, each only where its bytes are certainly JCS:
+
+1. orjson, with sorted keys and integers held to 53 bits, when what it wrote has no
+   float, no null (orjson writes NaN as null), no escape and no character beyond the
+   Basic Multilingual Plane. What is left is objects, arrays, safe integers, booleans
+   and strings without escapes, where its bytes are JCS byte for byte. Most envelopes.
+2. The C JSON encoder, over a copy in which whole floats are integers, when every key
+   is in the Basic Multilingual Plane (so code-point order is UTF-16 order), every
+   integer is a safe integer, and every float is either whole (written as an integer,
+   as ECMAScript does below 2**53) or non-whole and at least 1e-4 (where Python's
+   shortest repr and ECMAScript's Number::toString agree digit for digit). Readings.
+3. rfc8785 itself: the rest, including every input JCS rejects.
+
+So all give the same bytes or the same error for JSON values (dicts with string keys,
+lists, tuples, strings, ints, floats, booleans, None); tests/unit/test_canonical.py
+checks that against rfc8785 on generated values. (orjson also writes a UUID or an Enum
+member as its JSON value, where rfc8785 refuses them; no caller passes either.)
+``loads_canonical`` reads with orjson in the same spirit: only text without escapes and
+without integers of 16 digits or more, which it reads as the standard library does.
+``simple_jcs`` is the first writer alone, for callers that have checked the value.
 """
 
 from __future__ import annotations
@@ -29,9 +41,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 import rfc8785
 
 from ledger.errors import InvalidInput
@@ -45,6 +59,7 @@ __all__ = [
     "leaf_hash",
     "leaf_of_canonical",
     "loads_canonical",
+    "simple_jcs",
     "stream_id",
 ]
 
@@ -62,6 +77,36 @@ _encode = json.JSONEncoder(
     allow_nan=False,
     check_circular=False,
 ).encode
+
+
+_ORJSON_JCS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_STRICT_INTEGER  # a TypeError beyond 2**53 - 1, as JCS needs
+    | orjson.OPT_PASSTHROUGH_SUBCLASS  # subclasses, datetimes, dataclasses: to _refuse
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+_ASTRAL = re.compile(rb"[\xf0-\xf4]")  # the lead byte of a UTF-8 character beyond the BMP
+_FLOAT_OR_NULL = re.compile(rb"\d[.eE]|null")  # in JSON, "." and "e" follow a digit
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(type(value).__name__)
+
+
+def _orjson_jcs(value: Any) -> bytes | None:
+    """orjson's bytes for ``value`` when they are certainly JCS, else None."""
+    try:
+        out = orjson.dumps(value, default=_refuse, option=_ORJSON_JCS)
+    except TypeError:  # orjson.JSONEncodeError included: lone surrogates, depth, keys
+        return None
+    if b"\\" in out or (not out.isascii() and _ASTRAL.search(out)):
+        return None
+    # without escapes, every other quote opens or closes a string: what is between the
+    # strings is structure, numbers and literals
+    if _FLOAT_OR_NULL.search(b"".join(out.split(b'"')[::2])):
+        return None
+    return out
 
 
 class _NotPlain(Exception):
@@ -120,6 +165,9 @@ def _plain(value: Any) -> Any:
 
 def canonical_json(value: Mapping[str, Any]) -> bytes:
     """RFC 8785 canonical JSON of ``value``; rejects what JCS cannot represent."""
+    fast = _orjson_jcs(value)
+    if fast is not None:
+        return fast
     try:
         return _encode(_plain(value)).encode("utf-8")
     except (_NotPlain, UnicodeEncodeError, RecursionError):
@@ -165,6 +213,16 @@ def _parse_int(text: str) -> int | float:
 
 
 _DECODER = json.JSONDecoder(parse_int=_parse_int)  # one, not one a call
+_LONG_INTEGER = re.compile(r"\d{16}")  # 2**53 has 16 digits: _parse_int must decide
+
+
+def simple_jcs(value: Any) -> bytes:
+    """The canonical JSON of a simple value, written by orjson alone: one holding no
+    float, no integer beyond 2**53 - 1 and no key beyond the Basic Multilingual Plane
+    (any string, any nesting, None). The caller has made sure of that, as the audit does
+    for each stored envelope (ledger.audit._simple_within_depth); for any other value,
+    use ``canonical_json``. A TypeError for an integer beyond 2**53 - 1."""
+    return orjson.dumps(value, option=_ORJSON_JCS)
 
 
 def loads_canonical(text: str | bytes) -> Any:
@@ -174,4 +232,12 @@ def loads_canonical(text: str | bytes) -> Any:
     be outside JSON's safe integer range. Such digits are floats again here, so
     ``canonical_json(loads_canonical(b)) == b``.
     """
-    return _DECODER.decode(text if isinstance(text, str) else text.decode("utf-8"))
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    # without escapes, every other quote opens or closes a string (as in _orjson_jcs)
+    if "\\" not in text and not _LONG_INTEGER.search("".join(text.split('"')[::2])):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass  # the standard library's own error (or its reading of NaN)
+    return _DECODER.decode(text)

@@ -28,15 +28,21 @@ from tests.conftest import make_events
 pytestmark = pytest.mark.filterwarnings("error")
 
 
-@pytest.fixture(scope="module")
-def envelope() -> dict[str, Any]:
+_PAYLOADS = {
+    # floats: the standard library reads it, ledger.canonical writes it
+    "floats": {"t": 21.5, "n": 1e20, "deep": [{"a": None, "b": True}]},
+    # none: orjson reads and writes it (the common case, and most stored envelopes)
+    "simple": {"bizStep": "shipping", "n": 2**53 - 1, "deep": [{"a": None, "b": True}], "名": "é😀"},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=list(_PAYLOADS))
+def envelope(request: pytest.FixtureRequest) -> dict[str, Any]:
     runtime, keys = Runtime.dev(db_url="sqlite://", submitters=1)
     try:
         domain = runtime.intake.domain
         events = make_events(keys.submitters[0].address, 5, stream="speed.custody")
-        events[2] = events[2].model_copy(
-            update={"payload": {"t": 21.5, "n": 1e20, "deep": [{"a": None, "b": True}]}}
-        )
+        events[2] = events[2].model_copy(update={"payload": _PAYLOADS[request.param]})
         sealed = envelopes_for(
             sign_submission(events, private_key=keys.submitters[0].key, domain=domain),
             domain=domain,
@@ -104,6 +110,21 @@ def _edits() -> Iterator[tuple[str, Any]]:
     yield "string chain id", put("domain.chainId", "1")
     yield "bool chain id", put("domain.chainId", True)
     yield "other contract", put("domain.verifyingContract", "0x" + "11" * 20)
+    # what orjson reads or writes otherwise than the standard library and JCS
+    yield "big int in payload", put("event.payload.n", 2**53)
+    yield "huge int in payload", put("event.payload.n", 10**30)
+    yield "negative big int", put("event.payload.deep", [-(2**53)])
+    yield "whole float in payload", put("event.payload.n", 2.0)
+    yield "float in a list", put("event.payload.deep", [{"a": 0.5}])
+    yield "astral key", put("event.payload.deep", [{"\U0001f600": 1, "\ue000": 2}])
+    yield "escapes", put("event.payload.deep", ['a"b\\c\n\u0001'])
+    yield "whole float count", put("submission.count", 5.0)
+    yield "16-digit count", put("submission.count", 10**15)
+    yield "big index", put("submission.index", 2**60)
+    yield "whole float version", put("event.schema_version", 1.0)
+    yield "big chain id", put("domain.chainId", 2**60)
+    yield "float chain id", put("domain.chainId", 31337.0)
+    yield "astral domain name", put("domain.name", "fourflow😀")
 
 
 @pytest.mark.parametrize(("name", "edit"), list(_edits()), ids=[n for n, _ in _edits()])
@@ -115,7 +136,7 @@ def test_an_envelope_is_accepted_exactly_when_the_models_accept_it(
     text = json.dumps(raw)  # not necessarily canonical: the audit reads what is stored
     parsed = loads_canonical(text)
     got, digest, leaf, time_ms, problem = audit._decode(text, _domain(envelope))
-    assert got == parsed
+    assert json.dumps(got) == json.dumps(parsed)  # 2**53 and 2.0**53 differ here
     try:
         model = SignedEnvelope.model_validate(parsed)
     except ValidationError as exc:
@@ -126,6 +147,26 @@ def test_an_envelope_is_accepted_exactly_when_the_models_accept_it(
         assert problem is None
         assert digest == event_digest(model.event.model_dump(mode="json"))
         assert leaf == leaf_hash(parsed) and time_ms == model.event.event_time_ms
+
+
+def test_a_simple_envelope_never_reaches_the_standard_library(
+    envelope: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the speed of the audit rests on this: orjson alone reads and writes the common case
+    text = canonical_json(envelope).decode()
+    simple = "t" not in envelope["event"]["payload"]
+
+    def slow(text: str) -> Any:
+        raise AssertionError("the standard library read it")
+
+    monkeypatch.setattr(audit, "loads_canonical", slow)
+    if simple:
+        _, digest, leaf, _, problem = audit._decode(text, _domain(envelope))
+        assert problem is None and leaf == leaf_hash(envelope)
+        assert digest == event_digest(envelope["event"])
+    else:
+        with pytest.raises(AssertionError, match="the standard library read it"):
+            audit._decode(text, _domain(envelope))
 
 
 def test_text_that_is_not_an_envelope_is_named(envelope: dict[str, Any]) -> None:
@@ -213,7 +254,7 @@ def test_the_fast_paths_report_what_the_slow_ones_do(
 
     fast = run()
     # every envelope through the models, every inclusion through verify_inclusion
-    monkeypatch.setattr(audit, "_hashes", lambda raw, domain: None)
+    monkeypatch.setattr(audit, "_hashes", lambda raw, domain, simple: None)
     monkeypatch.setattr(audit.Auditor, "_included", lambda self, events: set())
     slow = run()
     assert fast == slow

@@ -11,6 +11,7 @@ import json
 import struct
 from typing import Any
 
+import orjson
 import pytest
 import rfc8785
 from hypothesis import HealthCheck, assume, given, settings
@@ -22,6 +23,7 @@ from ledger.canonical import (
     canonical_json,
     event_digest,
     leaf_hash,
+    loads_canonical,
     stream_id,
 )
 from ledger.errors import InvalidInput
@@ -336,6 +338,85 @@ def test_common_envelopes_never_reach_rfc8785(monkeypatch: pytest.MonkeyPatch) -
     )
     with pytest.raises(AssertionError, match="rfc8785 was called"):
         canonical_json({"n": 1e-7})  # and the rest still goes there
+
+
+def test_plain_envelopes_are_written_by_orjson_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first writer takes the common envelope; anything it is unsure of (a float, a
+    # null, an escape, a character beyond the BMP) goes on to the next ones.
+    import ledger.canonical as canonical
+
+    def never(value: Any) -> Any:
+        raise AssertionError("the C encoder was called")
+
+    envelope = json.loads(json.dumps(ENVELOPE["envelope"]))
+    del envelope["event"]["payload"]["temp"]  # the vector's one float
+    expected = rfc8785.dumps(envelope)
+    monkeypatch.setattr(canonical, "_plain", never)
+    assert canonical_json(envelope) == expected
+    assert canonical_json({"b": [1, True, "é"], "a": {"k": -(2**53 - 1)}}) == (
+        '{"a":{"k":-9007199254740991},"b":[1,true,"é"]}'.encode()
+    )
+    for unsure in ({"n": 2.0}, {"n": None}, {"n": float("nan")}, {"s": 'a"b'}, {"\U0001f600": 1}):
+        with pytest.raises(AssertionError, match="the C encoder was called"):
+            canonical_json(unsure)
+
+
+def test_nan_written_as_null_by_orjson_is_still_refused() -> None:
+    assert orjson.dumps({"n": float("nan")}) == b'{"n":null}'  # why null is not plain
+    for value in ({"n": float("nan")}, {"a": [1, {"n": float("-inf")}]}):
+        with pytest.raises(InvalidInput):
+            canonical_json(value)
+
+
+def _stdlib_loads(text: str) -> Any:
+    def parse_int(digits: str) -> int | float:
+        value = int(digits)
+        return value if abs(value) < 2**53 else float(digits)
+
+    return json.loads(text, parse_int=parse_int)
+
+
+_READ_BACK_CASES = [
+    '{"a":1}', '{"big":9007199254740993}', '{"big":-12345678901234567890}', '{"s":"\\u00e9"}',
+    '{"q":"say \\"9007199254740993\\""}', '{"n":NaN}', '[1.5e300,1e400,-0,-0.0]',
+    '{"a":1,"a":2}', '  {"x" : [ 1 , 2 ] }  ', '{"digits":"12345678901234567890"}',
+    '{"bad":}', '{"unterminated', '"\\ud800"',
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", _READ_BACK_CASES)
+def test_loads_canonical_reads_as_the_standard_library_does(text: str) -> None:
+    try:
+        expected: Any = _stdlib_loads(text)
+    except ValueError as exc:
+        with pytest.raises(type(exc)):
+            loads_canonical(text)
+        return
+    for got in (loads_canonical(text), loads_canonical(text.encode("utf-8"))):
+        assert json.dumps(got) == json.dumps(expected)  # NaN and -0.0 compare by their text
+        assert _types(got) == _types(expected)
+
+
+def _types(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _types(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_types(item) for item in value]
+    return type(value).__name__
+
+
+@PROPERTY
+@given(st.dictionaries(_keys, ANY_JSON, max_size=6))
+def test_canonical_bytes_read_back_to_the_same_bytes(value: dict[str, Any]) -> None:
+    try:
+        jcs = canonical_json(value)
+    except InvalidInput:
+        return
+    text = jcs.decode("utf-8")
+    read = loads_canonical(jcs)
+    assert json.dumps(read) == json.dumps(_stdlib_loads(text))
+    assert _types(read) == _types(_stdlib_loads(text))
+    assert canonical_json(read) == jcs
 
 
 # --- tampering -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -58,6 +58,7 @@ __all__ = [
     "OnChainBatch",
     "StreamHead",
     "TxReceipt",
+    "abi_type",
 ]
 
 ORACLE_ROLE = keccak(text="ORACLE_ROLE")
@@ -73,6 +74,15 @@ def tester_failures() -> tuple[type[BaseException], ...]:
     so it is looked up only where the in-process chain has already imported it."""
     module = sys.modules.get("eth_tester.exceptions")
     return (module.TransactionFailed,) if module is not None else ()
+
+
+def abi_type(param: Mapping[str, Any]) -> str:
+    """The ABI type string of an ABI parameter, tuples spelled out: "(bytes32,uint64)"."""
+    kind = str(param["type"])
+    if kind.startswith("tuple"):
+        inner = ",".join(abi_type(c) for c in param["components"])
+        return f"({inner}){kind[len('tuple') :]}"
+    return kind
 
 
 @contextmanager
@@ -177,6 +187,31 @@ class Chain:
         """Run one read against the node, translating its failures."""
         with self._lock, _translated(action):
             return fn()
+
+    def batch(
+        self, action: str, requests: Sequence[tuple[str, list[Any]]], *, size: int = 500
+    ) -> list[Any] | None:
+        """The raw JSON-RPC results of ``requests`` ((method, params) each), in order,
+        sent as batch requests of ``size``: for the reads an audit makes by the
+        thousand, which one at a time through web3.py cost ~3 ms each. None on the
+        in-process chain, which answers in its own formats: read one at a time there.
+        Any error in the answer is a ChainError."""
+        if self.rpc_url is None:
+            return None
+        results: list[Any] = []
+        for start in range(0, len(requests), size):
+            chunk = list(requests[start : start + size])
+            with self._lock, _translated(action):
+                answers = self.w3.provider.make_batch_request(chunk)  # type: ignore[attr-defined]
+            if not isinstance(answers, list) or len(answers) != len(chunk):
+                raise ChainError(
+                    f"{action}: the node answered {len(chunk)} requests with {answers!r:.200}"
+                )
+            for answer in sorted(answers, key=lambda a: a.get("id", 0)):
+                if "error" in answer or "result" not in answer:
+                    raise ChainError(f"{action}: {answer.get('error', answer)!r:.300}")
+                results.append(answer["result"])
+        return results
 
     @property
     def head(self) -> int:
@@ -472,6 +507,37 @@ class AnchorRegistry(ContractClient):
         if leaf_count == 0:
             return None
         return OnChainBatch(bytes(root), leaf_count, first, last, anchored_block)
+
+    def batches_of(
+        self, *, stream: str, seqs: Sequence[int], block: BlockIdentifier = "latest"
+    ) -> list[OnChainBatch | None]:
+        """``batch_of`` for each of ``seqs``, in as few round trips as the node takes."""
+        fn = self._contract.functions.batchOf
+        calls = [(fn(stream_id_of(stream), seq), seq) for seq in seqs]
+        tag = hex(block) if isinstance(block, int) else block
+        answers = self.chain.batch(
+            "reading anchored batches",
+            [
+                ("eth_call", [{"to": self.address, "data": call._encode_transaction_data()}, tag])
+                for call, _ in calls
+            ],
+        )
+        if answers is None:
+            return [self.batch_of(stream=stream, seq=seq, block=block) for seq in seqs]
+        (abi,) = [e for e in self.artifact.abi if e.get("name") == "batchOf"]
+        types = [abi_type(output) for output in abi["outputs"]]
+        out: list[OnChainBatch | None] = []
+        for answer in answers:
+            with _translated("reading anchored batches"):
+                (root, leaf_count, first, last, anchored_block), *_ = abi_decode(
+                    types, bytes(HexBytes(answer))
+                )
+            out.append(
+                None
+                if leaf_count == 0
+                else OnChainBatch(bytes(root), leaf_count, first, last, anchored_block)
+            )
+        return out
 
     def head_of(self, stream: str, *, block: BlockIdentifier = "latest") -> StreamHead:
         fn = self._contract.functions.headOf(stream_id_of(stream))

@@ -25,7 +25,7 @@ from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3.types import FilterParams
 
-from ledger.chain import Chain, Deployment
+from ledger.chain import Chain, Deployment, abi_type
 from ledger.contracts import load_artifact
 
 __all__ = ["ChainLog", "LogReader", "watched_contracts"]
@@ -82,15 +82,12 @@ class _EventAbi:
 
 
 def _signature(abi: Mapping[str, Any]) -> str:
-    return f"{abi['name']}({','.join(_type_of(i) for i in abi['inputs'])})"
+    return f"{abi['name']}({','.join(abi_type(i) for i in abi['inputs'])})"
 
 
-def _type_of(param: Mapping[str, Any]) -> str:
-    kind = str(param["type"])
-    if kind.startswith("tuple"):
-        inner = ",".join(_type_of(c) for c in param["components"])
-        return f"({inner}){kind[len('tuple') :]}"
-    return kind
+def _hex(value: Any) -> str:
+    """A hash as the node returned it (hex text or bytes) as 0x-prefixed lowercase hex."""
+    return "0x" + bytes(HexBytes(value)).hex()
 
 
 def _json_value(param: Mapping[str, Any], value: Any) -> Any:
@@ -149,6 +146,7 @@ class LogReader:
                 return list(self.chain.w3.eth.get_logs(q))
 
             raw = self.chain.call("reading contract logs", fetch)
+            self._prefetch_block_times({_hex(log["blockHash"]) for log in raw})
             ordered = sorted(raw, key=lambda log: (log["blockNumber"], log["logIndex"]))
             for log in ordered:
                 decoded = self.decode(log)
@@ -168,12 +166,12 @@ class LogReader:
             return None
         data = bytes(HexBytes(log["data"]))
         args = self._decode_args(event.abi, topics[1:], data)
-        block_hash = "0x" + bytes(HexBytes(log["blockHash"])).hex()
+        block_hash = _hex(log["blockHash"])
         return ChainLog(
             block_number=int(log["blockNumber"]),
             block_hash=block_hash,
             block_time_ms=self._block_time_ms(block_hash),
-            tx_hash="0x" + bytes(HexBytes(log["transactionHash"])).hex(),
+            tx_hash=_hex(log["transactionHash"]),
             log_index=int(log["logIndex"]),
             contract=contract,
             address=address,
@@ -192,12 +190,29 @@ class LogReader:
         values: dict[str, Any] = {}
         for param, topic in zip(indexed, topics, strict=True):
             # indexed dynamic values are stored as their hash; ours are all static
-            (value,) = abi_decode([_type_of(param)], topic)
+            (value,) = abi_decode([abi_type(param)], topic)
             values[param["name"]] = _json_value(param, value)
-        decoded = abi_decode([_type_of(p) for p in plain], data) if plain else ()
+        decoded = abi_decode([abi_type(p) for p in plain], data) if plain else ()
         for param, value in zip(plain, decoded, strict=True):
             values[param["name"]] = _json_value(param, value)
         return {p["name"]: values[p["name"]] for p in abi["inputs"]}
+
+    def _prefetch_block_times(self, block_hashes: set[str]) -> None:
+        """Read the times of the blocks not yet known in one batch request, where the
+        node takes them (an audit reads a block for each of a thousand anchors)."""
+        missing = sorted(h for h in block_hashes if h not in self._block_times)
+        if not missing:
+            return
+        answers = self.chain.batch(
+            "reading blocks", [("eth_getBlockByHash", [h, False]) for h in missing]
+        )
+        if answers is None:
+            return  # read one at a time by _block_time_ms
+        if len(self._block_times) + len(missing) > 10_000:
+            self._block_times.clear()
+        for block_hash, block in zip(missing, answers, strict=True):
+            if isinstance(block, dict) and "timestamp" in block:  # else: read again, alone
+                self._block_times[block_hash] = int(block["timestamp"], 16) * 1000
 
     def _block_time_ms(self, block_hash: str) -> int:
         cached = self._block_times.get(block_hash)
@@ -216,4 +231,4 @@ class LogReader:
         if number > self.chain.head:
             return None
         block = self.chain.call("reading a block", lambda: self.chain.w3.eth.get_block(number))
-        return "0x" + bytes(HexBytes(block["hash"])).hex()
+        return _hex(block["hash"])

@@ -67,14 +67,26 @@ class MerkleTree:
         return len(self._tools.levels) - 1
 
     def proofs(self) -> list[list[ProofStep]]:
-        """Every leaf's proof, in leaf order: ``[self.proof(i) for i in range(n)]``, with
-        each node written in hex once instead of once per proof it appears in."""
-        below_root = [[node.hex() for node in level] for level in reversed(self._tools.levels[1:])]
-        count = self.leaf_count
-        return [
-            [{side: below_root[height][idx]} for height, idx, side in _siblings(index, count)]
-            for index in range(count)
-        ]
+        """Every leaf's proof, in leaf order: ``[self.proof(i) for i in range(n)]``. Built
+        from the root down, each node's path being its sibling step and then its
+        parent's path: one step of Python a node, not one a node and leaf below it. Proofs
+        share their steps (a promoted node its parent's whole path): read them, do not
+        change them."""
+        levels = self._tools.levels  # the root's level first
+        paths: list[list[ProofStep]] = [[]]
+        for level in levels[1:]:
+            width, hexes = len(level), [node.hex() for node in level]
+            below: list[list[ProofStep]] = []
+            for index in range(width):
+                above = paths[index >> 1]
+                if index & 1:
+                    below.append([{"left": hexes[index - 1]}, *above])
+                elif index + 1 < width:
+                    below.append([{"right": hexes[index + 1]}, *above])
+                else:  # the last node of an odd level is promoted: no sibling
+                    below.append(above)
+            paths = below
+        return paths
 
     def upper_nodes(self, from_height: int = CHUNK_HEIGHT) -> list[tuple[int, int, bytes]]:
         """(height, index, hash) of every node at ``from_height`` and above, the root

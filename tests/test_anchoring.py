@@ -233,3 +233,66 @@ def test_a_bundle_keeps_large_whole_floats_as_floats(dev: Any) -> None:
         assert bundle.envelope.event.payload["big"] == 1e20
         assert isinstance(bundle.envelope.event.payload["big"], float)
         verify_bundle(bundle.to_json_dict(), chain=runtime.chain)
+
+
+def _anchor_three(runtime: Runtime, keys: Any) -> None:
+    for n, stream in ((3, "reads.a"), (2, "reads.a"), (4, "reads.b")):
+        submit(runtime, keys.submitters[0], n, stream=stream)
+        runtime.anchorer(keys.oracle, max_batch=10).run_once(force=True)
+
+
+def _reads_in_bulk_equal_reads_one_at_a_time(runtime: Runtime) -> None:
+    registry, head = runtime.registry, runtime.chain.head
+    for stream, anchored in (("reads.a", 2), ("reads.b", 1), ("reads.none", 0)):
+        seqs = range(anchored + 2)
+        alone = [registry.batch_of(stream=stream, seq=s, block=head) for s in seqs]
+        assert registry.batches_of(stream=stream, seqs=seqs, block=head) == alone
+        assert [b is not None for b in alone] == [True] * anchored + [False, False]
+    assert registry.batches_of(stream="reads.a", seqs=[]) == []
+
+
+def test_batches_read_in_bulk_on_the_in_process_chain(dev: Any) -> None:
+    runtime, keys = dev
+    assert runtime.chain.batch("reading", [("eth_blockNumber", [])]) is None  # one at a time
+    _anchor_three(runtime, keys)
+    _reads_in_bulk_equal_reads_one_at_a_time(runtime)
+
+
+@pytest.mark.anvil
+def test_batches_and_block_times_read_in_batch_requests_on_a_node(
+    anvil: AnvilNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledger.chainlog import LogReader
+    from ledger.errors import ChainError
+
+    runtime, keys = Runtime.dev(
+        db_url=f"sqlite:///{tmp_path}/store.sqlite", chain=Chain.connect(anvil.url)
+    )
+    try:
+        _anchor_three(runtime, keys)
+        _reads_in_bulk_equal_reads_one_at_a_time(runtime)
+        # three batch requests of one, in order, and the node's errors are ChainErrors
+        answers = runtime.chain.batch(
+            "reading", [("eth_chainId", []), ("eth_blockNumber", []), ("eth_chainId", [])], size=1
+        )
+        assert answers is not None and int(answers[0], 16) == runtime.chain.chain_id
+        assert int(answers[1], 16) == runtime.chain.head and answers[2] == answers[0]
+        with pytest.raises(ChainError, match="reading"):
+            runtime.chain.batch("reading", [("eth_chainId", []), ("no_such_method", [])])
+        # block times come from one batch request, and agree with the blocks one by one
+        reader = LogReader.for_deployment(runtime.chain, runtime.deployment)
+        one_at_a_time = runtime.chain.call
+
+        def no_single_block_reads(action: str, fn: Any) -> Any:
+            assert action != "reading a block", "a block was read alone"
+            return one_at_a_time(action, fn)
+
+        monkeypatch.setattr(runtime.chain, "call", no_single_block_reads)
+        logs = list(reader.read(0, runtime.chain.head))
+        monkeypatch.undo()
+        assert len({log.block_hash for log in logs}) >= 3
+        for log in logs:
+            block = runtime.chain.w3.eth.get_block(log.block_number)
+            assert log.block_time_ms == int(block["timestamp"]) * 1000
+    finally:
+        runtime.close()

@@ -332,6 +332,10 @@ def _by_arrival(event: _Event) -> tuple[bool, int]:
     return (event.position is None, event.position or 0)
 
 
+def _by_position(row: Any) -> int:
+    return int(row.position)
+
+
 def _leaf(event: _Event, source: str) -> bytes | None:
     return event.stored_leaf if source == "stored" else event.leaf
 
@@ -897,14 +901,18 @@ class Auditor:
         done = 0
         for stream in streams:
             with store.session() as session:
-                rows = (
+                rows = sorted(
                     session.connection()
                     .execute(
                         select_columns(*_EVENT_COLUMNS)
                         .where(col(EventRow.stream) == stream)
-                        .order_by(col(EventRow.position))
+                        # the order of the (stream, batch_seq, position) index, not a sort
+                        # of every row with its envelope in the database; then arrival
+                        # order here, a merge of runs that are already in order
+                        .order_by(col(EventRow.batch_seq), col(EventRow.position))
                     )
-                    .all()
+                    .all(),
+                    key=_by_position,
                 )
             events = []
             for row in rows:

@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from sqlalchemy import (
     insert,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import TextClause
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
@@ -133,6 +134,23 @@ class EventRow(SQLModel, table=True):
     received_at_ms: int = Field(sa_type=_BIG)
     batch_seq: int | None = Field(default=None)
     leaf_index: int | None = Field(default=None)
+
+
+def _insert_rows(connection: Connection, table: str, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (dicts with the same keys) into ``table``, in order. On SQLite
+    straight through the driver's executemany: SQLAlchemy's own cost as much as SQLite's
+    work. Elsewhere through SQLAlchemy, which batches rows into multi-row INSERTs
+    (psycopg2's executemany is a round trip a row)."""
+    if connection.dialect.name != "sqlite":
+        connection.execute(insert(SQLModel.metadata.tables[table]), rows)
+        return
+    columns = tuple(rows[0])
+    marks = ", ".join("?" * len(columns))
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+    values = [tuple(row.values()) for row in rows] if len(columns) == 1 else rows
+    if len(columns) > 1:
+        values = list(map(itemgetter(*columns), rows))  # tuples, in the columns' order
+    connection.exec_driver_sql(sql, values)
 
 
 class EventAssetRow(SQLModel, table=True):
@@ -494,9 +512,9 @@ class Store:
             # so positions follow it
             connection = session.connection()
             if new_rows:
-                connection.execute(insert(SQLModel.metadata.tables["events"]), new_rows)
+                _insert_rows(connection, "events", new_rows)
             if new_assets:
-                connection.execute(insert(SQLModel.metadata.tables["event_assets"]), new_assets)
+                _insert_rows(connection, "event_assets", new_assets)
             if related is not None:
                 session.flush()
                 related(session, receipts)

@@ -163,6 +163,7 @@ class Chain:
         # held around "read the pending nonce, send" for one key: a process-local no-op
         # until Runtime.attach shares it between processes through the store
         self.nonce_guard: NonceGuard = _no_guard
+        self._no_batches = False  # the node refused a JSON-RPC batch request (Chain.batch)
         with _translated("connecting to the chain"):
             self.chain_id: int = w3.eth.chain_id
 
@@ -189,24 +190,32 @@ class Chain:
             return fn()
 
     def batch(
-        self, action: str, requests: Sequence[tuple[str, list[Any]]], *, size: int = 500
+        self, action: str, calls: Sequence[tuple[str, list[Any]]], *, size: int = 500
     ) -> list[Any] | None:
-        """The raw JSON-RPC results of ``requests`` ((method, params) each), in order,
+        """The raw JSON-RPC results of ``calls`` ((method, params) each), in order,
         sent as batch requests of ``size``: for the reads an audit makes by the
-        thousand, which one at a time through web3.py cost ~3 ms each. None on the
-        in-process chain, which answers in its own formats: read one at a time there.
-        Any error in the answer is a ChainError."""
-        if self.rpc_url is None:
+        thousand, which one at a time through web3.py cost ~3 ms each.
+
+        None where batches are not to be had: on the in-process chain, which answers in
+        its own formats, and from a node that does not take batch requests (it answers
+        one with a single error, or not with one answer a request; from then on this
+        chain does not ask again). The caller then reads one at a time. An error
+        answering one of the requests is a ChainError; so is a failed connection."""
+        if self.rpc_url is None or self._no_batches:
             return None
         results: list[Any] = []
-        for start in range(0, len(requests), size):
-            chunk = list(requests[start : start + size])
+        for start in range(0, len(calls), size):
+            chunk = list(calls[start : start + size])
             with self._lock, _translated(action):
-                answers = self.w3.provider.make_batch_request(chunk)  # type: ignore[attr-defined]
+                try:
+                    answers = self.w3.provider.make_batch_request(chunk)  # type: ignore[attr-defined]
+                except (requests.RequestException, OSError):
+                    raise  # the node is not there: _translated says so
+                except Exception:  # web3.py could not take the answer as a batch's
+                    answers = None
             if not isinstance(answers, list) or len(answers) != len(chunk):
-                raise ChainError(
-                    f"{action}: the node answered {len(chunk)} requests with {answers!r:.200}"
-                )
+                self._no_batches = True
+                return None
             for answer in sorted(answers, key=lambda a: a.get("id", 0)):
                 if "error" in answer or "result" not in answer:
                     raise ChainError(f"{action}: {answer.get('error', answer)!r:.300}")

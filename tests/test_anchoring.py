@@ -296,3 +296,73 @@ def test_batches_and_block_times_read_in_batch_requests_on_a_node(
             assert log.block_time_ms == int(block["timestamp"]) * 1000
     finally:
         runtime.close()
+
+
+class _NoBatchesProxy:
+    """A JSON-RPC front for a node that answers a batch request with one error, as some
+    hosted providers do; single requests go through to the node."""
+
+    def __init__(self, node_url: str) -> None:
+        import http.server
+        import json as json_module
+
+        import httpx
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if isinstance(json_module.loads(body), list):
+                    refusal = {"code": -32600, "message": "batch requests are not supported"}
+                    out = json_module.dumps({"jsonrpc": "2.0", "id": None, "error": refusal})
+                    answer = out.encode()
+                else:
+                    answer = httpx.post(
+                        node_url, content=body, headers={"content-type": "application/json"}
+                    ).content
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.anvil
+def test_a_node_without_batch_requests_is_read_one_call_at_a_time(
+    anvil: AnvilNode, tmp_path: Path
+) -> None:
+    from ledger.audit import Auditor
+    from ledger.chain import AnchorRegistry
+    from ledger.chainlog import LogReader
+
+    runtime, keys = Runtime.dev(
+        db_url=f"sqlite:///{tmp_path}/store.sqlite", chain=Chain.connect(anvil.url)
+    )
+    proxy = _NoBatchesProxy(anvil.url)
+    try:
+        _anchor_three(runtime, keys)
+        direct = LogReader.for_deployment(runtime.chain, runtime.deployment)
+        head = runtime.chain.head
+        chain = Chain.connect(proxy.url)
+        registry = AnchorRegistry.from_deployment(chain, runtime.deployment)
+        alone = [runtime.registry.batch_of(stream="reads.a", seq=s, block=head) for s in range(3)]
+        assert registry.batches_of(stream="reads.a", seqs=range(3), block=head) == alone
+        assert chain.batch("reading", [("eth_chainId", [])]) is None  # not asked again
+        reader = LogReader.for_deployment(chain, runtime.deployment)
+        assert list(reader.read(0, head)) == list(direct.read(0, head))
+        report = Auditor(chain, runtime.deployment, source=runtime.store, bytecode=False).run()
+        assert report.ok, report.codes
+        assert report.counts.batches == 3 and report.counts.events == 9
+    finally:
+        proxy.close()
+        runtime.close()

@@ -23,7 +23,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils.address import is_checksum_address, to_checksum_address
 
-from ledger.canonical import canonical_json, digest_of_canonical, event_digest
+from ledger.canonical import canonical_json, digest_of_canonical, event_digest, simple_jcs
 from ledger.errors import InvalidInput, InvalidSignature
 from ledger.merkle import build_tree, verify_inclusion
 from ledger.models import Eip712Domain, EventBody, SignedEnvelope, SubmissionIn, SubmissionRef
@@ -200,7 +200,8 @@ def envelopes_for(submission: SubmissionIn, *, domain: Eip712Domain) -> SealedSu
                 event=event, submission=SubmissionRef.model_construct(**ref), domain=domain
             )
         )
-        canonical.append(envelope_jcs(domain_jcs, body, canonical_json(ref)))
+        # hex text and small integers only: orjson's bytes are its JCS (simple_jcs)
+        canonical.append(envelope_jcs(domain_jcs, body, simple_jcs(ref)))
     return SealedSubmission(
         submitter=submission.submitter,
         root=tree.root,

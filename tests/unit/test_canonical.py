@@ -24,6 +24,7 @@ from ledger.canonical import (
     event_digest,
     leaf_hash,
     loads_canonical,
+    simple_jcs,
     stream_id,
 )
 from ledger.errors import InvalidInput
@@ -359,6 +360,32 @@ def test_plain_envelopes_are_written_by_orjson_alone(monkeypatch: pytest.MonkeyP
     for unsure in ({"n": 2.0}, {"n": None}, {"n": float("nan")}, {"s": 'a"b'}, {"\U0001f600": 1}):
         with pytest.raises(AssertionError, match="the C encoder was called"):
             canonical_json(unsure)
+
+
+_bmp_text = st.text(st.characters(min_codepoint=0, max_codepoint=0xFFFF, exclude_categories=["Cs"]))
+_simple_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53 - 1), max_value=2**53 - 1)
+    | st.text(st.characters(exclude_categories=["Cs"]), max_size=8)  # any text, escapes too
+    | st.sampled_from(["\b\t\n\f\r", '"\\', "\x00\x1f\x7f", "\u2028\u2029", "😀"])
+)
+SIMPLE_JSON = st.recursive(
+    _simple_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(_bmp_text, children, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(PROPERTY, max_examples=400)
+@given(st.dictionaries(_bmp_text, SIMPLE_JSON, max_size=6))
+def test_simple_values_are_written_by_orjson_alone_as_rfc8785_writes_them(
+    value: dict[str, Any],
+) -> None:
+    # what the audit relies on for every simple stored envelope (ledger.audit)
+    assert simple_jcs(value) == rfc8785.dumps(value)
 
 
 def test_nan_written_as_null_by_orjson_is_still_refused() -> None:

@@ -13,6 +13,7 @@ import fcntl
 import functools
 import hashlib
 import os
+import sqlite3
 import threading
 import time
 from collections import defaultdict
@@ -235,12 +236,27 @@ def lock_timeout_ms() -> int:
     return int(raw)
 
 
+def _switch_to_wal(cursor: Any, timeout_ms: int) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting out other connections that switch a new file
+    at the same moment: SQLite answers "database is locked" at once there, without its
+    busy handler (processes starting together on one file, tests/test_schema.py)."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
 def _sqlite_pragmas(timeout_ms: int) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={timeout_ms:d}")
+        _switch_to_wal(cursor, timeout_ms)
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

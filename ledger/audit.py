@@ -609,7 +609,8 @@ def _decode(text: str, domain: _Domain) -> _Decoded:
         envelope = SignedEnvelope.model_validate(raw)
         digest = event_digest(envelope.event.model_dump(mode="json"))
         return raw, digest, leaf, envelope.event.event_time_ms, None
-    except (ValueError, InvalidInput, ValidationError) as exc:
+    except (ValueError, InvalidInput, ValidationError, RecursionError) as exc:
+        # RecursionError: text nested deeper than any parser here follows (~1,000 levels)
         return raw, None, leaf, None, str(exc).splitlines()[0]
 
 

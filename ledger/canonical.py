@@ -30,7 +30,8 @@ tries three writers, each only where its bytes are certainly JCS:
 So all give the same bytes or the same error for JSON values (dicts with string keys,
 lists, tuples, strings, ints, floats, booleans, None); tests/unit/test_canonical.py
 checks that against rfc8785 on generated values. (orjson also writes a UUID or an Enum
-member as its JSON value, where rfc8785 refuses them; no caller passes either.)
+member as its JSON value, and an ``orjson.Fragment`` as its bytes, where rfc8785
+refuses them; no caller passes any of these.)
 ``loads_canonical`` reads with orjson in the same spirit: only text without escapes and
 without integers of 16 digits or more, which it reads as the standard library does.
 ``simple_jcs`` is the first writer alone, for callers that have checked the value.
@@ -219,9 +220,10 @@ _LONG_INTEGER = re.compile(r"\d{16}")  # 2**53 has 16 digits: _parse_int must de
 def simple_jcs(value: Any) -> bytes:
     """The canonical JSON of a simple value, written by orjson alone: one holding no
     float, no integer beyond 2**53 - 1 and no key beyond the Basic Multilingual Plane
-    (any string, any nesting, None). The caller has made sure of that, as the audit does
+    (any string, None, nesting up to orjson's limit of about 250 levels). The caller has made sure of that, as the audit does
     for each stored envelope (ledger.audit._simple_within_depth); for any other value,
-    use ``canonical_json``. A TypeError for an integer beyond 2**53 - 1."""
+    use ``canonical_json``. A TypeError for an integer beyond 2**53 - 1 or deeper
+    nesting."""
     return orjson.dumps(value, option=_ORJSON_JCS)
 
 

@@ -198,9 +198,10 @@ class Chain:
 
         None where batches are not to be had: on the in-process chain, which answers in
         its own formats, and from a node that does not take batch requests (it answers
-        one with a single error, or not with one answer a request; from then on this
-        chain does not ask again). The caller then reads one at a time. An error
-        answering one of the requests is a ChainError; so is a failed connection."""
+        one with a single error or an HTTP error status, or not with one answer a
+        request, each with its id; from then on this chain does not ask again). The
+        caller then reads one at a time. An error answering one of the requests is a
+        ChainError; so is a failed connection."""
         if self.rpc_url is None or self._no_batches:
             return None
         results: list[Any] = []
@@ -209,14 +210,22 @@ class Chain:
             with self._lock, _translated(action):
                 try:
                     answers = self.w3.provider.make_batch_request(chunk)  # type: ignore[attr-defined]
+                except requests.HTTPError:  # a 4xx/5xx for the batch: read one at a time
+                    answers = None
                 except (requests.RequestException, OSError):
                     raise  # the node is not there: _translated says so
                 except Exception:  # web3.py could not take the answer as a batch's
                     answers = None
-            if not isinstance(answers, list) or len(answers) != len(chunk):
+            # web3.py orders the answers by id, but leaves them as they came (with a
+            # warning) if an id is missing or null: then no order is known either
+            if (
+                not isinstance(answers, list)
+                or len(answers) != len(chunk)
+                or any(not isinstance(a, dict) or type(a.get("id")) is not int for a in answers)
+            ):
                 self._no_batches = True
                 return None
-            for answer in sorted(answers, key=lambda a: a.get("id", 0)):
+            for answer in sorted(answers, key=lambda a: int(a["id"])):
                 if "error" in answer or "result" not in answer:
                     raise ChainError(f"{action}: {answer.get('error', answer)!r:.300}")
                 results.append(answer["result"])
@@ -537,10 +546,15 @@ class AnchorRegistry(ContractClient):
         types = [abi_type(output) for output in abi["outputs"]]
         out: list[OnChainBatch | None] = []
         for answer in answers:
-            with _translated("reading anchored batches"):
+            try:  # "0x" where the address holds no registry; anything else undecodable
                 (root, leaf_count, first, last, anchored_block), *_ = abi_decode(
                     types, bytes(HexBytes(answer))
                 )
+            except Exception as exc:
+                raise ChainError(
+                    f"reading anchored batches: batchOf answered {answer!r:.80}, which does "
+                    f"not decode as a batch: {exc}"
+                ) from exc
             out.append(
                 None
                 if leaf_count == 0

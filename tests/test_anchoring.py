@@ -299,10 +299,12 @@ def test_batches_and_block_times_read_in_batch_requests_on_a_node(
 
 
 class _NoBatchesProxy:
-    """A JSON-RPC front for a node that answers a batch request with one error, as some
-    hosted providers do; single requests go through to the node."""
+    """A JSON-RPC front for a node that does not take batch requests, as some hosted
+    providers do: it answers one with a single error (``refusal="error"``), with HTTP 400
+    (``"status"``), or with answers that carry no ids (``"no-ids"``); single requests go
+    through to the node."""
 
-    def __init__(self, node_url: str) -> None:
+    def __init__(self, node_url: str, refusal: str = "error") -> None:
         import http.server
         import json as json_module
 
@@ -311,15 +313,19 @@ class _NoBatchesProxy:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                if isinstance(json_module.loads(body), list):
-                    refusal = {"code": -32600, "message": "batch requests are not supported"}
-                    out = json_module.dumps({"jsonrpc": "2.0", "id": None, "error": refusal})
-                    answer = out.encode()
+                status, request = 200, json_module.loads(body)
+                forward = {"content-type": "application/json"}
+                error = {"code": -32600, "message": "batch requests are not supported"}
+                if not isinstance(request, list):
+                    answer = httpx.post(node_url, content=body, headers=forward).content
+                elif refusal == "no-ids":
+                    answers = httpx.post(node_url, content=body, headers=forward).json()
+                    answer = json_module.dumps([a | {"id": None} for a in answers]).encode()
                 else:
-                    answer = httpx.post(
-                        node_url, content=body, headers={"content-type": "application/json"}
-                    ).content
-                self.send_response(200)
+                    status = 400 if refusal == "status" else 200
+                    refused = {"jsonrpc": "2.0", "id": None, "error": error}
+                    answer = json_module.dumps(refused).encode()
+                self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(answer)))
                 self.end_headers()
@@ -338,8 +344,9 @@ class _NoBatchesProxy:
 
 
 @pytest.mark.anvil
+@pytest.mark.parametrize("refusal", ["error", "status", "no-ids"])
 def test_a_node_without_batch_requests_is_read_one_call_at_a_time(
-    anvil: AnvilNode, tmp_path: Path
+    anvil: AnvilNode, tmp_path: Path, refusal: str
 ) -> None:
     from ledger.audit import Auditor
     from ledger.chain import AnchorRegistry
@@ -348,7 +355,7 @@ def test_a_node_without_batch_requests_is_read_one_call_at_a_time(
     runtime, keys = Runtime.dev(
         db_url=f"sqlite:///{tmp_path}/store.sqlite", chain=Chain.connect(anvil.url)
     )
-    proxy = _NoBatchesProxy(anvil.url)
+    proxy = _NoBatchesProxy(anvil.url, refusal)
     try:
         _anchor_three(runtime, keys)
         direct = LogReader.for_deployment(runtime.chain, runtime.deployment)
@@ -365,4 +372,22 @@ def test_a_node_without_batch_requests_is_read_one_call_at_a_time(
         assert report.counts.batches == 3 and report.counts.events == 9
     finally:
         proxy.close()
+        runtime.close()
+
+
+@pytest.mark.anvil
+def test_a_batch_answer_that_is_no_batch_is_a_chain_error(anvil: AnvilNode, tmp_path: Path) -> None:
+    from ledger.chain import AnchorRegistry
+    from ledger.errors import ChainError
+
+    runtime, keys = Runtime.dev(
+        db_url=f"sqlite:///{tmp_path}/store.sqlite", chain=Chain.connect(anvil.url)
+    )
+    try:
+        _anchor_three(runtime, keys)
+        # an address that holds no registry answers "0x", which is no batch
+        nobody = AnchorRegistry(runtime.chain, keys.submitters[0].address)
+        with pytest.raises(ChainError, match="does not decode as a batch"):
+            nobody.batches_of(stream="reads.a", seqs=[0])
+    finally:
         runtime.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -173,6 +174,16 @@ def test_text_that_is_not_an_envelope_is_named(envelope: dict[str, Any]) -> None
     assert audit._decode("[1]", _domain(envelope)) == ([1], None, None, None, None)
     raw, digest, leaf, _, problem = audit._decode("{not json", _domain(envelope))
     assert raw is None and digest is None and leaf is None and problem
+    # deeper than orjson (1,024 levels) and the standard library follow: named, not a crash
+    deep = '{"event":' + "[" * 5_000 + "]" * 5_000 + "}"
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1_000)  # Python's default (the test runner may have raised it)
+    try:
+        raw, digest, leaf, time_ms, problem = audit._decode(deep, _domain(envelope))
+    finally:
+        sys.setrecursionlimit(limit)
+    assert raw is None and digest is None and leaf is None and time_ms is None
+    assert problem is not None and "recursion" in problem
 
 
 # --- serial and parallel on a store with planted faults ---------------------------------------

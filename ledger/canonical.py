@@ -220,10 +220,10 @@ _LONG_INTEGER = re.compile(r"\d{16}")  # 2**53 has 16 digits: _parse_int must de
 def simple_jcs(value: Any) -> bytes:
     """The canonical JSON of a simple value, written by orjson alone: one holding no
     float, no integer beyond 2**53 - 1 and no key beyond the Basic Multilingual Plane
-    (any string, None, nesting up to orjson's limit of about 250 levels). The caller has made sure of that, as the audit does
-    for each stored envelope (ledger.audit._simple_within_depth); for any other value,
-    use ``canonical_json``. A TypeError for an integer beyond 2**53 - 1 or deeper
-    nesting."""
+    (any string, None, nesting up to orjson's limit of about 250 levels). The caller
+    has made sure of that, as the audit does for each stored envelope
+    (ledger.audit._simple_within_depth); for any other value, use ``canonical_json``.
+    A TypeError for an integer beyond 2**53 - 1 or deeper nesting."""
     return orjson.dumps(value, option=_ORJSON_JCS)
 
 

@@ -77,7 +77,8 @@ def test_workers_and_apis_share_one_store_without_doubles(rig: Rig) -> None:
         assert worker.stop() == 0, worker.output()[-3000:]
 
     logs = "\n".join(w.output() for w in workers)
-    assert not re.search(r"nonce|already known|replacement|reverted", logs, re.I), logs[-5000:]
+    m = re.search(r"nonce|already known|replacement|reverted", logs, re.I)
+    assert not m, logs[max(0, m.start() - 1500) : m.end() + 800] if m else ""
     # each batch was sent by exactly one worker (adoptions are logged differently)
     sent = re.findall(r"anchored (\S+/\d+) \(\d+ gas\)", logs)
     assert len(sent) == len(set(sent))

@@ -332,11 +332,6 @@ def _by_arrival(event: _Event) -> tuple[bool, int]:
     return (event.position is None, event.position or 0)
 
 
-def _by_position(row: Any) -> int:
-    """A row's or an event's position (never None for a stored row: the primary key)."""
-    return int(row.position)
-
-
 def _leaf(event: _Event, source: str) -> bytes | None:
     return event.stored_leaf if source == "stored" else event.leaf
 
@@ -931,7 +926,7 @@ class Auditor:
                     done += 1
                     if done % 500 == 0 or done == total:
                         self._progress("events", done, total)
-            events.sort(key=_by_position)
+            events.sort(key=_by_arrival)
             for _, findings in sorted(later, key=lambda pair: pair[0]):
                 found.extend(findings)
             self._check_stream_events(stream, events, batch_rows)

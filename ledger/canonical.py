@@ -44,7 +44,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, AnyStr
 
 import orjson
 import rfc8785
@@ -103,11 +103,16 @@ def _orjson_jcs(value: Any) -> bytes | None:
         return None
     if b"\\" in out or (not out.isascii() and _ASTRAL.search(out)):
         return None
-    # without escapes, every other quote opens or closes a string: what is between the
-    # strings is structure, numbers and literals
-    if _FLOAT_OR_NULL.search(b"".join(out.split(b'"')[::2])):
+    if _FLOAT_OR_NULL.search(_between_strings(out)):
         return None
     return out
+
+
+def _between_strings(text: AnyStr) -> AnyStr:
+    """What lies between the strings of JSON text that has no escapes (structure,
+    numbers and literals): there, every other quote opens or closes a string."""
+    quote: Any = '"' if isinstance(text, str) else b'"'
+    return text[:0].join(text.split(quote)[::2])
 
 
 class _NotPlain(Exception):
@@ -236,8 +241,7 @@ def loads_canonical(text: str | bytes) -> Any:
     """
     if isinstance(text, bytes):
         text = text.decode("utf-8")
-    # without escapes, every other quote opens or closes a string (as in _orjson_jcs)
-    if "\\" not in text and not _LONG_INTEGER.search("".join(text.split('"')[::2])):
+    if "\\" not in text and not _LONG_INTEGER.search(_between_strings(text)):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:

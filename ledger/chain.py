@@ -202,7 +202,7 @@ class Chain:
         request, each with its id; from then on this chain does not ask again). The
         caller then reads one at a time. An error answering one of the requests is a
         ChainError; so is a failed connection."""
-        if self.rpc_url is None or self._no_batches:
+        if not self.takes_batches:
             return None
         results: list[Any] = []
         for start in range(0, len(calls), size):
@@ -230,6 +230,11 @@ class Chain:
                     raise ChainError(f"{action}: {answer.get('error', answer)!r:.300}")
                 results.append(answer["result"])
         return results
+
+    @property
+    def takes_batches(self) -> bool:
+        """Whether ``batch`` sends batch requests here (else it answers None)."""
+        return self.rpc_url is not None and not self._no_batches
 
     @property
     def head(self) -> int:
@@ -530,17 +535,21 @@ class AnchorRegistry(ContractClient):
         self, *, stream: str, seqs: Sequence[int], block: BlockIdentifier = "latest"
     ) -> list[OnChainBatch | None]:
         """``batch_of`` for each of ``seqs``, in as few round trips as the node takes."""
-        fn = self._contract.functions.batchOf
-        calls = [(fn(stream_id_of(stream), seq), seq) for seq in seqs]
+        if not self.chain.takes_batches:  # not worth writing the calls out
+            return [self.batch_of(stream=stream, seq=seq, block=block) for seq in seqs]
+        fn, sid = self._contract.functions.batchOf, stream_id_of(stream)
         tag = hex(block) if isinstance(block, int) else block
         answers = self.chain.batch(
             "reading anchored batches",
             [
-                ("eth_call", [{"to": self.address, "data": call._encode_transaction_data()}, tag])
-                for call, _ in calls
+                (
+                    "eth_call",
+                    [{"to": self.address, "data": fn(sid, seq)._encode_transaction_data()}, tag],
+                )
+                for seq in seqs
             ],
         )
-        if answers is None:
+        if answers is None:  # the node refused the batch: one at a time from now on
             return [self.batch_of(stream=stream, seq=seq, block=block) for seq in seqs]
         (abi,) = [e for e in self.artifact.abi if e.get("name") == "batchOf"]
         types = [abi_type(output) for output in abi["outputs"]]

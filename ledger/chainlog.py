@@ -201,7 +201,7 @@ class LogReader:
         """Read the times of the blocks not yet known in one batch request, where the
         node takes them (an audit reads a block for each of a thousand anchors)."""
         missing = sorted(h for h in block_hashes if h not in self._block_times)
-        if not missing:
+        if not missing or not self.chain.takes_batches:
             return
         answers = self.chain.batch(
             "reading blocks", [("eth_getBlockByHash", [h, False]) for h in missing]

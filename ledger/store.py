@@ -148,9 +148,8 @@ def _insert_rows(connection: Connection, table: str, rows: list[dict[str, Any]])
     columns = tuple(rows[0])
     marks = ", ".join("?" * len(columns))
     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-    values = [tuple(row.values()) for row in rows] if len(columns) == 1 else rows
-    if len(columns) > 1:
-        values = list(map(itemgetter(*columns), rows))  # tuples, in the columns' order
+    pick = itemgetter(*columns)  # a tuple in the columns' order (one column: the value)
+    values = [(pick(row),) for row in rows] if len(columns) == 1 else list(map(pick, rows))
     connection.exec_driver_sql(sql, values)
 
 

@@ -87,8 +87,8 @@ class Intake:
         ``related`` derives from them, see Store.accept)."""
         sealed = envelopes_for(submission, domain=self.domain)
         self._verify_role(sealed.submitter)
-        return self.store.accept(
-            sealed.envelopes,
+        return self.store.accept_events(
+            sealed.events,
             digests=sealed.digests,
             canonical=sealed.canonical,
             same_id_is_duplicate=same_id_is_duplicate,

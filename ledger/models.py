@@ -95,12 +95,22 @@ def _checksum_address(value: str) -> str:
     return value
 
 
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
+def _deeper_than(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether containers nest more than ``limit`` levels in ``value`` (itself one
+    level). Level by level, without recursion: a payload is mostly flat, and this runs
+    once per event submitted."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        inner = [
+            item
+            for container in level
+            for item in (container.values() if isinstance(container, dict) else container)
+            if isinstance(item, dict | list)
+        ]
+        if not inner:
+            return False
+        level = inner
+    return True
 
 
 def utc_text(ms: int) -> str:
@@ -161,7 +171,7 @@ class EventBody(_Strict):
     @field_validator("payload")
     @classmethod
     def _payload_canonical(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if _depth(value) > MAX_PAYLOAD_DEPTH:
+        if _deeper_than(value, MAX_PAYLOAD_DEPTH):
             raise ValueError(f"payload nests deeper than {MAX_PAYLOAD_DEPTH} levels")
         try:
             canonical_json(value)  # refuses NaN, unsafe integers, lone surrogates
@@ -172,6 +182,13 @@ class EventBody(_Strict):
     @property
     def event_time_ms(self) -> int:
         return event_time_ms(self.event_time)
+
+    def as_json(self) -> dict[str, Any]:
+        """The event as JSON values: what ``model_dump(mode="json")`` gives, at a tenth
+        of its cost. A validated body's fields are JSON types already (strict: str, int,
+        lists of str, JsonValue), so the dict of its fields is its JSON form. The
+        values are the model's own, not copies: read them, do not change them."""
+        return dict(self.__dict__)
 
 
 class SubmissionIn(_Strict):

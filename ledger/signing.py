@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from eth_account import Account
@@ -81,7 +82,7 @@ def verify_checksum_address(value: str, *, field: str) -> None:
 
 
 def submission_root(events: Sequence[EventBody]) -> bytes:
-    return build_tree([event_digest(e.model_dump(mode="json")) for e in events]).root
+    return build_tree([event_digest(e.as_json()) for e in events]).root
 
 
 def _typed_message(
@@ -123,13 +124,30 @@ def _recover(domain: Eip712Domain, *, submitter: str, root: bytes, count: int, s
 
 @dataclass(frozen=True)
 class SealedSubmission:
-    """A submission whose signature checked out, split into per-event envelopes."""
+    """A submission whose signature checked out, split into per-event envelopes: for
+    each event, its digest, its place in the signed submission and the envelope's
+    canonical JSON, which is all the store needs."""
 
     submitter: str
     root: bytes
-    envelopes: list[SignedEnvelope]
-    digests: list[bytes]  # each envelope's event digest, in order
+    domain: Eip712Domain
+    events: list[EventBody]
+    refs: list[dict[str, Any]]  # each event's SubmissionRef fields, in order
+    digests: list[bytes]  # each event's digest
     canonical: list[bytes]  # each envelope's RFC 8785 JSON: its leaf's preimage body
+
+    @cached_property
+    def envelopes(self) -> list[SignedEnvelope]:
+        """The envelopes as models, built on first use: a pydantic model costs more to
+        build than the rest of an event's sealing, and storing needs none."""
+        # Built, not validated: every part is already checked (the events and signature
+        # by SubmissionIn, the domain by its model) or computed (root, index, proof).
+        return [
+            SignedEnvelope.model_construct(
+                event=event, submission=SubmissionRef.model_construct(**ref), domain=self.domain
+            )
+            for event, ref in zip(self.events, self.refs, strict=True)
+        ]
 
 
 def envelope_jcs(domain_jcs: bytes, event_jcs: bytes, submission_jcs: bytes) -> bytes:
@@ -176,36 +194,33 @@ def _verified_signer(submission: SubmissionIn, *, domain: Eip712Domain, root: by
 
 def envelopes_for(submission: SubmissionIn, *, domain: Eip712Domain) -> SealedSubmission:
     """Check the signature, then give each event its envelope (signature + inclusion proof)."""
-    bodies = [canonical_json(e.model_dump(mode="json")) for e in submission.events]
+    bodies = [canonical_json(e.as_json()) for e in submission.events]
     digests = [digest_of_canonical(body) for body in bodies]
     tree = build_tree(digests)
     _verified_signer(submission, domain=domain, root=tree.root)
     root_hex = "0x" + tree.root.hex()
     domain_jcs = canonical_json(domain.model_dump(mode="json"))
-    envelopes, canonical = [], []
-    for index, (event, body, proof) in enumerate(
-        zip(submission.events, bodies, tree.proofs(), strict=True)
-    ):
-        ref: dict[str, Any] = {
+    refs: list[dict[str, Any]] = [
+        {
             "root": root_hex,
             "count": len(digests),
             "index": index,
             "proof": proof,
             "signature": submission.signature,
         }
-        # Built, not validated: every part is already checked (the events and signature
-        # by SubmissionIn, the domain by its model) or computed here (root, index, proof).
-        envelopes.append(
-            SignedEnvelope.model_construct(
-                event=event, submission=SubmissionRef.model_construct(**ref), domain=domain
-            )
-        )
-        # hex text and small integers only: orjson's bytes are its JCS (simple_jcs)
-        canonical.append(envelope_jcs(domain_jcs, body, simple_jcs(ref)))
+        for index, proof in enumerate(tree.proofs())
+    ]
+    # hex text and small integers only: orjson's bytes are its JCS (simple_jcs)
+    canonical = [
+        envelope_jcs(domain_jcs, body, simple_jcs(ref))
+        for body, ref in zip(bodies, refs, strict=True)
+    ]
     return SealedSubmission(
         submitter=submission.submitter,
         root=tree.root,
-        envelopes=envelopes,
+        domain=domain,
+        events=submission.events,
+        refs=refs,
         digests=digests,
         canonical=canonical,
     )
@@ -214,7 +229,7 @@ def envelopes_for(submission: SubmissionIn, *, domain: Eip712Domain) -> SealedSu
 def recover_envelope_signer(envelope: SignedEnvelope) -> str:
     """The signer of ``envelope``: checks its inclusion in the signed submission root first."""
     ref = envelope.submission
-    digest = event_digest(envelope.event.model_dump(mode="json"))
+    digest = event_digest(envelope.event.as_json())
     root = bytes.fromhex(ref.root[2:])
     verify_inclusion(leaf=digest, index=ref.index, leaf_count=ref.count, proof=ref.proof, root=root)
     return _recover(

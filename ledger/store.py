@@ -20,7 +20,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,7 @@ from ledger.merkle import (
     proof_from_parts,
     upper_siblings,
 )
-from ledger.models import SignedEnvelope
+from ledger.models import EventBody, SignedEnvelope
 from ledger.schema import migrate, sqlite_path
 
 __all__ = [
@@ -137,20 +136,32 @@ class EventRow(SQLModel, table=True):
     leaf_index: int | None = Field(default=None)
 
 
-def _insert_rows(connection: Connection, table: str, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (dicts with the same keys) into ``table``, in order. On SQLite
-    straight through the driver's executemany: SQLAlchemy's own cost as much as SQLite's
-    work. Elsewhere through SQLAlchemy, which batches rows into multi-row INSERTs
-    (psycopg2's executemany is a round trip a row)."""
+_EVENT_COLUMNS = (
+    "event_id",
+    "stream",
+    "kind",
+    "submitter",
+    "event_time_ms",
+    "digest",
+    "leaf",
+    "envelope",
+    "received_at_ms",
+)
+
+
+def _insert_rows(
+    connection: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert ``rows`` (values in the order of ``columns``) into ``table``, in order. On
+    SQLite straight through the driver's executemany: SQLAlchemy's own cost as much as
+    SQLite's work. Elsewhere through SQLAlchemy, which batches rows into multi-row
+    INSERTs (psycopg2's executemany is a round trip a row)."""
     if connection.dialect.name != "sqlite":
-        connection.execute(insert(SQLModel.metadata.tables[table]), rows)
+        named = [dict(zip(columns, row, strict=True)) for row in rows]
+        connection.execute(insert(SQLModel.metadata.tables[table]), named)
         return
-    columns = tuple(rows[0])
     marks = ", ".join("?" * len(columns))
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-    pick = itemgetter(*columns)  # a tuple in the columns' order (one column: the value)
-    values = [(pick(row),) for row in rows] if len(columns) == 1 else list(map(pick, rows))
-    connection.exec_driver_sql(sql, values)
+    connection.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
 
 class EventAssetRow(SQLModel, table=True):
@@ -461,75 +472,91 @@ class Store:
         ``related(session, receipts)`` writes rows derived from the new events (the
         EPCIS index, flow entries, custody) in the same transaction, so a crash keeps
         both or neither. ``digests`` and ``canonical`` are the events' digests and the
-        envelopes' canonical JSON when the caller has them (ledger.signing.envelopes_for
-        writes them to check the signature); else they are computed here.
+        envelopes' canonical JSON when the caller has them; else they are computed here.
         """
         for given, name in ((digests, "digests"), (canonical, "canonical forms")):
             if given is not None and len(given) != len(envelopes):
                 raise ValueError(f"{len(given)} {name} for {len(envelopes)} envelopes")
+        if digests is None or canonical is None:
+            dumped = [env.model_dump(mode="json") for env in envelopes]
+            if digests is None:
+                digests = [event_digest(env["event"]) for env in dumped]
+            if canonical is None:
+                canonical = [canonical_json(env) for env in dumped]
+        return self.accept_events(
+            [env.event for env in envelopes],
+            digests=digests,
+            canonical=canonical,
+            same_id_is_duplicate=same_id_is_duplicate,
+            related=related,
+        )
+
+    def accept_events(
+        self,
+        events: Sequence[EventBody],
+        *,
+        digests: Sequence[bytes],
+        canonical: Sequence[bytes],
+        same_id_is_duplicate: bool = False,
+        related: Callable[[Session, list[Receipt]], None] | None = None,
+    ) -> list[Receipt]:
+        """``accept`` for a sealed submission (ledger.signing.envelopes_for): each
+        event with its digest and its envelope's canonical JSON, no envelope models."""
+        if not len(events) == len(digests) == len(canonical):
+            raise ValueError(
+                f"{len(digests)} digests and {len(canonical)} canonical forms "
+                f"for {len(events)} events"
+            )
         received = _now_ms()
-        rows: list[dict[str, Any]] = []
-        for position, env in enumerate(envelopes):
-            event = env.event
-            if digests is None or canonical is None:
-                envelope_json = env.model_dump(mode="json")
-            body_digest = (
-                digests[position] if digests is not None else event_digest(envelope_json["event"])
+        rows = [
+            (
+                event.event_id,
+                event.stream,
+                event.kind,
+                event.submitter,
+                event.event_time_ms,
+                digest.hex(),
+                leaf_of_canonical(envelope_jcs).hex(),
+                envelope_jcs.decode("utf-8"),
+                received,
             )
-            envelope_jcs = (
-                canonical[position] if canonical is not None else canonical_json(envelope_json)
-            )
-            rows.append(
-                {
-                    "event_id": event.event_id,
-                    "stream": event.stream,
-                    "kind": event.kind,
-                    "submitter": event.submitter,
-                    "event_time_ms": event.event_time_ms,
-                    "digest": body_digest.hex(),
-                    "leaf": leaf_of_canonical(envelope_jcs).hex(),
-                    "envelope": envelope_jcs.decode("utf-8"),
-                    "received_at_ms": received,
-                }
-            )
+            for event, digest, envelope_jcs in zip(events, digests, canonical, strict=True)
+        ]
         with self._session() as session:
             self._in_position_order(session)
-            ids = [r["event_id"] for r in rows]
             existing = {
                 event_id: (digest, leaf)
                 for event_id, digest, leaf in session.exec(
                     select(EventRow.event_id, EventRow.digest, EventRow.leaf).where(
-                        col(EventRow.event_id).in_(ids)
+                        col(EventRow.event_id).in_([event.event_id for event in events])
                     )
                 )
             }
             receipts = []
-            new_rows: list[dict[str, Any]] = []
-            new_assets: list[dict[str, str]] = []
-            for position, row in enumerate(rows):
-                event_id = row["event_id"]
+            new_rows: list[tuple[Any, ...]] = []
+            new_assets: list[tuple[str, str]] = []
+            for position, (event, row) in enumerate(zip(events, rows, strict=True)):
+                event_id, stream, digest, leaf = row[0], row[1], row[5], row[6]
                 old = existing.get(event_id)
-                if old is not None and old[0] != row["digest"] and not same_id_is_duplicate:
+                if old is not None and old[0] != digest and not same_id_is_duplicate:
                     raise Conflict(
                         f"event_id {event_id!r} is already stored with different content",
                         field=f"events[{position}].event_id",
                     )
-                digest, leaf = old if old is not None else (row["digest"], row["leaf"])
-                receipts.append(Receipt(event_id, row["stream"], digest, leaf, old is not None))
                 if old is None:
                     existing[event_id] = (digest, leaf)  # the same id twice in one submission
                     new_rows.append(row)
-                    new_assets += [
-                        {"asset_id": asset, "event_id": event_id}
-                        for asset in envelopes[position].event.asset_ids
-                    ]
+                    new_assets += [(asset, event_id) for asset in event.asset_ids]
+                else:
+                    digest, leaf = old
+                receipts.append(Receipt(event_id, stream, digest, leaf, old is not None))
             # Core inserts (the ORM's bulk path cost as much again), in submission order,
             # so positions follow it
             connection = session.connection()
             if new_rows:
-                _insert_rows(connection, "events", new_rows)
+                _insert_rows(connection, "events", _EVENT_COLUMNS, new_rows)
             if new_assets:
-                _insert_rows(connection, "event_assets", new_assets)
+                _insert_rows(connection, "event_assets", ("asset_id", "event_id"), new_assets)
             if related is not None:
                 session.flush()
                 related(session, receipts)

@@ -10,6 +10,8 @@ from urllib.parse import quote
 import pytest
 from eth_account import Account
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from api.app import create_app
 from api.settings import Settings
@@ -323,3 +325,63 @@ def test_a_body_nested_too_deep_is_refused_before_parsing(
     assert "nested too deep" in answer.text
     assert client.get("/v1/health").status_code in (200, 503)
     assert stored(dev) == 0
+
+
+def test_a_submission_is_parsed_once(
+    client: TestClient, dev: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The events route takes the value JsonNestingLimit parsed (ParsedJsonRoute); a
+    body it could not parse still gets json.loads's 422."""
+    from starlette.requests import Request
+
+    async def no_second_parse(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the body was parsed a second time")
+
+    monkeypatch.setattr(Request, "json", no_second_parse)
+    answer = client.post("/v1/events", json=signed(dev, 2))
+    assert answer.status_code == 202 and answer.json()["accepted"] == 2
+    monkeypatch.undo()
+    headers = {"content-type": "application/json"}
+    broken = client.post("/v1/events", content=b'{"events": [', headers=headers)
+    assert (
+        broken.status_code == 422 and "Expecting value at character 12" in broken.text
+    )  # json.loads said it
+
+
+_JSON_TEXT_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(st.characters(exclude_categories=("Cs",))),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=30,
+)
+
+
+@given(
+    value=_JSON_TEXT_VALUES,
+    ascii_only=st.booleans(),
+    spaced=st.booleans(),
+    number=st.from_regex(
+        r"-?(0|[1-9][0-9]{0,25})(\.[0-9]{1,25})?([eE][+-]?[0-9]{1,3})?", fullmatch=True
+    ),
+)
+def test_the_nesting_check_parses_json_as_json_loads_does(
+    value: Any, ascii_only: bool, spaced: bool, number: str
+) -> None:
+    """What ParsedJsonRoute hands a route (pydantic-core's parse, in JsonNestingLimit)
+    is what FastAPI's json.loads would have made of the same text: the same values of
+    the same types, floats rounded alike, the last of a repeated key."""
+    from pydantic_core import from_json
+
+    separators = (", ", ": ") if spaced else (",", ":")
+    texts = [
+        json.dumps(value, ensure_ascii=ascii_only, separators=separators),
+        f'{{"n": {number}, "n2": [{number}], "k": 1, "k": {number}}}',
+    ]
+    for text in texts:
+        expected = json.loads(text)
+        got = from_json(text.encode(), allow_inf_nan=True)
+        assert repr(got) == repr(expected)
+        assert json.dumps(got) == json.dumps(expected)  # types too: 1 and 1.0 differ here

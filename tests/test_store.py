@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from eth_account import Account
 from fastapi.testclient import TestClient
-from sqlmodel import delete, select
+from sqlmodel import Session, delete, select
 
 from api.app import create_app
 from api.siwe_client import sign_in
@@ -18,7 +18,7 @@ from ledger.flows import FlowEntryRow
 from ledger.merkle import build_tree
 from ledger.runtime import Runtime
 from ledger.signing import domain_for, envelopes_for, sign_submission
-from ledger.store import BatchNodeRow, Store
+from ledger.store import BatchNodeRow, EventAssetRow, Store
 from ledger.verify import verify_bundle
 from tests.conftest import make_events
 
@@ -76,6 +76,33 @@ def test_given_digests_and_canonical_forms_are_the_ones_stored(store: Store) -> 
     assert [r.digest for r in receipts] == [d.hex() for d in sealed.digests]
     assert [store.event(r.event_id).digest for r in receipts] == [d.hex() for d in sealed.digests]
     assert [r.duplicate for r in store.accept(sealed.envelopes)] == [True] * 3
+
+
+def test_a_sealed_submission_is_stored_as_its_envelope_models_say(store: Store) -> None:
+    """accept_events (what the intake calls: no envelope models) writes each row as the
+    envelope model, hashed and written out again, says it should be."""
+    from ledger.canonical import canonical_json, event_digest, leaf_hash
+
+    sub = sign_submission(
+        make_events(FIRM.address, 4, prefix="s"), private_key=FIRM.key, domain=DOMAIN
+    )
+    sealed = envelopes_for(sub, domain=DOMAIN)
+    with pytest.raises(ValueError, match="3 digests and 4 canonical forms for 4 events"):
+        store.accept_events(sealed.events, digests=sealed.digests[:3], canonical=sealed.canonical)
+    assert store.counts()["events"] == 0
+    store.accept_events(sealed.events, digests=sealed.digests, canonical=sealed.canonical)
+    stored = store.events([e.event_id for e in sub.events])
+    for env in sealed.envelopes:
+        row, dumped = stored[env.event.event_id], env.model_dump(mode="json")
+        assert (row.stream, row.kind, row.submitter, row.event_time_ms) == (
+            env.event.stream, env.event.kind, FIRM.address, env.event.event_time_ms,
+        )  # fmt: skip
+        assert row.envelope.encode() == canonical_json(dumped)
+        assert row.digest == event_digest(dumped["event"]).hex()
+        assert row.leaf == leaf_hash(dumped).hex()
+    with Session(store.engine) as session:
+        assets = session.exec(select(EventAssetRow.asset_id, EventAssetRow.event_id)).all()
+    assert sorted(assets) == sorted((e.asset_ids[0], e.event_id) for e in sub.events)
 
 
 def test_seal_numbers_batches_gap_free_and_stamps_leaves(store: Store) -> None:

@@ -16,11 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.access import Access
 from api.auth import CallerDep, ClaimsDep, Identity, RoleResolver
 from api.deps import AccessDep
+from api.limits import ParsedJsonRoute
 from api.schemas import ErrorBody
 from ledger.alarms import STATES, Alarm, AlarmBook
 from ledger.errors import Hidden, NotFound, UnregisteredSigner
 
-router = APIRouter(prefix="/v1/alarms", tags=["alarms"])
+router = APIRouter(prefix="/v1/alarms", tags=["alarms"], route_class=ParsedJsonRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "no or bad sign-in token"},

@@ -24,11 +24,12 @@ from api.auth import (
     request_domain,
 )
 from api.deps import SettingsDep
+from api.limits import ParsedJsonRoute
 from api.schemas import ErrorBody
 from ledger.errors import Unauthenticated
 from ledger.models import utc_text
 
-router = APIRouter(prefix="/v1/auth", tags=["auth"])
+router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=ParsedJsonRoute)
 
 # siwe's ABNF parser takes about 2 ms a character on text off its grammar, and more than
 # linear time on long fields, all of it holding the GIL: 8 KB of junk stalled the server

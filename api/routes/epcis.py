@@ -28,6 +28,7 @@ from pydantic_core import from_json
 
 from api.auth import CallerDep
 from api.deps import AccessDep, RuntimeDep
+from api.limits import ParsedJsonRoute
 from ledger.canonical import loads_canonical
 from ledger.errors import InvalidDocument, InvalidInput, NotFound, TooLarge, Unauthenticated
 from ledger.flows import CaptureJobRow, EpcisQuery, Flows, job_errors
@@ -37,7 +38,7 @@ from oracles.epcis.capture import EpcisCapture
 from oracles.epcis.document import EPCIS_CONTEXT, EVENT_TYPES, utc_millis
 from oracles.epcis.gs1 import normalise_identifier
 
-router = APIRouter(prefix="/v1/epcis", tags=["epcis"])
+router = APIRouter(prefix="/v1/epcis", tags=["epcis"], route_class=ParsedJsonRoute)
 
 PER_PAGE_DEFAULT: Final = 30
 PER_PAGE_MAX: Final = 1_000

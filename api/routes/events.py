@@ -8,12 +8,13 @@ from fastapi import APIRouter, Body, Path, status
 
 from api.auth import CallerDep
 from api.deps import AccessDep, RuntimeDep, SettingsDep
+from api.limits import ParsedJsonRoute
 from api.schemas import BatchLink, ErrorBody, EventPublic, ReceiptPublic, SubmissionAccepted
 from ledger.canonical import loads_canonical
 from ledger.errors import TooLarge
 from ledger.models import SubmissionIn
 
-router = APIRouter(prefix="/v1/events", tags=["events"])
+router = APIRouter(prefix="/v1/events", tags=["events"], route_class=ParsedJsonRoute)
 
 _EXAMPLE_SUBMISSION: dict[str, Any] = {
     "submitter": "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4",

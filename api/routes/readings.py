@@ -8,11 +8,12 @@ from fastapi import APIRouter, Body, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, JsonValue
 
+from api.limits import ParsedJsonRoute
 from api.schemas import ErrorBody
 from ledger.errors import NotFound
 from oracles.ingest import ReadingIngest
 
-router = APIRouter(prefix="/v1/readings", tags=["readings"])
+router = APIRouter(prefix="/v1/readings", tags=["readings"], route_class=ParsedJsonRoute)
 
 
 class QuarantinedPublic(BaseModel):

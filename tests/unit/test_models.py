@@ -10,6 +10,8 @@ import hashlib
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from ledger.canonical import canonical_json, leaf_hash, loads_canonical, stream_id
@@ -101,10 +103,33 @@ def test_payload_up_to_max_depth_is_accepted(depth: int) -> None:
     EventBody.model_validate(body(payload=nested(depth)))
 
 
-def test_nested_helper_depths() -> None:
-    from ledger.models import _depth
+def _depth(value: Any) -> int:
+    """Containers nested in ``value``, counted the obvious (recursive) way."""
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
 
+
+def test_nested_helper_depths() -> None:
     assert [_depth(nested(d)) for d in (1, 2, 3, 16, 17)] == [1, 2, 3, 16, 17]
+
+
+_JSON_TREES = st.recursive(
+    st.none() | st.integers() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner),
+    max_leaves=40,
+)
+
+
+@given(tree=st.dictionaries(st.text(max_size=2), _JSON_TREES), limit=st.integers(1, 12))
+def test_deeper_than_agrees_with_recursive_depth(tree: dict[str, Any], limit: int) -> None:
+    from ledger.models import _deeper_than
+
+    assert _deeper_than(tree, limit) == (_depth(tree) > limit)
+    for d in (limit, limit + 1):
+        assert _deeper_than(nested(d), limit) == (d > limit)
 
 
 # --- EventBody: refused ------------------------------------------------------------------
@@ -468,3 +493,27 @@ def test_proof_sibling_with_trailing_newline_is_refused() -> None:
     raw["batch"]["proof"][0] = {side: value + "\n"}
     with pytest.raises(ValidationError):
         ProofBundle.model_validate(raw)
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=30,
+)
+
+
+@given(payload=st.dictionaries(st.text(max_size=4), _JSON_VALUES, max_size=5))
+def test_as_json_is_model_dump(payload: dict[str, Any]) -> None:
+    """The cheap JSON form is the model's own, value for value and type for type."""
+    try:
+        event = EventBody.model_validate(body(payload=payload))
+    except ValidationError:
+        return  # refused (a lone surrogate, say): nothing to serialize
+    dumped = event.model_dump(mode="json")
+    assert event.as_json() == dumped
+    assert canonical_json(event.as_json()) == canonical_json(dumped)
+    assert repr(event.as_json()) == repr(dumped)  # 1 stays 1, 1.0 stays 1.0, True stays True

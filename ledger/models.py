@@ -98,15 +98,14 @@ def _checksum_address(value: str) -> str:
 def _deeper_than(value: dict[str, Any] | list[Any], limit: int) -> bool:
     """Whether containers nest more than ``limit`` levels in ``value`` (itself one
     level). Level by level, without recursion: a payload is mostly flat, and this runs
-    once per event submitted."""
+    once per event submitted. Validated JSON values hold plain dicts and lists only."""
     level: list[Any] = [value]
     for _ in range(limit):
-        inner = [
-            item
-            for container in level
-            for item in (container.values() if isinstance(container, dict) else container)
-            if isinstance(item, dict | list)
-        ]
+        inner = []
+        for container in level:
+            for item in container.values() if type(container) is dict else container:
+                if type(item) is dict or type(item) is list:
+                    inner.append(item)
         if not inner:
             return False
         level = inner

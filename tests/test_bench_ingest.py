@@ -32,11 +32,14 @@ def test_the_four_benchmarks_are_registered() -> None:
 @pytest.mark.anvil
 def test_ingest_reports_throughput_against_the_floor_and_batch_latencies() -> None:
     figures = _run("ingest")
-    assert_well_formed(figures, "ingest", ["events/s", "ms", "ms"])
-    throughput = figures[0]
+    assert_well_formed(figures, "ingest", ["events/s", "ms", "ms", "events/s"])
+    throughput, p50, p99, pair = figures
     assert throughput.ratio == pytest.approx(throughput.value / throughput.peer_value)
     assert throughput.details["batches"] * throughput.details["batch_size"] == 200
-    assert figures[1].value <= figures[2].value  # p50 ≤ p99
+    assert p50.value <= p99.value
+    assert pair.details["api_processes"] == 2 and pair.peer_value == throughput.peer_value
+    assert pair.ratio == pytest.approx(pair.value / pair.peer_value)
+    assert pair.details["p50_ms"] <= pair.details["p99_ms"]
 
 
 @pytest.mark.anvil

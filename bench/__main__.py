@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     console = Console(highlight=False)
     at_start = machine()  # the load average before the benchmarks load the machine
+    console.print(
+        f"this machine: {at_start['cores']} cores, load {at_start['load_average_at_start']}, "
+        f"{at_start['reference_rounds_s']:,} reference rounds/s (bench.core.reference_rate)"
+    )
     figures: list[Figure] = []
     errors: dict[str, str] = {}
     seconds: dict[str, float] = {}

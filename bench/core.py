@@ -10,6 +10,7 @@ are stated in. Nothing here asserts on speed: goals are reported as met or not.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -141,7 +142,29 @@ def machine() -> dict[str, Any]:
         "node": version("node", "--version"),
         "commit": commit,
         "dirty": bool(dirty),
+        "reference_rounds_s": round(reference_rate()),  # see reference_rate
     }
+
+
+REFERENCE_DOC = {"event_id": "ref-0", "payload": {"bizStep": "shipping", "seq": 1}, "n": 7}
+
+
+def reference_rate(seconds: float = 0.5) -> float:
+    """This machine's speed now, in rounds a second of a fixed single-core round (JSON
+    written and read, a sha256, a dict built): the same code on every run, so two runs'
+    absolute figures can be compared through it, run to run and machine to machine.
+    The development machine's speed has changed more than twofold from one day to the
+    next; this says by how much."""
+    rounds = 0
+    deadline = time.perf_counter() + seconds
+    with timed() as elapsed:
+        while time.perf_counter() < deadline:
+            for i in range(200):
+                text = json.dumps(REFERENCE_DOC | {"n": i}, sort_keys=True)
+                digest = hashlib.sha256(text.encode()).hexdigest()
+                json.loads(text)["digest"] = digest
+            rounds += 200
+    return rounds / elapsed()
 
 
 def new_context(size: Size, say: Callable[[str], None]) -> Context:
@@ -187,12 +210,14 @@ def write_results(
     machine_at_start: dict[str, Any] | None = None,
     seconds: dict[str, float] | None = None,
 ) -> None:
+    at_start = machine_at_start or machine()
+    at_end = round(reference_rate())
     body = {
         "format": "fourflow/bench-results",
         "version": 1,
         "size": size,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine_at_start or machine(),
+        "machine": at_start | {"reference_rounds_s_at_end": at_end},
         "versions": versions(),
         "figures": [f.to_json() for f in figures],
         "errors": errors,

@@ -54,6 +54,8 @@ def test_anchoring_latency_reports_p50_and_p99_against_the_bound() -> None:
 def test_verify_reports_bundles_per_second_and_the_audit_rate() -> None:
     figures = _run("verify")
     assert_well_formed(figures, "verify", ["bundles/s", "events/s", "s"])
+    replay = figures[1]
+    assert replay.ratio == pytest.approx(replay.value / replay.peer_value)
     projected = figures[2]
     assert projected.details["extrapolated"] is True
     assert projected.value == pytest.approx(1_000_000 / figures[1].value)

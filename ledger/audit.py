@@ -280,13 +280,23 @@ class _Event:
     index: int | None
     position: int | None  # the store's arrival order; None in a package
     stored_leaf: bytes | None  # the leaf column, or the bundle's leaf
-    raw: Any  # the parsed envelope
-    valid: bool  # raw is a well-formed SignedEnvelope
-    leaf: bytes | None  # recomputed from raw
+    # The parsed envelope. A valid store event signed for this deployment lets it go
+    # once decoded (Auditor._from_row), keeping only what the signature checks read
+    # below; Auditor._raw_of reads it again from the store where a check needs more.
+    raw: Any
+    valid: bool  # the envelope is a well-formed SignedEnvelope
+    leaf: bytes | None  # recomputed from the envelope
     digest: bytes | None = None  # the event body's digest, recomputed; None if not valid
     time_ms: int | None = None  # the event's time; None if not valid
     proof: list[ProofStep] | None = None  # a bundle's path
     anchored: tuple[str, int, int] | None = None  # (stream, seq, index) once proven
+    # of a valid envelope: (submitter, root, count, signature), one tuple a submission;
+    # its index in the submission; the sha256 of its submission reference's canonical
+    # JSON (which holds its proof); whether it is signed for this deployment's domain
+    signing: tuple[str, str, int, str] | None = None
+    sub_index: int = -1
+    ref_digest: bytes = b""
+    domain_ours: bool = True
 
     @property
     def where(self) -> str:
@@ -675,6 +685,7 @@ class Auditor:
         self._stream_names: dict[str, str] = {}  # 0x stream id -> name
         self._submitters_at: dict[int, frozenset[str]] = {}
         self._recovered: dict[tuple[str, str, int, str], str] = {}  # in this domain
+        self._signings: dict[tuple[str, str, int, str], tuple[str, str, int, str]] = {}
         self._cited: dict[bytes, _Event] = {}  # leaves facts cite -> the event hashing to it
         self._signers: set[str] = set()
         self._package_events: list[_Event] = []
@@ -975,8 +986,44 @@ class Auditor:
                 seq=seq,
             )
 
+    def _signed_parts(self, event: _Event, raw: dict[str, Any]) -> None:
+        """Fill ``event``'s signing, sub_index, ref_digest and domain_ours from its
+        valid envelope ``raw``."""
+        ref, submitter = raw["submission"], raw["event"]["submitter"]
+        key = (submitter, ref["root"], ref["count"], ref["signature"])
+        event.signing = self._signings.setdefault(key, key)  # one tuple a submission
+        event.sub_index = ref["index"]
+        # valid: hex text and safe integers only, which orjson writes as JCS
+        event.ref_digest = hashlib.sha256(simple_jcs(ref)).digest()
+        domain = raw["domain"]
+        event.domain_ours = domain is self._domain_json or domain == self._domain_json
+
+    def _raw_of(self, event: _Event) -> Any:
+        """``event``'s parsed envelope, read again from the store if it was let go."""
+        if event.raw is None:
+            self._read_again([event])
+        return event.raw
+
+    def _read_again(self, events: Sequence[_Event]) -> None:
+        """Parse again the stored envelopes of those of ``events`` that let theirs go,
+        a query for 500 of them."""
+        if not isinstance(self.source, Store):
+            return  # a package's events keep theirs
+        by_id = {e.event_id: e for e in events if e.raw is None}
+        ids = list(by_id)
+        for start in range(0, len(ids), 500):
+            with self.source.session() as session:
+                found = session.exec(
+                    select(EventRow.event_id, EventRow.envelope).where(
+                        col(EventRow.event_id).in_(ids[start : start + 500])
+                    )
+                )
+                for event_id, text in found:
+                    by_id[event_id].raw = _decode(text, self._domain)[0]
+
     def _from_row(self, row: Any, *, quiet: bool = False) -> _Event:
-        """``row``: an EventRow, or a result row of ``_EVENT_COLUMNS``."""
+        """``row``: an EventRow, or a result row of ``_EVENT_COLUMNS``. ``quiet``: no
+        findings, no counts, and the envelope is kept (a look at one cited place)."""
         raw, digest, leaf, time_ms, problem = _decode(row.envelope, self._domain)
         if problem is not None and not quiet:
             self._find(
@@ -1000,6 +1047,10 @@ class Auditor:
             digest=digest,
             time_ms=time_ms,
         )
+        if event.valid:
+            self._signed_parts(event, raw)
+            if not quiet and event.domain_ours and leaf not in self._cited_leaves:
+                event.raw = None  # what a million of them hold adds up: see _Event.raw
         if quiet:
             return event
         self._report.counts.events += 1
@@ -1336,7 +1387,7 @@ class Auditor:
                 entry=entry.get("id"),
             )
         envelope_raw = bundle.envelope.model_dump(mode="json")  # as ledger.verify hashes it
-        return _Event(
+        event = _Event(
             event_id=bundle.envelope.event.event_id,
             stream=ref.stream,
             seq=ref.seq,
@@ -1350,6 +1401,8 @@ class Auditor:
             time_ms=bundle.envelope.event.event_time_ms,
             proof=list(ref.proof),
         )
+        self._signed_parts(event, envelope_raw)
+        return event
 
     def _check_bundle_path(self, event: _Event) -> None:
         assert event.seq is not None and event.index is not None and event.proof is not None
@@ -1445,11 +1498,12 @@ class Auditor:
 
     def _check_signatures(self, events: Sequence[_Event]) -> None:
         included = self._included(events)
+        self._read_again(self._to_read_again(events, included))
         for event in events:
             if not event.valid:
                 continue
-            domain = event.raw["domain"]
-            if domain != self._domain_json:  # both well formed: field for field
+            if not event.domain_ours:  # both well formed: field for field
+                domain = self._raw_of(event)["domain"]
                 self._find(
                     "signature_wrong_domain",
                     f"{event.where}: signed for {domain['name']!r} v"
@@ -1475,6 +1529,18 @@ class Auditor:
                     block=block,
                 )
 
+    def _to_read_again(self, events: Sequence[_Event], included: set[int]) -> list[_Event]:
+        """The events whose envelopes the signature checks will read whole: those not
+        shown included (their own path is checked), and the first of each submission
+        not recovered yet (its signature is recovered from the envelope)."""
+        wanted, first = [], set(self._recovered)
+        for event in events:
+            if event.valid and event.domain_ours and event.raw is None:
+                if id(event) not in included or event.signing not in first:
+                    wanted.append(event)
+                first.add(event.signing)  # type: ignore[arg-type]
+        return wanted
+
     def _included(self, events: Sequence[_Event]) -> set[int]:
         """The ids of the well-formed ``events`` whose inclusion in their signed submission
         is shown by rebuilding the submission's tree: where ``events`` hold all of a
@@ -1484,17 +1550,15 @@ class Auditor:
         path an event). The rest are checked one by one by ``_signer``."""
         submissions: dict[tuple[str, str, int, str], list[_Event]] = defaultdict(list)
         for event in events:
-            if event.valid:
-                ref = event.raw["submission"]
-                key = (event.raw["event"]["submitter"], ref["root"], ref["count"], ref["signature"])
-                submissions[key].append(event)
+            if event.signing is not None:
+                submissions[event.signing].append(event)
         included: set[int] = set()
-        for (_, root, count, _), members in submissions.items():
+        for (_, root, count, signature), members in submissions.items():
             if len(members) != count:
                 continue
             placed: list[_Event | None] = [None] * count
             for event in members:
-                index = event.raw["submission"]["index"]
+                index = event.sub_index
                 if index >= count or placed[index] is not None:
                     break
                 placed[index] = event
@@ -1507,26 +1571,35 @@ class Auditor:
                     continue
                 paths = tree.proofs()
                 for event in members:
-                    ref = event.raw["submission"]
-                    if ref["proof"] == paths[ref["index"]]:  # side, sibling and length
+                    # the reference the event would hold with the tree's path for its
+                    # index; the same canonical JSON means the same proof: side, sibling
+                    # and length
+                    expected = {
+                        "root": root,
+                        "count": count,
+                        "index": event.sub_index,
+                        "proof": paths[event.sub_index],
+                        "signature": signature,
+                    }
+                    if hashlib.sha256(simple_jcs(expected)).digest() == event.ref_digest:
                         included.add(id(event))
         return included
 
     def _signer(self, event: _Event, included: bool) -> str | None:
-        ref, submitter = event.raw["submission"], event.raw["event"]["submitter"]
+        assert event.signing is not None  # a valid event's
+        submitter, root, count, _ = key = event.signing
         try:
             if not included:
                 verify_inclusion(
                     leaf=event.digest or b"",
-                    index=ref["index"],
-                    leaf_count=ref["count"],
-                    proof=ref["proof"],
-                    root=_hex(ref["root"]),
+                    index=event.sub_index,
+                    leaf_count=count,
+                    proof=self._raw_of(event)["submission"]["proof"],
+                    root=_hex(root),
                 )
-            key = (submitter, ref["root"], ref["count"], ref["signature"])
             signer = self._recovered.get(key)
             if signer is None:
-                envelope = SignedEnvelope.model_validate(event.raw)
+                envelope = SignedEnvelope.model_validate(self._raw_of(event))
                 signer = self._recovered[key] = recover_envelope_signer(envelope)
         except InvalidInput as exc:
             self._find(
@@ -1613,7 +1686,7 @@ class Auditor:
                     leaf=a["leaf"],
                 )
                 continue
-            differ = _fact_differences(a, event.raw)
+            differ = _fact_differences(a, self._raw_of(event))
             if differ:
                 self._find(
                     "fact_content_mismatch",

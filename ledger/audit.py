@@ -536,8 +536,11 @@ def _differences(on_chain: Any, replayed: Any, prefix: str = "") -> dict[str, An
     return out
 
 
-def _hashes(raw: dict[str, Any], domain: _Domain, simple: bool) -> tuple[bytes, bytes, int] | None:
-    """(event digest, leaf, event time) of ``raw``, parsed JSON, if it is certainly a
+def _hashes(
+    raw: dict[str, Any], domain: _Domain, simple: bool
+) -> tuple[bytes, bytes, int, bytes] | None:
+    """(event digest, leaf, event time, sha256 of the submission reference's canonical
+    JSON) of ``raw``, parsed JSON, if it is certainly a
     valid SignedEnvelope; None when the models must decide. The body is written in
     canonical JSON once, and the envelope's from its members' (ledger.signing.envelope_jcs),
     so the leaf is ``leaf_hash(raw)``.
@@ -582,17 +585,19 @@ def _hashes(raw: dict[str, Any], domain: _Domain, simple: bool) -> tuple[bytes, 
     except InvalidInput:
         return None
     envelope = envelope_jcs(domain_jcs, body_jcs, ref_jcs)
-    return digest_of_canonical(body_jcs), leaf_of_canonical(envelope), time_ms
+    ref_digest = hashlib.sha256(ref_jcs).digest()
+    return digest_of_canonical(body_jcs), leaf_of_canonical(envelope), time_ms, ref_digest
 
 
 _Domain = tuple[dict[str, Any], bytes]  # the deployment's EIP-712 domain, and its JCS
 # (raw, digest, leaf, time_ms, why it is not a valid envelope): see _decode
-_Decoded = tuple[Any, bytes | None, bytes | None, int | None, str | None]
+_Decoded = tuple[Any, bytes | None, bytes | None, int | None, str | None, bytes | None]
 
 
 def _decode(text: str, domain: _Domain) -> _Decoded:
     """A stored envelope parsed, its leaf and (if it is a valid SignedEnvelope) its event
-    digest recomputed, and its event time; or the first line of why it is not valid."""
+    digest recomputed, and its event time; or the first line of why it is not valid.
+    Last, for a valid one, the sha256 of its submission reference's canonical JSON."""
     raw: Any = None
     leaf: bytes | None = None
     try:
@@ -602,24 +607,25 @@ def _decode(text: str, domain: _Domain) -> _Decoded:
     if type(quick) is dict:
         hashed = _hashes(quick, domain, simple=True)
         if hashed is not None:
-            digest, leaf, time_ms = hashed
-            return quick, digest, leaf, time_ms, None
+            digest, leaf, time_ms, ref_digest = hashed
+            return quick, digest, leaf, time_ms, None, ref_digest
     try:
         raw = loads_canonical(text)
         if not isinstance(raw, dict):
-            return raw, None, None, None, None
+            return raw, None, None, None, None, None
         hashed = _hashes(raw, domain, simple=False)
         if hashed is not None:
-            digest, leaf, time_ms = hashed
-            return raw, digest, leaf, time_ms, None
+            digest, leaf, time_ms, ref_digest = hashed
+            return raw, digest, leaf, time_ms, None, ref_digest
         # not plainly well formed: the models decide, and say why
         leaf = leaf_hash(raw)
         envelope = SignedEnvelope.model_validate(raw)
         digest = event_digest(envelope.event.model_dump(mode="json"))
-        return raw, digest, leaf, envelope.event.event_time_ms, None
+        ref_digest = hashlib.sha256(canonical_json(raw["submission"])).digest()
+        return raw, digest, leaf, envelope.event.event_time_ms, None, ref_digest
     except (ValueError, InvalidInput, ValidationError, RecursionError) as exc:
         # RecursionError: text nested deeper than any parser here follows (~1,000 levels)
-        return raw, None, leaf, None, str(exc).splitlines()[0]
+        return raw, None, leaf, None, str(exc).splitlines()[0], None
 
 
 # --- the auditor -----------------------------------------------------------------------------
@@ -986,15 +992,14 @@ class Auditor:
                 seq=seq,
             )
 
-    def _signed_parts(self, event: _Event, raw: dict[str, Any]) -> None:
+    def _signed_parts(self, event: _Event, raw: dict[str, Any], ref_digest: bytes) -> None:
         """Fill ``event``'s signing, sub_index, ref_digest and domain_ours from its
         valid envelope ``raw``."""
         ref, submitter = raw["submission"], raw["event"]["submitter"]
         key = (submitter, ref["root"], ref["count"], ref["signature"])
         event.signing = self._signings.setdefault(key, key)  # one tuple a submission
         event.sub_index = ref["index"]
-        # valid: hex text and safe integers only, which orjson writes as JCS
-        event.ref_digest = hashlib.sha256(simple_jcs(ref)).digest()
+        event.ref_digest = ref_digest
         domain = raw["domain"]
         event.domain_ours = domain is self._domain_json or domain == self._domain_json
 
@@ -1024,7 +1029,7 @@ class Auditor:
     def _from_row(self, row: Any, *, quiet: bool = False) -> _Event:
         """``row``: an EventRow, or a result row of ``_EVENT_COLUMNS``. ``quiet``: no
         findings, no counts, and the envelope is kept (a look at one cited place)."""
-        raw, digest, leaf, time_ms, problem = _decode(row.envelope, self._domain)
+        raw, digest, leaf, time_ms, problem, ref_digest = _decode(row.envelope, self._domain)
         if problem is not None and not quiet:
             self._find(
                 "envelope_invalid",
@@ -1048,7 +1053,7 @@ class Auditor:
             time_ms=time_ms,
         )
         if event.valid:
-            self._signed_parts(event, raw)
+            self._signed_parts(event, raw, ref_digest or b"")
             if not quiet and event.domain_ours and leaf not in self._cited_leaves:
                 event.raw = None  # what a million of them hold adds up: see _Event.raw
         if quiet:
@@ -1401,7 +1406,9 @@ class Auditor:
             time_ms=bundle.envelope.event.event_time_ms,
             proof=list(ref.proof),
         )
-        self._signed_parts(event, envelope_raw)
+        # valid: hex text and safe integers only, which orjson writes as JCS
+        ref_digest = hashlib.sha256(simple_jcs(envelope_raw["submission"])).digest()
+        self._signed_parts(event, envelope_raw, ref_digest)
         return event
 
     def _check_bundle_path(self, event: _Event) -> None:

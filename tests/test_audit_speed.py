@@ -7,6 +7,7 @@ verify_inclusion event by event.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import sqlite3
 import sys
@@ -61,8 +62,9 @@ def test_leaf_and_digest_are_ledger_canonicals(envelope: dict[str, Any]) -> None
     text = canonical_json(envelope).decode()
     raw = loads_canonical(text)
     for domain in (_domain(raw), ({"other": 1}, b"{}")):  # ours, or written afresh
-        got, digest, leaf, time_ms, problem = audit._decode(text, domain)
+        got, digest, leaf, time_ms, problem, ref_digest = audit._decode(text, domain)
         assert problem is None and got == raw
+        assert ref_digest == hashlib.sha256(canonical_json(raw["submission"])).digest()
         assert leaf == leaf_hash(raw)
         assert digest == event_digest(raw["event"])
         assert time_ms == SignedEnvelope.model_validate(raw).event.event_time_ms
@@ -136,16 +138,18 @@ def test_an_envelope_is_accepted_exactly_when_the_models_accept_it(
     edit(raw)
     text = json.dumps(raw)  # not necessarily canonical: the audit reads what is stored
     parsed = loads_canonical(text)
-    got, digest, leaf, time_ms, problem = audit._decode(text, _domain(envelope))
+    got, digest, leaf, time_ms, problem, ref_digest = audit._decode(text, _domain(envelope))
     assert json.dumps(got) == json.dumps(parsed)  # 2**53 and 2.0**53 differ here
     try:
         model = SignedEnvelope.model_validate(parsed)
     except ValidationError as exc:
         assert problem == str(exc).splitlines()[0]
-        assert digest is None and time_ms is None
+        assert digest is None and time_ms is None and ref_digest is None
         assert leaf == leaf_hash(parsed)
     else:
         assert problem is None
+        submission = model.submission.model_dump(mode="json")
+        assert ref_digest == hashlib.sha256(canonical_json(submission)).digest()
         assert digest == event_digest(model.event.model_dump(mode="json"))
         assert leaf == leaf_hash(parsed) and time_ms == model.event.event_time_ms
 
@@ -162,7 +166,7 @@ def test_a_simple_envelope_never_reaches_the_standard_library(
 
     monkeypatch.setattr(audit, "loads_canonical", slow)
     if simple:
-        _, digest, leaf, _, problem = audit._decode(text, _domain(envelope))
+        _, digest, leaf, _, problem, _ = audit._decode(text, _domain(envelope))
         assert problem is None and leaf == leaf_hash(envelope)
         assert digest == event_digest(envelope["event"])
     else:
@@ -171,15 +175,15 @@ def test_a_simple_envelope_never_reaches_the_standard_library(
 
 
 def test_text_that_is_not_an_envelope_is_named(envelope: dict[str, Any]) -> None:
-    assert audit._decode("[1]", _domain(envelope)) == ([1], None, None, None, None)
-    raw, digest, leaf, _, problem = audit._decode("{not json", _domain(envelope))
+    assert audit._decode("[1]", _domain(envelope)) == ([1], None, None, None, None, None)
+    raw, digest, leaf, _, problem, _ = audit._decode("{not json", _domain(envelope))
     assert raw is None and digest is None and leaf is None and problem
     # deeper than orjson (1,024 levels) and the standard library follow: named, not a crash
     deep = '{"event":' + "[" * 5_000 + "]" * 5_000 + "}"
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(1_000)  # Python's default (the test runner may have raised it)
     try:
-        raw, digest, leaf, time_ms, problem = audit._decode(deep, _domain(envelope))
+        raw, digest, leaf, time_ms, problem, _ = audit._decode(deep, _domain(envelope))
     finally:
         sys.setrecursionlimit(limit)
     assert raw is None and digest is None and leaf is None and time_ms is None

@@ -39,7 +39,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import re
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -54,7 +54,7 @@ from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from pydantic import ValidationError
 from sqlalchemy import select as select_columns
-from sqlmodel import col, func, select
+from sqlmodel import Session, col, func, select
 from web3.exceptions import BadFunctionCallOutput, ContractLogicError
 
 from ledger.canonical import (
@@ -305,18 +305,48 @@ class _Event:
         return f"event {self.event_id} (batch {self.seq} of {self.stream}, leaf {self.index})"
 
 
-_EVENT_COLUMNS = (
-    col(EventRow.event_id),
-    col(EventRow.stream),
-    col(EventRow.kind),
-    col(EventRow.submitter),
-    col(EventRow.event_time_ms),
-    col(EventRow.leaf),
-    col(EventRow.envelope),
-    col(EventRow.batch_seq),
-    col(EventRow.leaf_index),
-    col(EventRow.position),
+_EVENT_FIELDS = (
+    "event_id",
+    "stream",
+    "kind",
+    "submitter",
+    "event_time_ms",
+    "leaf",
+    "envelope",
+    "batch_seq",
+    "leaf_index",
+    "position",
 )
+_EVENT_COLUMNS = tuple(col(getattr(EventRow, name)) for name in _EVENT_FIELDS)
+
+
+_StoredRow = namedtuple("_StoredRow", _EVENT_FIELDS)  # type: ignore[misc]
+_STREAM_ROWS = (
+    f"SELECT {', '.join(_EVENT_FIELDS)} FROM events WHERE stream = ? ORDER BY batch_seq, position"
+)
+
+
+def _stream_rows(session: Session, stream: str) -> Iterator[Any]:
+    """The stream's events as rows of ``_EVENT_COLUMNS``, in the order of the (stream,
+    batch_seq, position) index, 2,000 at a time. On SQLite straight from the driver:
+    SQLAlchemy's rows cost 10 µs each where the driver's take 6 (a million of them)."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        yield from connection.execution_options(yield_per=2_000).execute(
+            select_columns(*_EVENT_COLUMNS)
+            .where(col(EventRow.stream) == stream)
+            .order_by(col(EventRow.batch_seq), col(EventRow.position))
+        )
+        return
+    driver = connection.connection.driver_connection
+    assert driver is not None  # a connection the session holds
+    cursor = driver.cursor()
+    try:
+        cursor.execute(_STREAM_ROWS, (stream,))
+        while chunk := cursor.fetchmany(2_000):
+            yield from map(_StoredRow._make, chunk)
+    finally:
+        cursor.close()
 
 
 @contextmanager
@@ -924,16 +954,7 @@ class Auditor:
                 # row's text let go once decoded (a stream's texts at once were 750 MB at
                 # 10^6 events, and allocating them most of the fetch); then arrival order
                 # here, a merge of runs that are already in order, findings included
-                rows = (
-                    session.connection()
-                    .execution_options(yield_per=2_000)
-                    .execute(
-                        select_columns(*_EVENT_COLUMNS)
-                        .where(col(EventRow.stream) == stream)
-                        .order_by(col(EventRow.batch_seq), col(EventRow.position))
-                    )
-                )
-                for row in rows:
+                for row in _stream_rows(session, stream):
                     before = len(found)
                     event = self._from_row(row)
                     events.append(event)

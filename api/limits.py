@@ -123,10 +123,17 @@ class JsonNestingLimit:
 _PARSED = "fourflow.parsed_json"  # the scope key of JsonNestingLimit's parse
 
 
+def forget_parsed_json(scope: Scope) -> None:
+    """For a route that parses its body itself (EPCIS capture, with its own rules):
+    let JsonNestingLimit's parse go first, so the two are never held at once."""
+    scope.pop(_PARSED, None)
+
+
 class _ParsedJsonRequest(Request):
     async def json(self) -> Any:
         if _PARSED in self.scope:
-            return self.scope[_PARSED]
+            self._json = self.scope.pop(_PARSED)  # Request.json's own cache from here
+            return self._json
         return await super().json()
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import re
+import sqlite3
 from collections import defaultdict, namedtuple
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -85,7 +86,7 @@ from ledger.collateral import (
     Receipt,
 )
 from ledger.contracts import Artifact, compile_contracts, load_artifact
-from ledger.errors import ArtifactError, ChainError, InvalidInput
+from ledger.errors import ArtifactError, ChainError, InvalidInput, StoreError
 from ledger.merkle import ProofStep, build_tree, root_from_proof, verify_inclusion
 from ledger.models import (
     ADDRESS_PATTERN,
@@ -345,6 +346,8 @@ def _stream_rows(session: Session, stream: str) -> Iterator[Any]:
         cursor.execute(_STREAM_ROWS, (stream,))
         while chunk := cursor.fetchmany(2_000):
             yield from map(_StoredRow._make, chunk)
+    except sqlite3.Error as exc:  # what Store's sessions say of SQLAlchemy's errors
+        raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
     finally:
         cursor.close()
 
@@ -721,6 +724,7 @@ class Auditor:
         self._stream_names: dict[str, str] = {}  # 0x stream id -> name
         self._submitters_at: dict[int, frozenset[str]] = {}
         self._recovered: dict[tuple[str, str, int, str], str] = {}  # in this domain
+        self._unrecovered: dict[tuple[str, str, int, str], str] = {}  # why not
         self._signings: dict[tuple[str, str, int, str], tuple[str, str, int, str]] = {}
         self._cited: dict[bytes, _Event] = {}  # leaves facts cite -> the event hashing to it
         self._signers: set[str] = set()
@@ -1032,20 +1036,34 @@ class Auditor:
 
     def _read_again(self, events: Sequence[_Event]) -> None:
         """Parse again the stored envelopes of those of ``events`` that let theirs go,
-        a query for 500 of them."""
+        a query for 500 of them, by position (the row's key: an event id need not be
+        unique in a doctored store). Each must hash to the leaf it gave the first time;
+        a row changed or gone since means the store changed under the audit, which then
+        cannot vouch for anything (StoreError: audit again)."""
         if not isinstance(self.source, Store):
             return  # a package's events keep theirs
-        by_id = {e.event_id: e for e in events if e.raw is None}
-        ids = list(by_id)
-        for start in range(0, len(ids), 500):
+        by_position = {e.position: e for e in events if e.raw is None}
+        positions = list(by_position)
+        for start in range(0, len(positions), 500):
             with self.source.session() as session:
                 found = session.exec(
-                    select(EventRow.event_id, EventRow.envelope).where(
-                        col(EventRow.event_id).in_(ids[start : start + 500])
+                    select(EventRow.position, EventRow.envelope).where(
+                        col(EventRow.position).in_(positions[start : start + 500])
                     )
-                )
-                for event_id, text in found:
-                    by_id[event_id].raw = _decode(text, self._domain)[0]
+                ).all()
+            for position, text in found:
+                event = by_position.pop(position)
+                raw, _, leaf, *_ = _decode(text, self._domain)
+                if leaf != event.leaf:
+                    raise StoreError(
+                        f"the store changed while it was audited: {event.where} no longer "
+                        f"holds the envelope first read; audit again"
+                    )
+                event.raw = raw
+        for event in by_position.values():
+            raise StoreError(
+                f"the store changed while it was audited: {event.where} is gone; audit again"
+            )
 
     def _from_row(self, row: Any, *, quiet: bool = False) -> _Event:
         """``row``: an EventRow, or a result row of ``_EVENT_COLUMNS``. ``quiet``: no
@@ -1526,7 +1544,16 @@ class Auditor:
 
     def _check_signatures(self, events: Sequence[_Event]) -> None:
         included = self._included(events)
-        self._read_again(self._to_read_again(events, included))
+        read_again = self._to_read_again(events, included)
+        self._read_again(read_again)
+        try:
+            self._check_signers(events, included)
+        finally:
+            for event in read_again:  # held again only for these checks
+                if event.leaf not in self._cited_leaves:
+                    event.raw = None
+
+    def _check_signers(self, events: Sequence[_Event], included: set[int]) -> None:
         for event in events:
             if not event.valid:
                 continue
@@ -1561,7 +1588,7 @@ class Auditor:
         """The events whose envelopes the signature checks will read whole: those not
         shown included (their own path is checked), and the first of each submission
         not recovered yet (its signature is recovered from the envelope)."""
-        wanted, first = [], set(self._recovered)
+        wanted, first = [], set(self._recovered) | set(self._unrecovered)
         for event in events:
             if event.valid and event.domain_ours and event.raw is None:
                 if id(event) not in included or event.signing not in first:
@@ -1627,8 +1654,14 @@ class Auditor:
                 )
             signer = self._recovered.get(key)
             if signer is None:
+                if key in self._unrecovered:  # the submission's signature, not this event
+                    raise InvalidInput(self._unrecovered[key])
                 envelope = SignedEnvelope.model_validate(self._raw_of(event))
-                signer = self._recovered[key] = recover_envelope_signer(envelope)
+                try:
+                    signer = self._recovered[key] = recover_envelope_signer(envelope)
+                except InvalidInput as exc:
+                    self._unrecovered[key] = exc.message
+                    raise
         except InvalidInput as exc:
             self._find(
                 "signature_invalid",

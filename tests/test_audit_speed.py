@@ -336,3 +336,154 @@ def test_the_audit_lets_each_valid_envelope_go_once_decoded(tmp_path: Path) -> N
         assert (peak - start) / 4000 < 3_000  # bytes an event; 6,078 when they were held
     finally:
         runtime.close()
+
+
+# --- what the audit reads again ----------------------------------------------------------------
+
+
+def _one_stream(tmp_path: Path, n: int = 3) -> tuple[Runtime, Any, Path]:
+    db = tmp_path / "store.sqlite"
+    runtime, keys = Runtime.dev(db_url=f"sqlite:///{db}", submitters=1)
+    key = keys.submitters[0]
+    events = make_events(key.address, n, stream="again.one", prefix="r")
+    runtime.intake.submit(
+        sign_submission(events, private_key=key.key, domain=runtime.intake.domain)
+    )
+    return runtime, keys, db
+
+
+def _sql(db: Path, statement: str, *args: Any) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(db)) as con, con:
+        return con.execute(statement, args).fetchall()
+
+
+def test_an_event_id_repeated_in_a_doctored_store_is_read_again_by_its_own_row(
+    tmp_path: Path,
+) -> None:
+    """A forged, unanchored event reuses a genuine event's id in a table rebuilt without
+    UNIQUE(event_id), with the genuine submission's signature copied onto its own
+    one-event submission: read again by position, it is its own envelope that fails."""
+    from ledger.merkle import build_tree
+    from ledger.models import event_time_ms
+
+    runtime, _, db = _one_stream(tmp_path, n=1)
+    try:
+        ((ddl,),) = _sql(db, "SELECT sql FROM sqlite_master WHERE name = 'events'")
+        indexes = [
+            sql
+            for (sql,) in _sql(
+                db,
+                "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND type = 'index' "
+                "AND sql IS NOT NULL",
+            )
+        ]
+        loose = ddl.replace("CREATE TABLE events", "CREATE TABLE loose")
+        loose = loose.replace(", \n\tUNIQUE (event_id)", "").replace(",\n\tUNIQUE (event_id)", "")
+        assert "UNIQUE" not in loose
+        with closing(sqlite3.connect(db)) as con, con:
+            con.executescript(
+                f"{loose}; INSERT INTO loose SELECT * FROM events; DROP TABLE events; "
+                "ALTER TABLE loose RENAME TO events;"
+            )
+            for sql in indexes:
+                con.execute(sql)
+        ((text,),) = _sql(db, "SELECT envelope FROM events")
+        genuine = loads_canonical(text)
+        body = {**genuine["event"], "stream": "again.forged", "payload": {"n": 999}}
+        ref = {
+            "root": "0x" + build_tree([event_digest(body)]).root.hex(),
+            "count": 1,
+            "index": 0,
+            "proof": [],
+            "signature": genuine["submission"]["signature"],
+        }
+        forged = {"event": body, "submission": ref, "domain": genuine["domain"]}
+        _sql(
+            db,
+            "INSERT INTO events (position, event_id, stream, kind, submitter, event_time_ms, "
+            "digest, leaf, envelope, received_at_ms) VALUES (0, ?, 'again.forged', ?, ?, ?, ?, "
+            "?, ?, 0)",
+            body["event_id"], body["kind"], body["submitter"], event_time_ms(body["event_time"]),
+            event_digest(body).hex(), leaf_hash(forged).hex(), canonical_json(forged).decode(),
+        )  # fmt: skip
+        report = Auditor(runtime.chain, runtime.deployment, source=runtime.store, bytecode=False)
+        findings = report.run().findings
+        assert [(f.code, "again.forged" in f.message) for f in findings] == [
+            ("signature_invalid", True)
+        ]
+    finally:
+        runtime.close()
+
+
+@pytest.mark.parametrize("change", ["deleted", "edited"])
+def test_a_store_changed_under_the_audit_stops_it(tmp_path: Path, change: str) -> None:
+    """The signature checks read an envelope again (here: none is shown included); a row
+    gone or changed since the stream was read is a StoreError, never a verdict."""
+    from ledger.errors import StoreError
+
+    runtime, _, db = _one_stream(tmp_path)
+    original = Auditor._check_stream_events
+
+    def racing(self: Auditor, *args: Any) -> None:
+        if change == "deleted":
+            _sql(db, "DELETE FROM events WHERE event_id = 'r-0'")
+        else:
+            ((text,),) = _sql(db, "SELECT envelope FROM events WHERE event_id = 'r-0'")
+            edited = loads_canonical(text)
+            edited["event"]["payload"]["seq"] = 1000
+            _sql(db, "UPDATE events SET envelope = ? WHERE event_id = 'r-0'",
+                 canonical_json(edited).decode())  # fmt: skip
+        original(self, *args)
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Auditor, "_check_stream_events", racing)
+            patch.setattr(Auditor, "_included", lambda self, events: set())
+            auditor = Auditor(
+                runtime.chain, runtime.deployment, source=runtime.store, bytecode=False
+            )
+            with pytest.raises(StoreError, match="the store changed while it was audited"):
+                auditor.run()
+    finally:
+        runtime.close()
+
+
+def test_a_database_error_while_streaming_rows_is_a_store_error(tmp_path: Path) -> None:
+    from ledger.errors import StoreError
+
+    runtime, _, db = _one_stream(tmp_path)
+    try:
+        _sql(db, "UPDATE events SET envelope = CAST(x'7b22ff22' AS TEXT) WHERE event_id = 'r-1'")
+        auditor = Auditor(runtime.chain, runtime.deployment, source=runtime.store, bytecode=False)
+        with pytest.raises(StoreError, match="database error: OperationalError"):
+            auditor.run()
+    finally:
+        runtime.close()
+
+
+def test_a_forged_submission_signature_is_recovered_once_and_named_for_every_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, keys, db = _one_stream(tmp_path, n=4)
+    try:
+        runtime.anchorer(keys.oracle, max_batch=10, max_age_s=0).run_once(force=True)
+        for event_id, text in _sql(db, "SELECT event_id, envelope FROM events"):
+            envelope = loads_canonical(text)
+            envelope["submission"]["signature"] = "0x" + "11" * 65  # recovers no one
+            _sql(db, "UPDATE events SET envelope = ? WHERE event_id = ?",
+                 canonical_json(envelope).decode(), event_id)  # fmt: skip
+        recoveries: list[str] = []
+        real = audit.recover_envelope_signer
+
+        def counted(envelope: Any) -> str:
+            recoveries.append(envelope.event.event_id)
+            return real(envelope)
+
+        monkeypatch.setattr(audit, "recover_envelope_signer", counted)
+        report = Auditor(runtime.chain, runtime.deployment, source=runtime.store, bytecode=False)
+        unsigned = [f for f in report.run().findings if f.code == "signature_invalid"]
+        assert sorted(f.details["event_id"] for f in unsigned) == [f"r-{i}" for i in range(4)]
+        assert len({f.message.split(": ", 1)[1] for f in unsigned}) == 1  # the same reason
+        assert len(recoveries) == 1
+    finally:
+        runtime.close()

@@ -28,7 +28,7 @@ from pydantic_core import from_json
 
 from api.auth import CallerDep
 from api.deps import AccessDep, RuntimeDep
-from api.limits import ParsedJsonRoute
+from api.limits import ParsedJsonRoute, forget_parsed_json
 from ledger.canonical import loads_canonical
 from ledger.errors import InvalidDocument, InvalidInput, NotFound, TooLarge, Unauthenticated
 from ledger.flows import CaptureJobRow, EpcisQuery, Flows, job_errors
@@ -106,6 +106,7 @@ async def _read_json(request: Request, *, max_bytes: int) -> tuple[Any, str]:
             code="unsupported_media_type",
         )
     raw = await request.body()
+    forget_parsed_json(request.scope)  # parsed again below, without NaN
     if len(raw) > max_bytes:
         raise TooLarge(
             f"document of {len(raw)} bytes; the limit is {max_bytes}", code="capture_limit"

@@ -12,7 +12,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.core import REGISTRY, ROOT, Figure, machine, new_context, write_results
+from bench.core import (
+    REGISTRY,
+    ROOT,
+    Figure,
+    machine,
+    new_context,
+    reference_rate,
+    write_results,
+)
 
 MODULES = (
     "bench.merkle",
@@ -78,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[Figure] = []
     errors: dict[str, str] = {}
     seconds: dict[str, float] = {}
+    reference: dict[str, int] = {}
     for name in wanted:
         title, run = REGISTRY[name]
         console.print(f"[bold]{name}[/bold]: {title} ({size})")
         ctx = new_context(size, lambda text: console.print(f"  {text}"))
+        reference[name] = round(reference_rate())  # the machine's speed as this one starts
         started = time.monotonic()
         try:
             figures += run(ctx)
@@ -93,7 +103,14 @@ def main(argv: list[str] | None = None) -> int:
             ctx.close()
             seconds[name] = time.monotonic() - started
             console.print(f"  done in {seconds[name]:.0f} s")
-    write_results(args.out, size, figures, errors, machine_at_start=at_start, seconds=seconds)
+    write_results(
+        args.out,
+        size,
+        figures,
+        errors,
+        machine_at_start=at_start | {"reference_rounds_s_by_benchmark": reference},
+        seconds=seconds,
+    )
     console.print(_table(figures))
     console.print(f"results: {args.out}")
     return 1 if errors else 0

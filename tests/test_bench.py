@@ -34,6 +34,7 @@ def test_the_merkle_benchmark_compares_with_the_floor_and_both_peers(tmp_path: P
     machine = results["machine"]
     assert isinstance(machine, dict) and machine["cores"] and machine["commit"]
     assert machine["reference_rounds_s"] > 0 and machine["reference_rounds_s_at_end"] > 0
+    assert list(machine["reference_rounds_s_by_benchmark"]) == ["merkle"]
     versions = results["versions"]
     assert isinstance(versions, dict) and versions["fourflow"] and versions["pymerkle"]
     assert versions["@openzeppelin/merkle-tree"] == "1.0.8"  # pinned in bench/peers

@@ -71,6 +71,9 @@ async def _nothing_more() -> Message:
     return {"type": "http.disconnect"}
 
 
+_PARSED = "fourflow.parsed_json"  # the scope key of JsonNestingLimit's parse
+
+
 class JsonNestingLimit:
     """Refuses, with 400/422 before any handler parses it, a JSON body
 
@@ -118,9 +121,6 @@ class JsonNestingLimit:
                 await refusal(scope, _replay(b"", None, receive), send)
                 return
         await self.app(scope, _replay(body, None, receive), send)
-
-
-_PARSED = "fourflow.parsed_json"  # the scope key of JsonNestingLimit's parse
 
 
 def forget_parsed_json(scope: Scope) -> None:

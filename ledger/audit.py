@@ -1060,9 +1060,10 @@ class Auditor:
                         f"holds the envelope first read; audit again"
                     )
                 event.raw = raw
-        for event in by_position.values():
+        if by_position:
+            gone = next(iter(by_position.values()))
             raise StoreError(
-                f"the store changed while it was audited: {event.where} is gone; audit again"
+                f"the store changed while it was audited: {gone.where} is gone; audit again"
             )
 
     def _from_row(self, row: Any, *, quiet: bool = False) -> _Event:

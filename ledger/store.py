@@ -515,19 +515,23 @@ class Store:
                 f"for {len(events)} events"
             )
         received = _now_ms()
-        rows = [
+        hashes = [  # each event's (digest, leaf), in hex
+            (digest.hex(), leaf_of_canonical(envelope_jcs).hex())
+            for digest, envelope_jcs in zip(digests, canonical, strict=True)
+        ]
+        rows = [  # in the order of _EVENT_COLUMNS
             (
                 event.event_id,
                 event.stream,
                 event.kind,
                 event.submitter,
                 event.event_time_ms,
-                digest.hex(),
-                leaf_of_canonical(envelope_jcs).hex(),
+                digest,
+                leaf,
                 envelope_jcs.decode("utf-8"),
                 received,
             )
-            for event, digest, envelope_jcs in zip(events, digests, canonical, strict=True)
+            for event, (digest, leaf), envelope_jcs in zip(events, hashes, canonical, strict=True)
         ]
         with self._session() as session:
             self._in_position_order(session)
@@ -538,8 +542,10 @@ class Store:
             receipts = []
             new_rows: list[tuple[Any, ...]] = []
             new_assets: list[tuple[str, str]] = []
-            for position, (event, row) in enumerate(zip(events, rows, strict=True)):
-                event_id, stream, digest, leaf = row[0], row[1], row[5], row[6]
+            for position, (event, (digest, leaf), row) in enumerate(
+                zip(events, hashes, rows, strict=True)
+            ):
+                event_id = event.event_id
                 old = existing.get(event_id)
                 if old is not None and old[0] != digest and not same_id_is_duplicate:
                     raise Conflict(
@@ -552,7 +558,7 @@ class Store:
                     new_assets += [(asset, event_id) for asset in event.asset_ids]
                 else:
                     digest, leaf = old
-                receipts.append(Receipt(event_id, stream, digest, leaf, old is not None))
+                receipts.append(Receipt(event_id, event.stream, digest, leaf, old is not None))
             # Core inserts (the ORM's bulk path cost as much again), in submission order,
             # so positions follow it
             connection = session.connection()

@@ -377,8 +377,8 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             with self._local_claim(f"signer:{address}", sqlite_path(self.engine), wait=True):
                 yield lambda nonce, tx_hash: sent.append((nonce, tx_hash))
-            if sent:
-                self._note_nonce(address, *sent[-1])
+                if sent:  # still under the lock: two first notes of a key raced to insert
+                    self._note_nonce(address, *sent[-1])
             return
         with self._row_lock(SignerNonceRow, address, skip_locked=False) as held:
             assert held is not None

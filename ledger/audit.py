@@ -38,33 +38,34 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import re
+import multiprocessing
+import os
 import sqlite3
-from collections import defaultdict, namedtuple
+from collections import defaultdict, deque, namedtuple
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from datetime import UTC, datetime
 from enum import Enum
+from itertools import islice
 from typing import Any
 
-import orjson
 from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from pydantic import ValidationError
 from sqlalchemy import select as select_columns
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, func, select
 from web3.exceptions import BadFunctionCallOutput, ContractLogicError
 
+from ledger.audit_decode import Domain, Quick, decode, decode_stored, start_worker
 from ledger.canonical import (
     canonical_json,
-    digest_of_canonical,
     event_digest,
     leaf_hash,
-    leaf_of_canonical,
-    loads_canonical,
     simple_jcs,
     stream_id,
 )
@@ -89,20 +90,13 @@ from ledger.contracts import Artifact, compile_contracts, load_artifact
 from ledger.errors import ArtifactError, ChainError, InvalidInput, StoreError
 from ledger.merkle import ProofStep, build_tree, root_from_proof, verify_inclusion
 from ledger.models import (
-    ADDRESS_PATTERN,
-    HEX32_PATTERN,
-    IDENTIFIER_PATTERN,
-    KIND_PATTERN,
-    MAX_PAYLOAD_DEPTH,
-    SIBLING_PATTERN,
-    SIGNATURE_PATTERN,
-    STREAM_PATTERN,
     ProofBundle,
     SignedEnvelope,
     event_time_ms,
 )
 from ledger.replay import ChainState
-from ledger.signing import domain_for, envelope_jcs, recover_envelope_signer
+from ledger.schema import sqlite_path
+from ledger.signing import domain_for, recover_envelope_signer, submission_refs_jcs
 from ledger.store import ANCHORED, BatchRow, EventRow, Store
 
 __all__ = [
@@ -319,22 +313,26 @@ _EVENT_FIELDS = (
     "position",
 )
 _EVENT_COLUMNS = tuple(col(getattr(EventRow, name)) for name in _EVENT_FIELDS)
-
-
+_ROW_FIELDS = tuple(name for name in _EVENT_FIELDS if name != "envelope")  # workers read it
+_ROW_COLUMNS = tuple(col(getattr(EventRow, name)) for name in _ROW_FIELDS)
 _StoredRow = namedtuple("_StoredRow", _EVENT_FIELDS)  # type: ignore[misc]
-_STREAM_ROWS = (
-    f"SELECT {', '.join(_EVENT_FIELDS)} FROM events WHERE stream = ? ORDER BY batch_seq, position"
-)
+_BareRow = namedtuple("_BareRow", _ROW_FIELDS)  # type: ignore[misc]
 
 
-def _stream_rows(session: Session, stream: str) -> Iterator[Any]:
-    """The stream's events as rows of ``_EVENT_COLUMNS``, in the order of the (stream,
-    batch_seq, position) index, 2,000 at a time. On SQLite straight from the driver:
-    SQLAlchemy's rows cost 10 µs each where the driver's take 6 (a million of them)."""
+def _stream_rows(session: Session, stream: str, *, envelopes: bool) -> Iterator[Any]:
+    """The stream's events as rows of ``_EVENT_COLUMNS`` (``_ROW_COLUMNS`` without
+    ``envelopes``), in the order of the (stream, batch_seq, position) index, 2,000 at a
+    time. On SQLite straight from the driver: SQLAlchemy's rows cost 10 µs each where
+    the driver's take 6 (a million of them)."""
+    columns, fields, make = (
+        (_EVENT_COLUMNS, _EVENT_FIELDS, _StoredRow._make)
+        if envelopes
+        else (_ROW_COLUMNS, _ROW_FIELDS, _BareRow._make)
+    )
     connection = session.connection()
     if connection.dialect.name != "sqlite":
         yield from connection.execution_options(yield_per=2_000).execute(
-            select_columns(*_EVENT_COLUMNS)
+            select_columns(*columns)
             .where(col(EventRow.stream) == stream)
             .order_by(col(EventRow.batch_seq), col(EventRow.position))
         )
@@ -343,13 +341,127 @@ def _stream_rows(session: Session, stream: str) -> Iterator[Any]:
     assert driver is not None  # a connection the session holds
     cursor = driver.cursor()
     try:
-        cursor.execute(_STREAM_ROWS, (stream,))
+        cursor.execute(
+            f"SELECT {', '.join(fields)} FROM events WHERE stream = ? ORDER BY batch_seq, position",
+            (stream,),
+        )
         while chunk := cursor.fetchmany(2_000):
-            yield from map(_StoredRow._make, chunk)
+            yield from map(make, chunk)
     except sqlite3.Error as exc:  # what Store's sessions say of SQLAlchemy's errors
         raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
     finally:
         cursor.close()
+
+
+def _envelopes_at(session: Session, positions: Sequence[int]) -> dict[int, str]:
+    """The stored envelopes of the events at ``positions`` (the events' key)."""
+    found = session.exec(
+        select(EventRow.position, EventRow.envelope).where(col(EventRow.position).in_(positions))
+    )
+    return {position: text for position, text in found if position is not None}
+
+
+_PARALLEL_FROM = 20_000  # events: below, starting worker processes costs more than it saves
+_CHUNK = 2_000  # events a worker reads and decodes at once
+_AHEAD = 2  # chunks a worker has queued, so that none waits for the auditor
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class _DecodePool:
+    """Worker processes that read and decode the stored envelopes (``decode_stored``)
+    while the auditor reads the rest of each row and checks what they send back. None
+    for ``jobs`` of 1, or a store in memory (a worker could not open it).
+
+    Forked where the platform can (they need nothing from the auditor but the domain
+    and the store's URL). A worker that fails costs nothing but time: the auditor reads
+    and decodes its chunk itself, and every later one if the worker died."""
+
+    def __init__(self, jobs: int, domain: Domain, store: Store) -> None:
+        self.jobs = jobs
+        self.domain = domain
+        self.database: str | None = None
+        if store.engine.dialect.name != "sqlite" or sqlite_path(store.engine) is not None:
+            self.database = store.engine.url.render_as_string(hide_password=False)
+        self.executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _DecodePool:
+        if self.jobs > 1 and self.database is not None:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            self.executor = ProcessPoolExecutor(
+                self.jobs,
+                mp_context=context,
+                initializer=start_worker,
+                initargs=(self.domain, self.database),
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+
+    def broke(self) -> None:
+        """A worker died: the rest of the audit reads and decodes in this process."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = None
+
+
+_Sent = Quick | str  # a worker's decoding, or an envelope for the auditor to decode
+_Chunk = tuple[list[Any], "Future[list[_Sent | None]] | None"]
+
+
+def _decoded(session: Session, stream: str, pool: _DecodePool) -> Iterator[tuple[Any, _Sent]]:
+    """The stream's rows in order (``_stream_rows``), each with what a worker sent of
+    its envelope; without workers, with the envelope itself."""
+    if pool.executor is None:
+        for row in _stream_rows(session, stream, envelopes=True):
+            yield row, row.envelope
+        return
+    rows = _stream_rows(session, stream, envelopes=False)
+    pending: deque[_Chunk] = deque()
+    while chunk := list(islice(rows, _CHUNK)):
+        executor = pool.executor
+        positions = [row.position for row in chunk]
+        future = None if executor is None else executor.submit(decode_stored, positions)
+        pending.append((chunk, future))
+        if len(pending) > _AHEAD * pool.jobs:
+            yield from _answered(session, *pending.popleft(), pool)
+    while pending:
+        yield from _answered(session, *pending.popleft(), pool)
+
+
+def _answered(
+    session: Session,
+    chunk: list[Any],
+    future: Future[list[_Sent | None]] | None,
+    pool: _DecodePool,
+) -> Iterator[tuple[Any, _Sent]]:
+    sent: list[_Sent | None] | None = None
+    if future is not None:
+        try:
+            sent = future.result()
+        except BrokenProcessPool:
+            pool.broke()
+        except (sqlite3.Error, SQLAlchemyError, OSError):
+            pass  # the worker could not read the store: the auditor's own session tries
+    if sent is None:
+        texts = _envelopes_at(session, [row.position for row in chunk])
+        sent = [texts.get(row.position) for row in chunk]
+    for row, what in zip(chunk, sent, strict=True):
+        if what is None:
+            raise StoreError(
+                f"the store changed while it was audited: event {row.event_id} (stream "
+                f"{row.stream}) is gone; audit again"
+            )
+        yield row, what
 
 
 @contextmanager
@@ -383,147 +495,6 @@ def _root(leaves: Sequence[bytes | None]) -> bytes | None:
     if not leaves or any(leaf is None or len(leaf) != 32 for leaf in leaves):
         return None
     return build_tree([leaf for leaf in leaves if leaf is not None]).root
-
-
-# What ledger.models requires of a SignedEnvelope, for the common case (see
-# _well_formed): the models' patterns, anchored at both ends as pydantic anchors them,
-# with ASCII digits where the models' own RFC 3339 pattern also takes other digits.
-_KIND = re.compile(KIND_PATTERN)
-_STREAM = re.compile(STREAM_PATTERN)
-_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
-_ADDRESS = re.compile(ADDRESS_PATTERN)
-_HEX32 = re.compile(HEX32_PATTERN)
-_SIGNATURE = re.compile(SIGNATURE_PATTERN)
-_SIBLING = re.compile(SIBLING_PATTERN)
-_TIME = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
-)
-# _is_submission_ref over the canonical JSON orjson writes for it: its keys in order,
-# count >= 1 and index >= 0 as safe integers (under 16 digits), the proof's steps
-_STEP = rb'\{"(?:left|right)":"' + SIBLING_PATTERN.encode() + rb'"\}'
-_SIMPLE_REF = re.compile(
-    rb'\{"count":[1-9][0-9]{0,14},"index":(?:0|[1-9][0-9]{0,14}),"proof":\[(?:%s(?:,%s)*)?\],'
-    rb'"root":"%s","signature":"%s"\}'
-    % (_STEP, _STEP, HEX32_PATTERN.encode(), SIGNATURE_PATTERN.encode())
-)
-_SAFE = 2**53 - 1
-_EVENT_KEYS = frozenset(
-    {"kind", "schema_version", "stream", "event_id", "asset_ids", "event_time", "payload"}
-    | {"submitter"}
-)
-
-
-def _is_text(value: Any, pattern: re.Pattern[str]) -> bool:
-    return type(value) is str and pattern.fullmatch(value) is not None
-
-
-def _within_depth(value: Any, depth: int) -> bool:
-    """Whether ``value`` nests no deeper than ``depth`` (ledger.models' payload rule)."""
-    if type(value) is dict:
-        items: Iterable[Any] = value.values()
-    elif type(value) is list:
-        items = value
-    else:
-        return True
-    return depth > 0 and all(_within_depth(item, depth - 1) for item in items)
-
-
-def _simple_within_depth(value: Any, depth: int) -> bool:
-    """``_within_depth``, and simple as ledger.canonical.simple_jcs needs: no float, no
-    integer beyond 2**53 - 1, no key beyond the Basic Multilingual Plane."""
-    kind = type(value)
-    if kind is dict:
-        if depth <= 0:
-            return False
-        for key, item in value.items():
-            if not key.isascii() and max(key) > "\uffff":
-                return False
-            if type(item) in _SIMPLE_SCALARS or item is None:
-                continue
-            if not _simple_within_depth(item, depth - 1):
-                return False
-        return True
-    if kind is list:
-        return depth > 0 and all(_simple_within_depth(item, depth - 1) for item in value)
-    if kind is int:
-        return bool(-_SAFE <= value <= _SAFE)
-    return kind is str or kind is bool or value is None
-
-
-_SIMPLE_SCALARS = frozenset({str, bool})  # ints are checked for size
-
-
-def _event_time_ms(
-    body: Mapping[str, Any], payload_ok: Callable[[Any, int], bool] = _within_depth
-) -> int | None:
-    """The time of an event body that is certainly a valid EventBody, else None.
-    ``payload_ok``: _within_depth, or _simple_within_depth for the simple path."""
-    if body.keys() != _EVENT_KEYS:
-        return None
-    asset_ids, version, text = body["asset_ids"], body["schema_version"], body["event_time"]
-    if not (
-        _is_text(body["kind"], _KIND)
-        and type(version) is int
-        and 1 <= version <= 1_000
-        and _is_text(body["stream"], _STREAM)
-        and _is_text(body["event_id"], _IDENTIFIER)
-        and type(asset_ids) is list
-        and 1 <= len(asset_ids) <= 1_000
-        and all(_is_text(a, _IDENTIFIER) for a in asset_ids)
-        and len(set(asset_ids)) == len(asset_ids)
-        and _is_text(body["submitter"], _ADDRESS)
-        and type(body["payload"]) is dict
-        and payload_ok(body["payload"], MAX_PAYLOAD_DEPTH)
-        and _is_text(text, _TIME)
-    ):
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-        if moment.tzinfo is None or moment.astimezone(UTC).year < 1970:
-            return None
-        return int(moment.timestamp() * 1000)  # ledger.models.event_time_ms
-    except (ValueError, OverflowError):
-        return None
-
-
-def _is_submission_ref(ref: Mapping[str, Any]) -> bool:
-    """Whether ``ref`` is certainly a valid SubmissionRef."""
-    if len(ref) != 5:
-        return False
-    try:
-        root, count, index = ref["root"], ref["count"], ref["index"]
-        proof, signature = ref["proof"], ref["signature"]
-    except KeyError:
-        return False
-    if not (
-        _is_text(root, _HEX32)
-        and type(count) is int
-        and count >= 1
-        and type(index) is int
-        and index >= 0
-        and _is_text(signature, _SIGNATURE)
-        and type(proof) is list
-    ):
-        return False
-    sibling = _SIBLING.fullmatch
-    for step in proof:
-        if type(step) is not dict or len(step) != 1:
-            return False
-        for side, value in step.items():
-            if side not in ("left", "right") or type(value) is not str or not sibling(value):
-                return False
-    return True
-
-
-def _is_domain(domain: Mapping[str, Any]) -> bool:
-    """Whether ``domain`` is certainly a valid Eip712Domain."""
-    return (
-        domain.keys() == {"name", "version", "chainId", "verifyingContract"}
-        and type(domain["name"]) is str
-        and type(domain["version"]) is str
-        and type(domain["chainId"]) is int
-        and type(domain["verifyingContract"]) is str
-    )
 
 
 def _accumulate(accumulator: bytes, batch: OnChainBatch) -> bytes:
@@ -569,98 +540,6 @@ def _differences(on_chain: Any, replayed: Any, prefix: str = "") -> dict[str, An
     return out
 
 
-def _hashes(
-    raw: dict[str, Any], domain: _Domain, simple: bool
-) -> tuple[bytes, bytes, int, bytes] | None:
-    """(event digest, leaf, event time, sha256 of the submission reference's canonical
-    JSON) of ``raw``, parsed JSON, if it is certainly a
-    valid SignedEnvelope; None when the models must decide. The body is written in
-    canonical JSON once, and the envelope's from its members' (ledger.signing.envelope_jcs),
-    so the leaf is ``leaf_hash(raw)``.
-
-    ``simple``: ``raw`` was read by orjson, and is taken only if every part of it is
-    certainly simple (see _simple_within_depth), so that orjson writes its canonical
-    JSON (ledger.canonical.simple_jcs) and read it as the standard library does."""
-    if len(raw) != 3:
-        return None
-    body, ref, raw_domain = raw.get("event"), raw.get("submission"), raw.get("domain")
-    if type(body) is not dict or type(ref) is not dict or type(raw_domain) is not dict:
-        return None
-    time_ms = _event_time_ms(body, _simple_within_depth if simple else _within_depth)
-    if time_ms is None:
-        return None
-    if not simple:
-        if not _is_submission_ref(ref):
-            return None
-        ref_jcs = canonical_json(ref)
-    else:  # one pattern over the reference's canonical JSON instead of a walk
-        try:
-            ref_jcs = simple_jcs(ref)
-        except TypeError:  # an integer beyond 2**53 - 1
-            return None
-        if _SIMPLE_REF.fullmatch(ref_jcs) is None:
-            return None
-    ours, ours_jcs = domain
-    if raw_domain == ours and type(raw_domain["chainId"]) is int:
-        domain_jcs = ours_jcs
-        if simple:  # one dict for a million equal ones (what the audit holds adds up)
-            raw["domain"] = ours
-    elif not _is_domain(raw_domain):
-        return None
-    elif not simple:
-        domain_jcs = canonical_json(raw_domain)
-    elif -_SAFE <= raw_domain["chainId"] <= _SAFE:
-        domain_jcs = simple_jcs(raw_domain)  # its keys are ASCII, its strings any text
-    else:
-        return None
-    try:  # the models require a body that has canonical JSON (the payload's)
-        body_jcs = simple_jcs(body) if simple else canonical_json(body)
-    except InvalidInput:
-        return None
-    envelope = envelope_jcs(domain_jcs, body_jcs, ref_jcs)
-    ref_digest = hashlib.sha256(ref_jcs).digest()
-    return digest_of_canonical(body_jcs), leaf_of_canonical(envelope), time_ms, ref_digest
-
-
-_Domain = tuple[dict[str, Any], bytes]  # the deployment's EIP-712 domain, and its JCS
-# (raw, digest, leaf, time_ms, why it is not a valid envelope): see _decode
-_Decoded = tuple[Any, bytes | None, bytes | None, int | None, str | None, bytes | None]
-
-
-def _decode(text: str, domain: _Domain) -> _Decoded:
-    """A stored envelope parsed, its leaf and (if it is a valid SignedEnvelope) its event
-    digest recomputed, and its event time; or the first line of why it is not valid.
-    Last, for a valid one, the sha256 of its submission reference's canonical JSON."""
-    raw: Any = None
-    leaf: bytes | None = None
-    try:
-        quick = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        quick = None  # the standard library below says why, or reads what orjson would not
-    if type(quick) is dict:
-        hashed = _hashes(quick, domain, simple=True)
-        if hashed is not None:
-            digest, leaf, time_ms, ref_digest = hashed
-            return quick, digest, leaf, time_ms, None, ref_digest
-    try:
-        raw = loads_canonical(text)
-        if not isinstance(raw, dict):
-            return raw, None, None, None, None, None
-        hashed = _hashes(raw, domain, simple=False)
-        if hashed is not None:
-            digest, leaf, time_ms, ref_digest = hashed
-            return raw, digest, leaf, time_ms, None, ref_digest
-        # not plainly well formed: the models decide, and say why
-        leaf = leaf_hash(raw)
-        envelope = SignedEnvelope.model_validate(raw)
-        digest = event_digest(envelope.event.model_dump(mode="json"))
-        ref_digest = hashlib.sha256(canonical_json(raw["submission"])).digest()
-        return raw, digest, leaf, envelope.event.event_time_ms, None, ref_digest
-    except (ValueError, InvalidInput, ValidationError, RecursionError) as exc:
-        # RecursionError: text nested deeper than any parser here follows (~1,000 levels)
-        return raw, None, leaf, None, str(exc).splitlines()[0], None
-
-
 # --- the auditor -----------------------------------------------------------------------------
 
 
@@ -669,7 +548,9 @@ class Auditor:
 
     ``compiled`` lets a caller that already compiled the sources (``compile_contracts``)
     pass them; otherwise the first run compiles them (solc-js: some seconds) and keeps
-    them there. ``bytecode=False`` skips step 6 (the report says so).
+    them there. ``bytecode=False`` skips step 6 (the report says so). ``jobs``: processes
+    that decode a store's envelopes, one per core by default; they start only for a
+    store of ``_PARALLEL_FROM`` events or more, and 1 starts none.
     """
 
     def __init__(
@@ -680,8 +561,11 @@ class Auditor:
         source: Store | Mapping[str, Any],
         compiled: Mapping[str, Artifact] | None = None,
         bytecode: bool = True,
+        jobs: int | None = None,
     ) -> None:
         deployment.check_chain(chain)
+        if jobs is not None and jobs < 1:
+            raise InvalidInput(f"jobs must be 1 or more, got {jobs}", code="invalid_jobs")
         if not isinstance(source, Store):
             from ledger.evidence import PACKAGE_FORMAT, PACKAGE_VERSION
 
@@ -696,6 +580,7 @@ class Auditor:
         self.source = source
         self.compiled = compiled
         self.bytecode = bytecode
+        self.jobs = jobs or _cores()
         try:
             self.contracts = watched_contracts(deployment)
         except (ValueError, TypeError) as exc:
@@ -706,7 +591,7 @@ class Auditor:
         self.registry = AnchorRegistry(chain, deployment.anchor_registry)
         self.domain = domain_for(chain_id=chain.chain_id, contract=deployment.anchor_registry)
         self._domain_json = self.domain.model_dump(mode="json")
-        self._domain: _Domain = (self._domain_json, canonical_json(self._domain_json))
+        self._domain: Domain = (self._domain_json, canonical_json(self._domain_json))
 
     # --- running -------------------------------------------------------------------------
 
@@ -949,32 +834,47 @@ class Auditor:
         batch_rows: Mapping[tuple[str, int], BatchRow],
     ) -> None:
         done = 0
-        for stream in streams:
-            events: list[_Event] = []
-            found = self._report.findings
-            later: list[tuple[int, list[Finding]]] = []  # the decoding's, by event position
-            with store.session() as session:
-                # streamed in the order of the (stream, batch_seq, position) index, each
-                # row's text let go once decoded (a stream's texts at once were 750 MB at
-                # 10^6 events, and allocating them most of the fetch); then arrival order
-                # here, a merge of runs that are already in order, findings included
-                for row in _stream_rows(session, stream):
-                    before = len(found)
-                    event = self._from_row(row)
-                    events.append(event)
-                    if len(found) > before:
-                        later.append((event.position or 0, found[before:]))
-                        del found[before:]
-                    done += 1
-                    if done % 500 == 0 or done == total:
-                        self._progress("events", done, total)
-            events.sort(key=_by_arrival)
-            for _, findings in sorted(later, key=lambda pair: pair[0]):
-                found.extend(findings)
-            self._check_stream_events(stream, events, batch_rows)
-            self._check_signatures(events)
-            self._remember_cited(events)
+        jobs = self.jobs if total >= _PARALLEL_FROM else 1
+        with _DecodePool(jobs, self._domain, store) as pool:
+            for stream in streams:
+                done = self._check_stream_of_store(store, stream, done, total, pool, batch_rows)
         self._progress("events", total, total)
+
+    def _check_stream_of_store(
+        self,
+        store: Store,
+        stream: str,
+        done: int,
+        total: int,
+        pool: _DecodePool,
+        batch_rows: Mapping[tuple[str, int], BatchRow],
+    ) -> int:
+        """Check one stream's events in the store; returns ``done`` plus their number."""
+        events: list[_Event] = []
+        found = self._report.findings
+        later: list[tuple[int, list[Finding]]] = []  # the decoding's, by event position
+        with store.session() as session:
+            # streamed in the order of the (stream, batch_seq, position) index, each
+            # row's text let go once decoded (a stream's texts at once were 750 MB at
+            # 10^6 events, and allocating them most of the fetch); then arrival order
+            # here, a merge of runs that are already in order, findings included
+            for row, sent in _decoded(session, stream, pool):
+                before = len(found)
+                event = self._from_row(row, sent)
+                events.append(event)
+                if len(found) > before:
+                    later.append((event.position or 0, found[before:]))
+                    del found[before:]
+                done += 1
+                if done % 500 == 0 or done == total:
+                    self._progress("events", done, total)
+        events.sort(key=_by_arrival)
+        for _, findings in sorted(later, key=lambda pair: pair[0]):
+            found.extend(findings)
+        self._check_stream_events(stream, events, batch_rows)
+        self._check_signatures(events)
+        self._remember_cited(events)
+        return done
 
     def _check_batch_rows(self, batch_rows: Mapping[tuple[str, int], BatchRow]) -> None:
         for (stream, seq), row in sorted(batch_rows.items()):
@@ -1043,17 +943,13 @@ class Auditor:
         if not isinstance(self.source, Store):
             return  # a package's events keep theirs
         by_position = {e.position: e for e in events if e.raw is None}
-        positions = list(by_position)
+        positions = [position for position in by_position if position is not None]
         for start in range(0, len(positions), 500):
             with self.source.session() as session:
-                found = session.exec(
-                    select(EventRow.position, EventRow.envelope).where(
-                        col(EventRow.position).in_(positions[start : start + 500])
-                    )
-                ).all()
-            for position, text in found:
+                found = _envelopes_at(session, positions[start : start + 500])
+            for position, text in found.items():
                 event = by_position.pop(position)
-                raw, _, leaf, *_ = _decode(text, self._domain)
+                raw, _, leaf, *_ = decode(text, self._domain)
                 if leaf != event.leaf:
                     raise StoreError(
                         f"the store changed while it was audited: {event.where} no longer "
@@ -1066,10 +962,29 @@ class Auditor:
                 f"the store changed while it was audited: {gone.where} is gone; audit again"
             )
 
-    def _from_row(self, row: Any, *, quiet: bool = False) -> _Event:
-        """``row``: an EventRow, or a result row of ``_EVENT_COLUMNS``. ``quiet``: no
-        findings, no counts, and the envelope is kept (a look at one cited place)."""
-        raw, digest, leaf, time_ms, problem, ref_digest = _decode(row.envelope, self._domain)
+    def _read_cited(self, row: Any, leaf: bytes) -> str:
+        """The stored envelope of ``row``, which a worker decoded to the cited ``leaf``:
+        read again, as ``_read_again`` reads, to be kept whole."""
+        assert isinstance(self.source, Store)  # workers read stores only
+        with self.source.session() as session:
+            text = _envelopes_at(session, [row.position]).get(row.position)
+        if text is None or decode(text, self._domain)[2] != leaf:
+            raise StoreError(
+                f"the store changed while it was audited: event {row.event_id} (stream "
+                f"{row.stream}) no longer holds the envelope first read; audit again"
+            )
+        return text
+
+    def _from_row(self, row: Any, envelope: _Sent, *, quiet: bool = False) -> _Event:
+        """``row``: an EventRow, or a result row of ``_EVENT_COLUMNS`` or ``_ROW_COLUMNS``;
+        ``envelope``: its stored envelope, or a worker's decoding of it (``Quick``).
+        ``quiet``: no findings, no counts, and the envelope is kept (a look at one cited
+        place)."""
+        if not isinstance(envelope, str):
+            if envelope[1] not in self._cited_leaves:
+                return self._from_quick(row, envelope)
+            envelope = self._read_cited(row, envelope[1])  # whose envelope is kept
+        raw, digest, leaf, time_ms, problem, ref_digest = decode(envelope, self._domain)
         if problem is not None and not quiet:
             self._find(
                 "envelope_invalid",
@@ -1099,29 +1014,62 @@ class Auditor:
         if quiet:
             return event
         self._report.counts.events += 1
-        body = raw["event"] if event.valid else None
-        if body is not None and (  # the common case, without building the comparison
-            row.event_id != body["event_id"]
-            or row.stream != body["stream"]
-            or row.kind != body["kind"]
-            or row.submitter != body["submitter"]
-            or row.event_time_ms != time_ms
-        ):
-            columns = {
-                "event_id": (row.event_id, body["event_id"]),
-                "stream": (row.stream, body["stream"]),
-                "kind": (row.kind, body["kind"]),
-                "submitter": (row.submitter, body["submitter"]),
-                "event_time_ms": (row.event_time_ms, time_ms),
-            }
-            differ = {k: {"row": a, "envelope": b} for k, (a, b) in columns.items() if a != b}
-            self._find(
-                "event_row_mismatch",
-                f"{event.where}: the row's {', '.join(differ)} disagree with its envelope",
-                event_id=row.event_id,
-                fields=differ,
+        if event.valid:
+            body = raw["event"]
+            self._compare_row(
+                row, event, (body["event_id"], body["stream"], body["kind"], body["submitter"])
             )
         return event
+
+    def _from_quick(self, row: Any, quick: Quick) -> _Event:
+        """``_from_row`` of a row whose envelope a worker found valid and signed for this
+        deployment (``decode_quick``): the same event, from the values it sent."""
+        digest, leaf, time_ms, ref_digest, event_id, stream, kind, signing, sub_index = quick
+        event = _Event(
+            event_id=row.event_id,
+            stream=row.stream,
+            seq=row.batch_seq,
+            index=row.leaf_index,
+            position=row.position,
+            stored_leaf=_stored_hex(row.leaf),
+            raw=None,  # let go, as _from_row lets it go: _raw_of reads it again
+            valid=True,
+            leaf=leaf,
+            digest=digest,
+            time_ms=time_ms,
+            signing=self._signings.setdefault(signing, signing),
+            sub_index=sub_index,
+            ref_digest=ref_digest,
+        )
+        self._report.counts.events += 1
+        self._compare_row(row, event, (event_id, stream, kind, signing[0]))
+        return event
+
+    def _compare_row(self, row: Any, event: _Event, said: tuple[str, str, str, str]) -> None:
+        """A finding if the row's columns disagree with what its valid envelope ``said``:
+        (event id, stream, kind, submitter), and the event time."""
+        if (  # the common case, without building the comparison
+            row.event_id == said[0]
+            and row.stream == said[1]
+            and row.kind == said[2]
+            and row.submitter == said[3]
+            and row.event_time_ms == event.time_ms
+        ):
+            return
+        columns = {
+            "event_id": (row.event_id, said[0]),
+            "stream": (row.stream, said[1]),
+            "kind": (row.kind, said[2]),
+            "submitter": (row.submitter, said[3]),
+            "event_time_ms": (row.event_time_ms, event.time_ms),
+        }
+        differ = {k: {"row": a, "envelope": b} for k, (a, b) in columns.items() if a != b}
+        self._find(
+            "event_row_mismatch",
+            f"{event.where}: the row's {', '.join(differ)} disagree with its envelope",
+            event_id=row.event_id,
+            fields=differ,
+        )
 
     def _check_stream_events(
         self,
@@ -1625,19 +1573,12 @@ class Auditor:
                 tree = build_tree(digests)
                 if tree.root != _hex(root):
                     continue
-                paths = tree.proofs()
+                # the reference each event would hold with the tree's path for its index;
+                # the same canonical JSON means the same proof: side, sibling and length
+                refs = submission_refs_jcs(root, signature, tree.proof_jsons())
+                sha256 = hashlib.sha256
                 for event in members:
-                    # the reference the event would hold with the tree's path for its
-                    # index; the same canonical JSON means the same proof: side, sibling
-                    # and length
-                    expected = {
-                        "root": root,
-                        "count": count,
-                        "index": event.sub_index,
-                        "proof": paths[event.sub_index],
-                        "signature": signature,
-                    }
-                    if hashlib.sha256(simple_jcs(expected)).digest() == event.ref_digest:
+                    if sha256(refs[event.sub_index]).digest() == event.ref_digest:
                         included.add(id(event))
         return included
 
@@ -1784,7 +1725,7 @@ class Auditor:
                     )
                 ).first()
             if row is not None:
-                held = self._from_row(row, quiet=True)
+                held = self._from_row(row, row.envelope, quiet=True)
         else:
             places = {(e.stream, e.seq, e.index): e for e in self._package_events}
             held = places.get((stream, seq, index))

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import orjson
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils.address import is_checksum_address, to_checksum_address
 
-from ledger.canonical import canonical_json, digest_of_canonical, event_digest, simple_jcs
+from ledger.canonical import canonical_json, digest_of_canonical, event_digest
 from ledger.errors import InvalidInput, InvalidSignature
-from ledger.merkle import build_tree, verify_inclusion
+from ledger.merkle import MerkleTree, build_tree, verify_inclusion
 from ledger.models import Eip712Domain, EventBody, SignedEnvelope, SubmissionIn, SubmissionRef
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "recover_envelope_signer",
     "recover_submitter",
     "sign_submission",
+    "submission_refs_jcs",
     "submission_root",
     "verify_checksum_address",
 ]
@@ -132,9 +134,19 @@ class SealedSubmission:
     root: bytes
     domain: Eip712Domain
     events: list[EventBody]
-    refs: list[dict[str, Any]]  # each event's SubmissionRef fields, in order
+    signature: str
+    tree: MerkleTree  # over the digests
     digests: list[bytes]  # each event's digest
     canonical: list[bytes]  # each envelope's RFC 8785 JSON: its leaf's preimage body
+
+    @cached_property
+    def refs(self) -> list[dict[str, Any]]:
+        """Each event's SubmissionRef fields, in order."""
+        root, count = "0x" + self.root.hex(), len(self.digests)
+        return [
+            {"root": root, "count": count, "index": i, "proof": proof, "signature": self.signature}
+            for i, proof in enumerate(self.tree.proofs())
+        ]
 
     @cached_property
     def envelopes(self) -> list[SignedEnvelope]:
@@ -168,6 +180,19 @@ def envelope_jcs(domain_jcs: bytes, event_jcs: bytes, submission_jcs: bytes) -> 
     )
 
 
+def submission_refs_jcs(root: str, signature: str, proofs: Sequence[bytes]) -> list[bytes]:
+    """The RFC 8785 JSON of the SubmissionRef of each event of a submission with that
+    ``root`` and ``signature``, its ``proofs`` as ``MerkleTree.proof_jsons`` writes
+    them: what ``canonical_json`` writes of each ref's fields, written from its parts
+    (the keys in order: count, index, proof, root, signature)."""
+    head = b'{"count":%d,"index":' % len(proofs)
+    tail = b',"root":' + orjson.dumps(root) + b',"signature":' + orjson.dumps(signature) + b"}"
+    return [
+        b"".join((head, b"%d" % index, b',"proof":', proof, tail))
+        for index, proof in enumerate(proofs)
+    ]
+
+
 def recover_submitter(submission: SubmissionIn, *, domain: Eip712Domain) -> str:
     """The address that signed ``submission``; raises unless it is the declared submitter."""
     return _verified_signer(submission, domain=domain, root=submission_root(submission.events))
@@ -198,31 +223,17 @@ def envelopes_for(submission: SubmissionIn, *, domain: Eip712Domain) -> SealedSu
     digests = [digest_of_canonical(body) for body in bodies]
     tree = build_tree(digests)
     _verified_signer(submission, domain=domain, root=tree.root)
-    root_hex = "0x" + tree.root.hex()
     domain_jcs = canonical_json(domain.model_dump(mode="json"))
-    refs: list[dict[str, Any]] = [
-        {
-            "root": root_hex,
-            "count": len(digests),
-            "index": index,
-            "proof": proof,
-            "signature": submission.signature,
-        }
-        for index, proof in enumerate(tree.proofs())
-    ]
-    # hex text and small integers only: orjson's bytes are its JCS (simple_jcs)
-    canonical = [
-        envelope_jcs(domain_jcs, body, simple_jcs(ref))
-        for body, ref in zip(bodies, refs, strict=True)
-    ]
+    refs = submission_refs_jcs("0x" + tree.root.hex(), submission.signature, tree.proof_jsons())
     return SealedSubmission(
         submitter=submission.submitter,
         root=tree.root,
         domain=domain,
         events=submission.events,
-        refs=refs,
+        signature=submission.signature,
+        tree=tree,
         digests=digests,
-        canonical=canonical,
+        canonical=[envelope_jcs(domain_jcs, b, r) for b, r in zip(bodies, refs, strict=True)],
     )
 
 

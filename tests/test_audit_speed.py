@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import pytest
 from pydantic import ValidationError
 
 import ledger.audit as audit
+import ledger.audit_decode as audit_decode
 from ledger.audit import Auditor
 from ledger.canonical import canonical_json, event_digest, leaf_hash, loads_canonical
 from ledger.models import SignedEnvelope
@@ -54,7 +56,7 @@ def envelope(request: pytest.FixtureRequest) -> dict[str, Any]:
         runtime.close()
 
 
-def _domain(raw: dict[str, Any]) -> audit._Domain:
+def _domain(raw: dict[str, Any]) -> audit_decode.Domain:
     return raw["domain"], canonical_json(raw["domain"])
 
 
@@ -62,7 +64,7 @@ def test_leaf_and_digest_are_ledger_canonicals(envelope: dict[str, Any]) -> None
     text = canonical_json(envelope).decode()
     raw = loads_canonical(text)
     for domain in (_domain(raw), ({"other": 1}, b"{}")):  # ours, or written afresh
-        got, digest, leaf, time_ms, problem, ref_digest = audit._decode(text, domain)
+        got, digest, leaf, time_ms, problem, ref_digest = audit_decode.decode(text, domain)
         assert problem is None and got == raw
         assert ref_digest == hashlib.sha256(canonical_json(raw["submission"])).digest()
         assert leaf == leaf_hash(raw)
@@ -138,7 +140,7 @@ def test_an_envelope_is_accepted_exactly_when_the_models_accept_it(
     edit(raw)
     text = json.dumps(raw)  # not necessarily canonical: the audit reads what is stored
     parsed = loads_canonical(text)
-    got, digest, leaf, time_ms, problem, ref_digest = audit._decode(text, _domain(envelope))
+    got, digest, leaf, time_ms, problem, ref_digest = audit_decode.decode(text, _domain(envelope))
     assert json.dumps(got) == json.dumps(parsed)  # 2**53 and 2.0**53 differ here
     try:
         model = SignedEnvelope.model_validate(parsed)
@@ -164,26 +166,26 @@ def test_a_simple_envelope_never_reaches_the_standard_library(
     def slow(text: str) -> Any:
         raise AssertionError("the standard library read it")
 
-    monkeypatch.setattr(audit, "loads_canonical", slow)
+    monkeypatch.setattr(audit_decode, "loads_canonical", slow)
     if simple:
-        _, digest, leaf, _, problem, _ = audit._decode(text, _domain(envelope))
+        _, digest, leaf, _, problem, _ = audit_decode.decode(text, _domain(envelope))
         assert problem is None and leaf == leaf_hash(envelope)
         assert digest == event_digest(envelope["event"])
     else:
         with pytest.raises(AssertionError, match="the standard library read it"):
-            audit._decode(text, _domain(envelope))
+            audit_decode.decode(text, _domain(envelope))
 
 
 def test_text_that_is_not_an_envelope_is_named(envelope: dict[str, Any]) -> None:
-    assert audit._decode("[1]", _domain(envelope)) == ([1], None, None, None, None, None)
-    raw, digest, leaf, _, problem, _ = audit._decode("{not json", _domain(envelope))
+    assert audit_decode.decode("[1]", _domain(envelope)) == ([1], None, None, None, None, None)
+    raw, digest, leaf, _, problem, _ = audit_decode.decode("{not json", _domain(envelope))
     assert raw is None and digest is None and leaf is None and problem
     # deeper than orjson (1,024 levels) and the standard library follow: named, not a crash
     deep = '{"event":' + "[" * 5_000 + "]" * 5_000 + "}"
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(1_000)  # Python's default (the test runner may have raised it)
     try:
-        raw, digest, leaf, time_ms, problem, _ = audit._decode(deep, _domain(envelope))
+        raw, digest, leaf, time_ms, problem, _ = audit_decode.decode(deep, _domain(envelope))
     finally:
         sys.setrecursionlimit(limit)
     assert raw is None and digest is None and leaf is None and time_ms is None
@@ -269,7 +271,7 @@ def test_the_fast_paths_report_what_the_slow_ones_do(
 
     fast = run()
     # every envelope through the models, every inclusion through verify_inclusion
-    monkeypatch.setattr(audit, "_hashes", lambda raw, domain, simple: None)
+    monkeypatch.setattr(audit_decode, "_hashes", lambda raw, domain, simple: None)
     monkeypatch.setattr(audit.Auditor, "_included", lambda self, events: set())
     slow = run()
     assert fast == slow
@@ -282,6 +284,89 @@ def test_the_fast_paths_report_what_the_slow_ones_do(
         "root_mismatch",
     } <= codes
     assert not fast["ok"]
+
+
+def _dies_on_a_chunk(positions: list[int]) -> Any:
+    """decode_stored, in a worker that dies on the chunk holding position 40."""
+    if 40 in positions:
+        os._exit(3)
+    return audit_decode.decode_stored(positions)
+
+
+@pytest.mark.parametrize("fault", ["none", "a worker dies"])
+def test_worker_processes_report_what_the_auditor_alone_does(
+    faulty: Runtime, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """Envelopes read and decoded in worker processes (``jobs``), 5 at a time, give the
+    report that the auditor alone gives; and a worker that dies mid-audit costs nothing
+    but time."""
+
+    def run(jobs: int) -> tuple[dict[str, Any], int]:
+        quick = 0
+        original = Auditor._from_quick
+
+        def counted(self: Auditor, row: Any, sent: Any) -> Any:
+            nonlocal quick
+            quick += 1
+            return original(self, row, sent)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Auditor, "_from_quick", counted)
+            auditor = Auditor(
+                faulty.chain, faulty.deployment, source=faulty.store, bytecode=False, jobs=jobs
+            )
+            return auditor.run().to_json(), quick
+
+    monkeypatch.setattr(audit, "_PARALLEL_FROM", 0)
+    monkeypatch.setattr(audit, "_CHUNK", 5)
+    alone, none_sent = run(jobs=1)
+    if fault == "a worker dies":
+        monkeypatch.setattr(audit, "decode_stored", _dies_on_a_chunk)
+    workers, sent = run(jobs=2)
+    assert workers == alone
+    assert none_sent == 0
+    total = alone["counts"]["events"]
+    if fault == "none":
+        assert sent == total - 1  # all but the envelope that is not JSON
+    else:
+        assert 0 < sent < total - 5  # some chunks, then the auditor alone
+
+
+def test_workers_read_each_database(any_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On SQLite and PostgreSQL alike, the workers read every envelope themselves."""
+    runtime, keys = Runtime.dev(db_url=any_db_url, submitters=1)
+    try:
+        key, domain = keys.submitters[0], runtime.intake.domain
+        for b in range(3):
+            events = make_events(key.address, 7, stream="workers.db", prefix=f"w{b}")
+            runtime.intake.submit(sign_submission(events, private_key=key.key, domain=domain))
+        runtime.anchorer(keys.oracle, max_batch=10, max_age_s=0).run_once(force=True)
+        monkeypatch.setattr(audit, "_PARALLEL_FROM", 0)
+        monkeypatch.setattr(audit, "_CHUNK", 4)
+        sent: list[Any] = []
+        original = Auditor._from_quick
+        monkeypatch.setattr(
+            Auditor, "_from_quick", lambda self, row, q: sent.append(q) or original(self, row, q)
+        )
+        reports = [
+            Auditor(
+                runtime.chain, runtime.deployment, source=runtime.store, bytecode=False, jobs=jobs
+            )
+            .run()
+            .to_json()
+            for jobs in (1, 2)
+        ]
+        assert reports[0] == reports[1] and reports[0]["ok"]
+        assert reports[0]["counts"]["events"] == len(sent) == 21
+    finally:
+        runtime.close()
+
+
+def test_jobs_must_be_one_or_more(faulty: Runtime) -> None:
+    from ledger.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="jobs must be 1 or more, got 0"):
+        Auditor(faulty.chain, faulty.deployment, source=faulty.store, bytecode=False, jobs=0)
 
 
 def test_the_cycle_collector_is_paused_for_the_events_and_left_as_found(faulty: Runtime) -> None:

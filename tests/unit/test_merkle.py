@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger.canonical import canonical_json
 from ledger.errors import InvalidInput
 from ledger.merkle import (
     ProofStep,
@@ -396,3 +397,4 @@ def test_all_proofs_at_once_equal_each_proof(n: int) -> None:
         == [tree.proof(i) for i in range(n)]
         == [ref_proof(leaves(n), i) for i in range(n)]
     )
+    assert tree.proof_jsons() == [canonical_json(ref_proof(leaves(n), i)) for i in range(n)]

@@ -419,9 +419,10 @@ def test_changing_any_payload_value_breaks_the_envelope(data: st.DataObject) -> 
     assert signer != envelope.event.submitter
 
 
-def test_sealed_canonical_forms_are_each_envelopes_own() -> None:
-    events = _events(5)
-    events[1] = events[1].model_copy(
+@pytest.mark.parametrize("n", [1, 2, 5, 33])  # one event's proof is empty; 5, 33 promote
+def test_sealed_canonical_forms_are_each_envelopes_own(n: int) -> None:
+    events = _events(n)
+    events[-1] = events[-1].model_copy(
         update={"payload": {"t": 21.5, "big": 1e20, "tiny": 1e-7, "名": "ö\u2028", "n": None}}
     )
     sealed = envelopes_for(sign_submission(events, private_key=KEY, domain=DOMAIN), domain=DOMAIN)

@@ -428,7 +428,8 @@ def _path_only(envelope: dict[str, Any], raw: dict[str, Any]) -> None:
 
 @benchmark("verify", "bundles verified per second offline; audit replay rate")
 def verify(ctx: Context) -> list[Figure]:
-    from ledger.audit import Auditor  # the audit module pulls in the compiler wrappers
+    import ledger.audit as audit_module  # it pulls in the compiler wrappers
+    from ledger.audit import Auditor
 
     events, batch = ctx.pick(tiny=(200, 100), quick=(10_000, 1_000), full=(1_000_000, 1_000))
     # on anvil, a real node: eth-tester decodes every block again for each log query, and
@@ -501,6 +502,7 @@ def verify(ctx: Context) -> list[Figure]:
             details={
                 "events": events,
                 "audit_s": round(audited(), 3),
+                "jobs": auditor.jobs if events >= audit_module._PARALLEL_FROM else 1,
                 "bytecode": False,
                 "chain": "anvil",
             },

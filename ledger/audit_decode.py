@@ -363,9 +363,7 @@ def _reader(database: str) -> Reader:
 
         return read_sqlite
     engine = create_engine(url)
-    query = text(_ENVELOPES_AT + ":positions").bindparams(
-        bindparam("positions", expanding=True)
-    )
+    query = text(_ENVELOPES_AT + ":positions").bindparams(bindparam("positions", expanding=True))
 
     def read_database(positions: Sequence[int]) -> dict[int, str]:
         with engine.connect() as connection:

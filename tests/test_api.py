@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from api.app import create_app
+from api.schemas import SubmissionAccepted
 from api.settings import Settings
 from api.siwe_client import sign_in
 from ledger.runtime import DevKeys, Runtime
@@ -50,8 +51,20 @@ def test_good_batch_is_stored_anchored_and_provable(client: TestClient, dev: Any
     body = signed(dev, 5)
     answer = client.post("/v1/events", json=body)
     assert answer.status_code == 202
+    assert answer.headers["content-type"] == "application/json"
     assert answer.json()["accepted"] == 5
     assert [r["status"] for r in answer.json()["receipts"]] == ["accepted"] * 5
+    # the answer the route writes itself is what its declared schema holds, field for field
+    accepted = SubmissionAccepted.model_validate(answer.json())
+    assert accepted.model_dump(mode="json") == answer.json() and accepted.duplicates == 0
+    stored_event = runtime.store.event(body["events"][0]["event_id"])
+    assert answer.json()["receipts"][0] == {
+        "event_id": stored_event.event_id,
+        "stream": stored_event.stream,
+        "digest": stored_event.digest,
+        "leaf": stored_event.leaf,
+        "status": "accepted",
+    }
     event_id = body["events"][2]["event_id"]
 
     event = client.get(f"/v1/events/{event_id}").json()

@@ -40,6 +40,14 @@ def test_ingest_reports_throughput_against_the_floor_and_batch_latencies() -> No
     assert pair.details["api_processes"] == 2 and pair.peer_value == throughput.peer_value
     assert pair.ratio == pytest.approx(pair.value / pair.peer_value)
     assert pair.details["p50_ms"] <= pair.details["p99_ms"]
+    # each figure is the best of its rounds (one at this size), the floor's too
+    rounds = throughput.details["rounds"]
+    assert (
+        len(throughput.details["rates_by_round"]) == len(pair.details["rates_by_round"]) == rounds
+    )
+    assert round(throughput.value) == max(throughput.details["rates_by_round"])
+    assert round(pair.value) == max(pair.details["rates_by_round"])
+    assert round(throughput.peer_value) == max(throughput.details["floor_by_round"])
 
 
 @pytest.mark.anvil

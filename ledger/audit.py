@@ -479,6 +479,20 @@ def _cycle_collection_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _row_event(row: Any, **decoded: Any) -> _Event:
+    """The ``_Event`` of a stored row: its place from the row's columns, the rest from
+    its decoded envelope."""
+    return _Event(
+        event_id=row.event_id,
+        stream=row.stream,
+        seq=row.batch_seq,
+        index=row.leaf_index,
+        position=row.position,
+        stored_leaf=_stored_hex(row.leaf),
+        **decoded,
+    )
+
+
 def _by_index(event: _Event) -> tuple[bool, int, int]:
     return (event.index is None, event.index or 0, event.position or 0)
 
@@ -993,19 +1007,8 @@ class Auditor:
                 event_id=row.event_id,
                 stream=row.stream,
             )
-        stored_leaf = _stored_hex(row.leaf)
-        event = _Event(
-            event_id=row.event_id,
-            stream=row.stream,
-            seq=row.batch_seq,
-            index=row.leaf_index,
-            position=row.position,
-            stored_leaf=stored_leaf,
-            raw=raw,
-            valid=digest is not None,
-            leaf=leaf,
-            digest=digest,
-            time_ms=time_ms,
+        event = _row_event(
+            row, raw=raw, valid=digest is not None, leaf=leaf, digest=digest, time_ms=time_ms
         )
         if event.valid:
             self._signed_parts(event, raw, ref_digest or b"")
@@ -1023,15 +1026,10 @@ class Auditor:
 
     def _from_quick(self, row: Any, quick: Quick) -> _Event:
         """``_from_row`` of a row whose envelope a worker found valid and signed for this
-        deployment (``decode_quick``): the same event, from the values it sent."""
+        deployment (``decode_stored``): the same event, from the values it sent."""
         digest, leaf, time_ms, ref_digest, event_id, stream, kind, signing, sub_index = quick
-        event = _Event(
-            event_id=row.event_id,
-            stream=row.stream,
-            seq=row.batch_seq,
-            index=row.leaf_index,
-            position=row.position,
-            stored_leaf=_stored_hex(row.leaf),
+        event = _row_event(
+            row,
             raw=None,  # let go, as _from_row lets it go: _raw_of reads it again
             valid=True,
             leaf=leaf,

@@ -42,7 +42,7 @@ import multiprocessing
 import os
 import sqlite3
 from collections import defaultdict, deque, namedtuple
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -378,13 +378,15 @@ class _DecodePool:
     while the auditor reads the rest of each row and checks what they send back. None
     for ``jobs`` of 1, or a store in memory (a worker could not open it).
 
-    Forked where the platform can (they need nothing from the auditor but the domain
-    and the store's URL). A worker that fails costs nothing but time: the auditor reads
+    Forked where the platform can (they need nothing from the auditor but the domain,
+    the store's URL and the ``whole`` leaves, whose envelopes they send as text: the
+    auditor keeps those). A worker that fails costs nothing but time: the auditor reads
     and decodes its chunk itself, and every later one if the worker died."""
 
-    def __init__(self, jobs: int, domain: Domain, store: Store) -> None:
+    def __init__(self, jobs: int, domain: Domain, store: Store, *, whole: Set[bytes]) -> None:
         self.jobs = jobs
         self.domain = domain
+        self.whole = frozenset(whole)
         self.database: str | None = None
         if store.engine.dialect.name != "sqlite" or sqlite_path(store.engine) is not None:
             self.database = store.engine.url.render_as_string(hide_password=False)
@@ -398,19 +400,20 @@ class _DecodePool:
                 self.jobs,
                 mp_context=context,
                 initializer=start_worker,
-                initargs=(self.domain, self.database),
+                initargs=(self.domain, self.database, self.whole),
             )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
-            self.executor = None
+        self._stop(wait=True)
 
     def broke(self) -> None:
         """A worker died: the rest of the audit reads and decodes in this process."""
+        self._stop(wait=False)
+
+    def _stop(self, *, wait: bool) -> None:
         if self.executor is not None:
-            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor.shutdown(wait=wait, cancel_futures=True)
             self.executor = None
 
 
@@ -849,7 +852,7 @@ class Auditor:
     ) -> None:
         done = 0
         jobs = self.jobs if total >= _PARALLEL_FROM else 1
-        with _DecodePool(jobs, self._domain, store) as pool:
+        with _DecodePool(jobs, self._domain, store, whole=self._cited_leaves) as pool:
             for stream in streams:
                 done = self._check_stream_of_store(store, stream, done, total, pool, batch_rows)
         self._progress("events", total, total)
@@ -976,28 +979,13 @@ class Auditor:
                 f"the store changed while it was audited: {gone.where} is gone; audit again"
             )
 
-    def _read_cited(self, row: Any, leaf: bytes) -> str:
-        """The stored envelope of ``row``, which a worker decoded to the cited ``leaf``:
-        read again, as ``_read_again`` reads, to be kept whole."""
-        assert isinstance(self.source, Store)  # workers read stores only
-        with self.source.session() as session:
-            text = _envelopes_at(session, [row.position]).get(row.position)
-        if text is None or decode(text, self._domain)[2] != leaf:
-            raise StoreError(
-                f"the store changed while it was audited: event {row.event_id} (stream "
-                f"{row.stream}) no longer holds the envelope first read; audit again"
-            )
-        return text
-
     def _from_row(self, row: Any, envelope: _Sent, *, quiet: bool = False) -> _Event:
         """``row``: an EventRow, or a result row of ``_EVENT_COLUMNS`` or ``_ROW_COLUMNS``;
         ``envelope``: its stored envelope, or a worker's decoding of it (``Quick``).
         ``quiet``: no findings, no counts, and the envelope is kept (a look at one cited
         place)."""
-        if not isinstance(envelope, str):
-            if envelope[1] not in self._cited_leaves:
-                return self._from_quick(row, envelope)
-            envelope = self._read_cited(row, envelope[1])  # whose envelope is kept
+        if not isinstance(envelope, str):  # never of a cited leaf (_DecodePool)
+            return self._from_quick(row, envelope)
         raw, digest, leaf, time_ms, problem, ref_digest = decode(envelope, self._domain)
         if problem is not None and not quiet:
             self._find(

@@ -298,29 +298,32 @@ Reader = Callable[[Sequence[int]], dict[int, str]]  # positions -> their envelop
 
 _domain: Domain | None = None
 _read: Reader | None = None
+_whole: frozenset[bytes] = frozenset()
 
 
-def start_worker(domain: Domain, database: str) -> None:
+def start_worker(domain: Domain, database: str, whole: frozenset[bytes]) -> None:
     """A worker process's initializer: the deployment's domain, a read-only connection
-    to the store at the SQLAlchemy URL ``database``, and no cycle collector (a worker
-    makes no reference cycles, and a chunk's parsed envelopes are many)."""
-    global _domain, _read
-    _domain, _read = domain, _reader(database)
+    to the store at the SQLAlchemy URL ``database``, the leaves whose envelopes the
+    auditor keeps ``whole`` (those covenant facts cite), and no cycle collector (a
+    worker makes no reference cycles, and a chunk's parsed envelopes are many)."""
+    global _domain, _read, _whole
+    _domain, _read, _whole = domain, _reader(database), whole
     gc.disable()
 
 
 def decode_stored(positions: Sequence[int]) -> list[Quick | str | None]:
     """In a worker (``start_worker``), for the stored event at each of ``positions``:
-    ``decode``'s common case as ``Quick``, for an envelope that is certainly valid and
-    signed for this deployment; else the envelope's text, for the auditor to decode
-    whole; None for a position the store no longer holds."""
+    ``decode``'s common case as ``Quick``, for an envelope that is certainly valid,
+    signed for this deployment and not one to keep whole; else the envelope's text, for
+    the auditor to decode itself; None for a position the store no longer holds."""
     assert _domain is not None and _read is not None, "start_worker ran"
     texts = _read(positions)
     signings: dict[tuple[str, str, int, str], tuple[str, str, int, str]] = {}
     out: list[Quick | str | None] = []
     for position in positions:
         text = texts.get(position)
-        out.append(None if text is None else _quick(text, _domain, signings) or text)
+        quick = None if text is None else _quick(text, _domain, signings)
+        out.append(text if quick is None or quick[1] in _whole else quick)
     return out
 
 

@@ -230,19 +230,23 @@ def test_a_clean_ledger_audits_clean(ledger: Ledger, clean: AuditReport) -> None
 def test_worker_processes_audit_the_ledger_as_the_auditor_alone_does(
     ledger: Ledger, clean: AuditReport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Envelopes read and decoded in two worker processes: the same clean report, the
-    events that facts cite read again whole (what the fact checks compare)."""
+    """Envelopes read and decoded in two worker processes: the same clean report, and
+    the events that facts cite sent whole, for the auditor to keep (what the fact
+    checks compare), never as a worker's decoding."""
     import ledger.audit as audit_module
 
     monkeypatch.setattr(audit_module, "_PARALLEL_FROM", 0)
     monkeypatch.setattr(audit_module, "_CHUNK", 97)
-    cited: list[str] = []
-    original = Auditor._read_cited
-    monkeypatch.setattr(
-        Auditor,
-        "_read_cited",
-        lambda self, row, leaf: cited.append(row.event_id) or original(self, row, leaf),
-    )
+    quick_leaves: list[bytes] = []
+    whole_leaves: list[bytes] = []
+    original = Auditor._from_row
+
+    def spy(self: Auditor, row: Any, envelope: Any, **kwargs: Any) -> Any:
+        event = original(self, row, envelope, **kwargs)
+        (whole_leaves if isinstance(envelope, str) else quick_leaves).append(event.leaf)
+        return event
+
+    monkeypatch.setattr(Auditor, "_from_row", spy)
     report = Auditor(
         ledger.chain, ledger.deployment, source=ledger.runtime.store, bytecode=False, jobs=2
     ).run()
@@ -250,9 +254,10 @@ def test_worker_processes_audit_the_ledger_as_the_auditor_alone_does(
     expected = clean.to_json()
     expected["counts"]["contracts"] = 0  # bytecode not compared here
     assert report.to_json() | {"skipped": expected["skipped"]} == expected
-    # read again once each (a cited envelope that is not plainly simple, one with a
-    # float, comes whole from its worker and is decoded here without a second read)
-    assert 0 < len(cited) == len(set(cited)) <= len({f["leaf"] for f in _fact_logs(ledger)})
+    cited = {bytes.fromhex(f["leaf"][2:]) for f in _fact_logs(ledger)}
+    assert len(cited) > 1 and cited <= set(whole_leaves)  # each cited event, whole
+    assert not cited & set(quick_leaves)
+    assert quick_leaves  # and the workers decoded the simple rest (many here hold floats)
 
 
 def test_the_public_names_are_pinned() -> None:

@@ -27,6 +27,7 @@ from binascii import hexlify
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import orjson
 from blockcerts_merkletools import MerkleTools
 
 from ledger.errors import InvalidInput
@@ -68,33 +69,16 @@ class MerkleTree:
         return len(self._tools.levels) - 1
 
     def proofs(self) -> list[list[ProofStep]]:
-        """Every leaf's proof, in leaf order: ``[self.proof(i) for i in range(n)]``. Built
-        from the root down, each node's path being its sibling step and then its
-        parent's path: one step of Python a node, not one a node and leaf below it. Proofs
-        share their steps (a promoted node its parent's whole path): read them, do not
-        change them."""
-        levels = self._tools.levels  # the root's level first
-        paths: list[list[ProofStep]] = [[]]
-        for level in levels[1:]:
-            width, hexes = len(level), [node.hex() for node in level]
-            below: list[list[ProofStep]] = []
-            for index in range(width):
-                above = paths[index >> 1]
-                if index & 1:
-                    below.append([{"left": hexes[index - 1]}, *above])
-                elif index + 1 < width:
-                    below.append([{"right": hexes[index + 1]}, *above])
-                else:  # the last node of an odd level is promoted: no sibling
-                    below.append(above)
-            paths = below
-        return paths
+        """Every leaf's proof, in leaf order: ``[self.proof(i) for i in range(n)]``,
+        read back from ``proof_jsons``."""
+        return [orjson.loads(path) for path in self.proof_jsons()]
 
     def proof_jsons(self) -> list[bytes]:
-        """Every leaf's proof as its RFC 8785 JSON, in leaf order: ``canonical_json(p)``
-        for each ``p`` of ``proofs()``, written from the root down as ``proofs`` walks,
-        each node's steps being its sibling step, a comma and its parent's steps (where
-        building the dicts and writing each proof out cost four times as much)."""
-        levels = self._tools.levels
+        """Every leaf's proof as its RFC 8785 JSON, in leaf order. Built from the root
+        down: a node's steps are its sibling step, a comma and its parent's steps, one
+        step of Python a node, not one a node and leaf below it (building dicts and
+        writing each proof out cost four times as much)."""
+        levels = self._tools.levels  # the root's level first
         steps: list[bytes] = [b""]  # a node's steps up to the root, comma-separated
         for level in levels[1:]:
             width, hexes = len(level), [hexlify(node) for node in level]

@@ -14,6 +14,7 @@ Each app has its own registry (no process-global state). Two kinds of figures:
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import re
@@ -33,6 +34,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from starlette.datastructures import MutableHeaders
@@ -135,6 +137,13 @@ class Monitoring:
             for during in ("request", "health", "scrape"):
                 counter.labels(during)  # present at 0 before the first failure
         ProcessCollector(registry=registry)
+        GCCollector(registry=registry)  # collections and objects collected, by generation
+        Gauge(
+            "fourflow_gc_frozen_objects",
+            "Objects the cycle collector no longer walks: the process's start-up heap, "
+            "frozen by `fourflow serve` before it takes requests (0 when not frozen).",
+            registry=registry,
+        ).set_function(gc.get_freeze_count)
 
     def exposition(self) -> bytes:
         """The Prometheus text format (version 0.0.4) of everything registered."""

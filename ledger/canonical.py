@@ -17,14 +17,18 @@ most of the cost of taking in an event (and of the audit). ``canonical_json`` th
 tries three writers, each only where its bytes are certainly JCS:
 
 1. orjson, with sorted keys and integers held to 53 bits, when what it wrote has no
-   float, no null (orjson writes NaN as null), no escape and no character beyond the
-   Basic Multilingual Plane. What is left is objects, arrays, safe integers, booleans
-   and strings without escapes, where its bytes are JCS byte for byte. Most envelopes.
+   null (orjson writes NaN and infinities as null), no escape and no character beyond
+   the Basic Multilingual Plane. What is left is objects, arrays, safe integers,
+   booleans, strings without escapes and finite floats. Its bytes are JCS byte for
+   byte except the floats, and each float it wrote is written again as ECMAScript's
+   Number::toString writes it (``_ecmascript``): 26.0 as 26, 1e-05 as 0.00001, 1e+16
+   as 10000000000000000. Most envelopes, EPCIS events with measurements, readings.
 2. The C JSON encoder, over a copy in which whole floats are integers, when every key
    is in the Basic Multilingual Plane (so code-point order is UTF-16 order), every
    integer is a safe integer, and every float is either whole (written as an integer,
    as ECMAScript does below 2**53) or non-whole and at least 1e-4 (where Python's
-   shortest repr and ECMAScript's Number::toString agree digit for digit). Readings.
+   shortest repr and ECMAScript's Number::toString agree digit for digit). Values
+   with a null.
 3. rfc8785 itself: the rest, including every input JCS rejects.
 
 So all give the same bytes or the same error for JSON values (dicts with string keys,
@@ -43,7 +47,9 @@ import hashlib
 import json
 import math
 import re
+from bisect import bisect_right
 from collections.abc import Mapping
+from itertools import accumulate, chain
 from typing import Any, AnyStr
 
 import orjson
@@ -88,7 +94,9 @@ _ORJSON_JCS = (
     | orjson.OPT_PASSTHROUGH_DATACLASS
 )
 _ASTRAL = re.compile(rb"[\xf0-\xf4]")  # the lead byte of a UTF-8 character beyond the BMP
-_FLOAT_OR_NULL = re.compile(rb"\d[.eE]|null")  # in JSON, "." and "e" follow a digit
+_FLOAT_MARK = re.compile(rb"\d[.eE]")  # in JSON, "." and "e" follow a digit
+# a number with a fraction or an exponent: orjson writes every float with one of them
+_FLOAT = re.compile(rb"-?\d+(?:\.\d+)?[eE][-+]?\d+|-?\d+\.\d+")
 
 
 def _refuse(value: Any) -> Any:
@@ -96,16 +104,59 @@ def _refuse(value: Any) -> Any:
 
 
 def _orjson_jcs(value: Any) -> bytes | None:
-    """orjson's bytes for ``value`` when they are certainly JCS, else None."""
+    """orjson's bytes for ``value``, its floats written again as JCS writes them, when
+    they are certainly JCS; else None."""
     try:
         out = orjson.dumps(value, default=_refuse, option=_ORJSON_JCS)
     except TypeError:  # orjson.JSONEncodeError included: lone surrogates, depth, keys
         return None
     if b"\\" in out or (not out.isascii() and _ASTRAL.search(out)):
         return None
-    if _FLOAT_OR_NULL.search(_between_strings(out)):
-        return None
-    return out
+    parts = out.split(b'"')  # no escapes: the even parts lie between strings
+    between = parts[::2]
+    structure = b"".join(between)
+    if b"null" in structure:
+        return None  # maybe a NaN or an infinity: the next writers refuse those
+    marks = _FLOAT_MARK.finditer(structure)
+    first = next(marks, None)
+    if first is None:
+        return out
+    ends = list(accumulate(map(len, between)))  # where each even part ends in structure
+    for at in {bisect_right(ends, m.start()) for m in chain((first,), marks)}:
+        parts[2 * at] = _FLOAT.sub(_rewrite_float, parts[2 * at])
+    return b'"'.join(parts)
+
+
+def _rewrite_float(number: re.Match[bytes]) -> bytes:
+    return _ecmascript(float(number.group()))
+
+
+def _ecmascript(number: float) -> bytes:
+    """A finite float as ECMAScript's Number::toString writes it, which is how JCS
+    writes numbers (RFC 8785 section 3.2.2.3): the fewest digits that read back as the
+    same float (the ones Python's repr gives), as plain decimals from 1e-6 up to 1e21,
+    with an exponent outside that range; -0 as 0."""
+    if number == 0:
+        return b"0"
+    text = repr(abs(number))  # '26.0', '1.5e-07', '1e+16', '0.001'
+    mantissa, _, exponent = text.partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    written = whole + fraction
+    digits = written.lstrip("0")
+    # the value is 0.<digits> × 10**point
+    point = len(whole) + int(exponent or 0) - (len(written) - len(digits))
+    digits = digits.rstrip("0")
+    count = len(digits)
+    if count <= point <= 21:
+        out = digits + "0" * (point - count)
+    elif 0 < point <= 21:
+        out = digits[:point] + "." + digits[point:]
+    elif -6 < point <= 0:
+        out = "0." + "0" * -point + digits
+    else:
+        power = point - 1
+        out = digits[0] + ("." + digits[1:] if count > 1 else "") + f"e{power:+d}"
+    return ("-" + out if number < 0 else out).encode("ascii")
 
 
 def _between_strings(text: AnyStr) -> AnyStr:

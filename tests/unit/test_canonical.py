@@ -338,28 +338,42 @@ def test_common_envelopes_never_reach_rfc8785(monkeypatch: pytest.MonkeyPatch) -
         == b'{"celsius":21.5,"count":40,"note":null,"ok":true,"ratio":0.8125}'
     )
     with pytest.raises(AssertionError, match="rfc8785 was called"):
-        canonical_json({"n": 1e-7})  # and the rest still goes there
+        canonical_json({"n": 1e-7, "none": None})  # and the rest still goes there
 
 
 def test_plain_envelopes_are_written_by_orjson_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The first writer takes the common envelope; anything it is unsure of (a float, a
-    # null, an escape, a character beyond the BMP) goes on to the next ones.
+    # The first writer takes the common envelope, floats and all (each written again as
+    # ECMAScript writes it); anything it is unsure of (a null, which may be a NaN, an
+    # escape, a character beyond the BMP) goes on to the next ones.
     import ledger.canonical as canonical
 
     def never(value: Any) -> Any:
         raise AssertionError("the C encoder was called")
 
-    envelope = json.loads(json.dumps(ENVELOPE["envelope"]))
-    del envelope["event"]["payload"]["temp"]  # the vector's one float
-    expected = rfc8785.dumps(envelope)
+    envelope = ENVELOPE["envelope"]
+    assert isinstance(envelope["event"]["payload"]["temp"], float)  # the vector's one float
     monkeypatch.setattr(canonical, "_plain", never)
-    assert canonical_json(envelope) == expected
+    assert canonical_json(envelope) == ENVELOPE["jcs"].encode("utf-8")
     assert canonical_json({"b": [1, True, "é"], "a": {"k": -(2**53 - 1)}}) == (
         '{"a":{"k":-9007199254740991},"b":[1,true,"é"]}'.encode()
     )
-    for unsure in ({"n": 2.0}, {"n": None}, {"n": float("nan")}, {"s": 'a"b'}, {"\U0001f600": 1}):
+    floats = {"whole": 26.0, "small": 1e-5, "big": 1e16, "huge": -1e21, "s": "1.0e5 in text"}
+    assert canonical_json(floats) == (
+        b'{"big":10000000000000000,"huge":-1e+21,"s":"1.0e5 in text","small":0.00001,'
+        b'"whole":26}'
+    )
+    for unsure in ({"n": None}, {"n": float("nan")}, {"s": 'a"b'}, {"\U0001f600": 1}):
         with pytest.raises(AssertionError, match="the C encoder was called"):
             canonical_json(unsure)
+
+
+@settings(PROPERTY, max_examples=2_000)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_every_finite_float_is_written_as_rfc8785_writes_it(number: float) -> None:
+    # orjson's shortest digits, placed again by _ecmascript: in a value, in a list, in
+    # a nested object, beside a string that looks like a number
+    value = {"n": number, "list": [number, {"k": -number}], "text": "-1.5e-7"}
+    assert canonical_json(value) == rfc8785.dumps(value)
 
 
 _bmp_text = st.text(st.characters(min_codepoint=0, max_codepoint=0xFFFF, exclude_categories=["Cs"]))

@@ -154,10 +154,15 @@ def _measure_history(
     with timed() as catalog_s:
         histories.catalog.catch_up()
     if runtime.store.engine.dialect.name == "postgresql":
-        # what autovacuum does within a minute of a bulk load: without it, the planner
-        # guesses at a table it has no statistics for, and the reads measure its guesses
-        with runtime.store.engine.begin() as connection:
-            connection.execute(text("ANALYZE"))
+        # what autovacuum does within a minute of a bulk load (inserts alone start it
+        # since PostgreSQL 13): ANALYZE, without which the planner guesses at tables it
+        # has no statistics for, and VACUUM, which marks the pages all-visible, so the
+        # custody walk reads its covering index alone instead of every row it passes
+        # (the first page: 104.8 -> 82.4 ms at 10^6 events)
+        with runtime.store.engine.connect().execution_options(
+            isolation_level="AUTOCOMMIT"  # VACUUM runs outside a transaction
+        ) as connection:
+            connection.execute(text("VACUUM ANALYZE"))
     ctx.say(
         f"  stored in {fill_s:.0f} s, {batches} batches anchored in {anchor_s():.0f} s, "
         f"catalogued in {catalog_s():.0f} s"

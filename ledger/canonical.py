@@ -49,7 +49,7 @@ import math
 import re
 from bisect import bisect_right
 from collections.abc import Mapping
-from itertools import accumulate, chain
+from itertools import accumulate
 from typing import Any, AnyStr
 
 import orjson
@@ -117,12 +117,11 @@ def _orjson_jcs(value: Any) -> bytes | None:
     structure = b"".join(between)
     if b"null" in structure:
         return None  # maybe a NaN or an infinity: the next writers refuse those
-    marks = _FLOAT_MARK.finditer(structure)
-    first = next(marks, None)
-    if first is None:
+    floats_at = [mark.start() for mark in _FLOAT_MARK.finditer(structure)]
+    if not floats_at:
         return out
     ends = list(accumulate(map(len, between)))  # where each even part ends in structure
-    for at in {bisect_right(ends, m.start()) for m in chain((first,), marks)}:
+    for at in {bisect_right(ends, start) for start in floats_at}:
         parts[2 * at] = _FLOAT.sub(_rewrite_float, parts[2 * at])
     return b'"'.join(parts)
 

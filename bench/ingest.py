@@ -233,6 +233,7 @@ def ingest(ctx: Context) -> list[Figure]:
     # "Several workers and API processes"), on a store of its own
     shared = _deploy(ctx, node, submitters=CLIENTS, name="shared")
     pair = [_serve(ctx, shared, oracle=False) for _ in range(2)]
+    domain = _domain_of(api)  # the floor's envelopes are built for the same deployment
     ctx.say(f"{rounds} round(s) of {batches} batches of {size} events, from {CLIENTS} threads")
     one: list[tuple[float, float, list[float]]] = []  # (rate, wall, latencies) a round
     two: list[tuple[float, float, list[float]]] = []
@@ -241,7 +242,7 @@ def ingest(ctx: Context) -> list[Figure]:
         signed, bodies = _bodies(deployed, api, batches=batches, size=size, tag=f"ingest{r}")
         wall, latencies = _post_all([api], bodies)
         one.append((batches * size / wall, wall, latencies))
-        prepared = _floor_prepared([s for _, s in signed], _domain_of(api))
+        prepared = _floor_prepared([s for _, s in signed], domain)
         floors.append(_floor_run(ctx.tmp / f"floor-{r}.sqlite", prepared))
         _, pair_bodies = _bodies(shared, pair[0], batches=batches, size=size, tag=f"pair{r}")
         pair_wall, pair_latencies = _post_all(pair, pair_bodies)
